@@ -1,0 +1,30 @@
+#!/bin/bash
+# The demo: the host store on its embedded default (the encrypted file
+# store) in a throwaway data directory, with a demo profile's credentials:
+# an API key and an OAuth token, shown the way the daemon serves them
+# (never the refresh token). Needs nothing but cargo.
+set -eu
+cd "$(dirname "$0")/.."
+cargo build --release --locked --quiet
+cred=target/release/llxprt-cred
+demo=$(mktemp -d "${TMPDIR:-/tmp}/llxprt-credd-demo.XXXXXX")
+trap 'rm -rf "$demo"' EXIT
+export LLXPRT_DATA_HOME="$demo/data" LLXPRT_LOG_HOME="$demo/log" LLXPRT_CONFIG_HOME="$demo/config"
+export LLXPRT_CREDD_STORE=file
+mkdir -p "$LLXPRT_CONFIG_HOME/profiles"
+cat > "$LLXPRT_CONFIG_HOME/profiles/demo.json" <<'JSON'
+{"version":1,"provider":"anthropic","model":"claude-sonnet-4","auth":{"type":"oauth","buckets":["default"]},"ephemeralSettings":{"auth-key-name":"DEMO_OPENAI_KEY"}}
+JSON
+set -x
+printf 'sk-demo-not-a-real-key\n' | $cred key set DEMO_OPENAI_KEY
+$cred key list
+$cred key get DEMO_OPENAI_KEY
+expiry=$(( $(date +%s) + 3600 ))
+printf '{"access_token":"demo-access","refresh_token":"demo-refresh-stays-on-host","expiry":%s,"token_type":"Bearer","scope":"user:inference"}' "$expiry" \
+  | $cred token import anthropic
+$cred token list
+$cred token show anthropic
+$cred doctor
+ls -l "$LLXPRT_DATA_HOME/secure-store/llxprt-code-oauth" "$LLXPRT_DATA_HOME/provider-keys"
+head -c 120 "$LLXPRT_DATA_HOME/secure-store/llxprt-code-oauth/anthropic%3Adefault.enc"; echo
+$cred bench store --iterations 50

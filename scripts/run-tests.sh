@@ -1,0 +1,14 @@
+#!/bin/bash
+# The test command: formatting and lints, then every test (unit and
+# integration) through cargo-nextest when it is installed, cargo test
+# otherwise. Run it through scripts/with-keyring.sh (as `make test` does)
+# so the keyring tests have a Secret Service.
+set -eu
+cd "$(dirname "$0")/.."
+cargo fmt --all -- --check
+cargo clippy --all-targets --locked -- -D warnings
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --locked --no-fail-fast
+else
+  cargo test --locked --no-fail-fast
+fi

@@ -1,0 +1,39 @@
+/*!
+Command lines of the two binaries: lexopt tokens → a typed command, then
+the code that runs it. Parsing is pure and unit-tested; running prints
+results on stdout, problems on stderr, and maps errors to exit codes
+(0 success, 1 failure or "not found", 2 usage).
+*/
+#![forbid(unsafe_code)]
+
+pub mod bench;
+pub mod cred;
+
+use std::ffi::OsString;
+
+use crate::error::Error;
+
+/// Exit code for success.
+pub const EXIT_OK: i32 = 0;
+/// Exit code for a failure or an absent item.
+pub const EXIT_FAILURE: i32 = 1;
+/// Exit code for a usage error.
+pub const EXIT_USAGE: i32 = 2;
+
+/// Turns a lexopt error into a usage error.
+pub fn usage(e: lexopt::Error) -> Error {
+    Error::Usage(e.to_string())
+}
+
+/// A value argument as UTF-8.
+pub fn string_value(value: OsString, what: &str) -> Result<String, Error> {
+    value.into_string().map_err(|_| Error::Usage(format!("{what} must be valid UTF-8")))
+}
+
+/// Splits `PROVIDER[:BUCKET]`.
+pub fn provider_bucket(spec: &str) -> (String, Option<String>) {
+    match spec.split_once(':') {
+        Some((p, b)) => (p.to_owned(), Some(b.to_owned())),
+        None => (spec.to_owned(), None),
+    }
+}

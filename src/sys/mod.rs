@@ -1,0 +1,175 @@
+/*!
+Every call into libc lives here, so that the rest of the crate can forbid
+`unsafe` outright. Each wrapper turns a C failure into `io::Error` through
+[`cerr`] and says in a `SAFETY:` comment why its pointers are valid.
+*/
+
+use std::ffi::CStr;
+use std::io;
+use std::mem::MaybeUninit;
+use std::path::Path;
+
+/// Turns a C `-1` return into the thread's `errno` as an `io::Error`.
+pub fn cerr<T: Copy + PartialEq + From<i8>>(res: T) -> io::Result<T> {
+    if res == T::from(-1) { Err(io::Error::last_os_error()) } else { Ok(res) }
+}
+
+/// A user id, kept apart from other integers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct UserId(pub libc::uid_t);
+
+/// A process id, kept apart from other integers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ProcessId(pub libc::pid_t);
+
+/// The real user id of this process.
+pub fn current_uid() -> UserId {
+    // SAFETY: getuid takes no arguments and cannot fail.
+    UserId(unsafe { libc::getuid() })
+}
+
+/// The id of this process.
+pub fn current_pid() -> ProcessId {
+    ProcessId(std::process::id() as libc::pid_t)
+}
+
+/// The host name as `gethostname(2)` reports it (what Node's `os.hostname()`
+/// returns), lossily decoded.
+pub fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for writes of its whole length, and we pass
+    // one less so the result is always NUL-terminated.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len() - 1) };
+    if rc != 0 {
+        return String::new();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+/// Name and home directory of a user from the password database.
+pub struct PasswdEntry {
+    /// Login name.
+    pub name: String,
+    /// Home directory.
+    pub home: String,
+}
+
+/// Looks up `uid` in the password database with `getpwuid_r`.
+pub fn passwd_entry(uid: UserId) -> Option<PasswdEntry> {
+    // SAFETY: sysconf only reads a configuration value.
+    let hint = unsafe { libc::sysconf(libc::_SC_GETPW_R_SIZE_MAX) };
+    let mut size = if hint > 0 { hint as usize } else { 1024 };
+    loop {
+        let mut buf = vec![0u8; size];
+        let mut pwd = MaybeUninit::<libc::passwd>::uninit();
+        let mut result: *mut libc::passwd = std::ptr::null_mut();
+        // SAFETY: `pwd` and `buf` are valid for writes of their sizes and
+        // outlive the call; `result` is a valid out-pointer. On success
+        // `result` points at `pwd`, whose string fields point into `buf`.
+        let rc =
+            unsafe { libc::getpwuid_r(uid.0, pwd.as_mut_ptr(), buf.as_mut_ptr().cast(), size, &mut result) };
+        if rc == libc::ERANGE && size < 1 << 20 {
+            size *= 2;
+            continue;
+        }
+        if rc != 0 || result.is_null() {
+            return None;
+        }
+        // SAFETY: getpwuid_r succeeded and `result` is non-null, so `pwd` is
+        // initialised and its name/dir fields are NUL-terminated strings in
+        // `buf`, which is still alive here.
+        let (name, home) = unsafe {
+            let pwd = pwd.assume_init();
+            (CStr::from_ptr(pwd.pw_name), CStr::from_ptr(pwd.pw_dir))
+        };
+        return Some(PasswdEntry {
+            name: name.to_string_lossy().into_owned(),
+            home: home.to_string_lossy().into_owned(),
+        });
+    }
+}
+
+/// What `kill(pid, 0)` says about a process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Liveness {
+    /// The process exists (it may belong to another user).
+    Alive,
+    /// No such process.
+    Dead,
+    /// The probe failed in some other way.
+    Unknown,
+}
+
+/// Probes a process with signal 0.
+pub fn process_liveness(pid: ProcessId) -> Liveness {
+    if pid.0 <= 0 {
+        return Liveness::Unknown;
+    }
+    // SAFETY: signal 0 performs only the existence and permission checks.
+    match cerr(unsafe { libc::kill(pid.0, 0) }) {
+        Ok(_) => Liveness::Alive,
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Liveness::Dead,
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => Liveness::Alive,
+        Err(_) => Liveness::Unknown,
+    }
+}
+
+/// Clock ticks per second, for `/proc/<pid>/stat` start times.
+fn clock_ticks_per_second() -> u64 {
+    // SAFETY: sysconf only reads a configuration value.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if hz > 0 { hz as u64 } else { 100 }
+}
+
+/// Start time of a process in Unix milliseconds, whole seconds as `ps -o
+/// lstart` shows it, computed from `/proc` (Linux only; `None` elsewhere).
+pub fn process_start_time_ms(pid: ProcessId) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.0)).ok()?;
+    // The command name may contain spaces and parentheses; fields resume
+    // after the last ')'. starttime is field 22, i.e. index 19 after it.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let ticks: u64 = rest.split(' ').nth(19)?.parse().ok()?;
+    let boot = std::fs::read_to_string("/proc/stat").ok()?;
+    let btime: u64 = boot.lines().find_map(|l| l.strip_prefix("btime "))?.trim().parse().ok()?;
+    Some((btime + ticks / clock_ticks_per_second()) * 1000)
+}
+
+/// Sets the process umask and returns the previous one.
+pub fn set_umask(mask: u32) -> u32 {
+    // SAFETY: umask cannot fail and only changes process state.
+    unsafe { libc::umask(mask as libc::mode_t) as u32 }
+}
+
+/// The owner uid and mode bits of a path, without following a final symlink.
+pub fn owner_and_mode(path: &Path) -> io::Result<(UserId, u32)> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::symlink_metadata(path)?;
+    Ok((UserId(meta.uid()), meta.mode() & 0o7777))
+}
+
+/// Whether standard input is a terminal.
+pub fn stdin_is_tty() -> bool {
+    // SAFETY: isatty only inspects the descriptor.
+    unsafe { libc::isatty(libc::STDIN_FILENO) == 1 }
+}
+
+/// Reads one line from the terminal on stdin with echo switched off, for
+/// secrets typed at a prompt. Echo is restored even when reading fails.
+pub fn read_line_without_echo() -> io::Result<String> {
+    let mut term = MaybeUninit::<libc::termios>::uninit();
+    // SAFETY: `term` is valid for writes of a termios.
+    cerr(unsafe { libc::tcgetattr(libc::STDIN_FILENO, term.as_mut_ptr()) })?;
+    // SAFETY: tcgetattr succeeded, so `term` is initialised.
+    let saved = unsafe { term.assume_init() };
+    let mut quiet = saved;
+    quiet.c_lflag &= !(libc::ECHO | libc::ECHONL);
+    quiet.c_lflag |= libc::ICANON;
+    // SAFETY: `quiet` is a valid termios copied from the current settings.
+    cerr(unsafe { libc::tcsetattr(libc::STDIN_FILENO, libc::TCSAFLUSH, &quiet) })?;
+    let mut line = String::new();
+    let read = io::stdin().read_line(&mut line);
+    // SAFETY: `saved` is the unmodified termios read above.
+    unsafe { libc::tcsetattr(libc::STDIN_FILENO, libc::TCSAFLUSH, &saved) };
+    read.map(|_| line)
+}

@@ -1,0 +1,274 @@
+//! The integration harness: private temp homes, the real binaries, and
+//! private Secret Services (a dbus-daemon plus gnome-keyring per test).
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// A fresh directory with data, log, config and home roots.
+pub struct TestDir {
+    pub root: PathBuf,
+}
+
+impl TestDir {
+    pub fn new(name: &str) -> TestDir {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let root = std::env::temp_dir().join(format!("credd-it-{}-{name}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        for sub in ["data", "log", "config", "home", "run"] {
+            std::fs::create_dir_all(root.join(sub)).unwrap();
+        }
+        TestDir { root }
+    }
+
+    pub fn data(&self) -> PathBuf {
+        self.root.join("data")
+    }
+
+    pub fn log(&self) -> PathBuf {
+        self.root.join("log")
+    }
+
+    pub fn oauth_dir(&self) -> PathBuf {
+        self.data().join("secure-store/llxprt-code-oauth")
+    }
+
+    pub fn keys_dir(&self) -> PathBuf {
+        self.data().join("provider-keys")
+    }
+
+    /// A `llxprt-cred` command with this directory's roots and `bus` as its
+    /// session bus (`None`: a bus address that does not exist).
+    pub fn cred(&self, bus: Option<&str>) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_llxprt-cred"));
+        cmd.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", self.root.join("home"))
+            .env("LLXPRT_DATA_HOME", self.data())
+            .env("LLXPRT_LOG_HOME", self.log())
+            .env("LLXPRT_CONFIG_HOME", self.root.join("config"))
+            .env("XDG_RUNTIME_DIR", self.root.join("run"))
+            .env(
+                "DBUS_SESSION_BUS_ADDRESS",
+                bus.map(str::to_owned).unwrap_or_else(|| format!("unix:path={}/no-bus", self.root.display())),
+            )
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs `llxprt-cred args` with `stdin` and returns its output.
+    pub fn run(&self, bus: Option<&str>, args: &[&str], stdin: &str) -> Output {
+        let mut cmd = self.cred(bus);
+        cmd.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn llxprt-cred");
+        let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
+        child.wait_with_output().unwrap()
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.root);
+        }
+    }
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Asserts success and returns stdout.
+#[track_caller]
+pub fn ok(o: Output) -> String {
+    assert!(
+        o.status.success(),
+        "command failed: {:?}\nstdout: {}\nstderr: {}",
+        o.status,
+        stdout(&o),
+        stderr(&o)
+    );
+    stdout(&o)
+}
+
+/// Whether the Secret Service tooling is installed. Keyring tests fail
+/// (never skip silently) when it is missing, unless the caller opted out
+/// with LLXPRT_CREDD_SKIP_KEYRING_TESTS=1.
+pub fn keyring_tests_enabled() -> bool {
+    let have = ["dbus-daemon", "gnome-keyring-daemon", "dbus-send"].iter().all(|t| which(t).is_some());
+    if have {
+        return true;
+    }
+    if std::env::var("LLXPRT_CREDD_SKIP_KEYRING_TESTS").as_deref() == Ok("1") {
+        eprintln!("keyring tests skipped on request (LLXPRT_CREDD_SKIP_KEYRING_TESTS=1)");
+        return false;
+    }
+    panic!(
+        "gnome-keyring/dbus are not installed: run .ci/run (or apt-get install gnome-keyring dbus dbus-daemon libsecret-tools), or set LLXPRT_CREDD_SKIP_KEYRING_TESTS=1"
+    );
+}
+
+pub fn which(tool: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?.to_str()?.split(':').map(|d| Path::new(d).join(tool)).find(|p| p.is_file())
+}
+
+/// A private session bus with an unlocked gnome-keyring on it.
+pub struct PrivateKeyring {
+    pub address: String,
+    bus: Child,
+    home: PathBuf,
+}
+
+impl PrivateKeyring {
+    pub fn start(dir: &TestDir) -> PrivateKeyring {
+        let home = dir.root.join("kr-home");
+        std::fs::create_dir_all(home.join(".local/share")).unwrap();
+        let run = dir.root.join("kr-run");
+        std::fs::create_dir_all(&run).unwrap();
+        let mut bus = Command::new("dbus-daemon")
+            .args(["--session", "--nofork", "--nopidfile", "--print-address=1"])
+            .env("HOME", &home)
+            .env("XDG_DATA_HOME", home.join(".local/share"))
+            .env("XDG_RUNTIME_DIR", &run)
+            .env_remove("DISPLAY")
+            .env_remove("WAYLAND_DISPLAY")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start dbus-daemon");
+        let mut line = String::new();
+        BufReader::new(bus.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let address = line.trim().to_owned();
+        assert!(!address.is_empty(), "dbus-daemon printed no address");
+        let kr = PrivateKeyring { address, bus, home };
+        let mut unlock = kr
+            .command("gnome-keyring-daemon")
+            .args(["--unlock", "--components=secrets"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start gnome-keyring-daemon");
+        unlock.stdin.take().unwrap().write_all(b"it-password").unwrap();
+        unlock.wait().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !kr
+            .dbus_call(&["org.freedesktop.DBus.NameHasOwner", "string:org.freedesktop.secrets"])
+            .contains("true")
+        {
+            assert!(Instant::now() < deadline, "gnome-keyring never took its bus name");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        kr
+    }
+
+    /// A command on this bus, in the keyring's home.
+    pub fn command(&self, program: &str) -> Command {
+        let mut cmd = Command::new(program);
+        cmd.env("DBUS_SESSION_BUS_ADDRESS", &self.address)
+            .env("HOME", &self.home)
+            .env("XDG_DATA_HOME", self.home.join(".local/share"))
+            .env_remove("DISPLAY")
+            .env_remove("WAYLAND_DISPLAY");
+        cmd
+    }
+
+    fn dbus_call(&self, method_and_args: &[&str]) -> String {
+        let out = self
+            .command("dbus-send")
+            .args(["--session", "--print-reply", "--dest=org.freedesktop.DBus", "/org/freedesktop/DBus"])
+            .args(method_and_args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The pid of the keyring daemon.
+    pub fn daemon_pid(&self) -> i32 {
+        let reply = self.dbus_call(&[
+            "org.freedesktop.DBus.GetConnectionUnixProcessID",
+            "string:org.freedesktop.secrets",
+        ]);
+        reply.split_whitespace().last().and_then(|s| s.parse().ok()).expect("keyring pid")
+    }
+
+    /// Locks the default ('login') collection, as a screen lock would.
+    pub fn lock_collection(&self) {
+        let out = self
+            .command("dbus-send")
+            .args([
+                "--session",
+                "--print-reply",
+                "--dest=org.freedesktop.secrets",
+                "/org/freedesktop/secrets",
+                "org.freedesktop.Secret.Service.Lock",
+                "array:objpath:/org/freedesktop/secrets/collection/login",
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "lock failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// `secret-tool` against this keyring.
+    pub fn secret_tool(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut child = self
+            .command("secret-tool")
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("secret-tool (apt-get install libsecret-tools)");
+        let mut input = child.stdin.take().unwrap();
+        if let Some(s) = stdin {
+            input.write_all(s.as_bytes()).unwrap();
+        }
+        drop(input);
+        child.wait_with_output().unwrap()
+    }
+}
+
+impl Drop for PrivateKeyring {
+    fn drop(&mut self) {
+        let pid = self.daemon_pid_quiet();
+        if let Some(pid) = pid {
+            let _ = Command::new("kill").args(["-CONT", &pid.to_string()]).status();
+            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+        }
+        let _ = self.bus.kill();
+        let _ = self.bus.wait();
+    }
+}
+
+impl PrivateKeyring {
+    fn daemon_pid_quiet(&self) -> Option<i32> {
+        let out = self
+            .command("dbus-send")
+            .args([
+                "--session",
+                "--print-reply",
+                "--reply-timeout=500",
+                "--dest=org.freedesktop.DBus",
+                "/org/freedesktop/DBus",
+            ])
+            .args(["org.freedesktop.DBus.GetConnectionUnixProcessID", "string:org.freedesktop.secrets"])
+            .output()
+            .ok()?;
+        String::from_utf8_lossy(&out.stdout).split_whitespace().last()?.parse().ok()
+    }
+}
+
+/// A unique name for items in shared stores.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}{}x{}", std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst))
+}

@@ -10,6 +10,7 @@ blocking client.
 pub mod cli;
 pub mod error;
 pub mod log;
+pub mod protocol;
 pub mod random;
 pub mod secret;
 pub mod store;

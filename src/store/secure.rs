@@ -389,3 +389,52 @@ pub fn atomic_write(path: &Path, content: &[u8]) -> io::Result<()> {
     }
     result
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stores(tag: &str) -> (PathBuf, SecureStore, SecureStore) {
+        let root =
+            std::env::temp_dir().join(format!("credd-secure-{tag}-{}", crate::random::hex(6).unwrap()));
+        let make = || {
+            let secret = Arc::new(MachineSecret::new(None, root.join("machine_secret"), root.join("locks")));
+            SecureStore::new("svc", root.join("files"), Backend::File, None, secret, root.join("locks"))
+        };
+        (root.clone(), make(), make())
+    }
+
+    #[test]
+    fn cache_sees_writes_from_another_instance_and_its_own_at_once() {
+        let (root, a, b) = stores("cache");
+        assert_eq!(a.get("k").unwrap(), None);
+        b.set("k", &SecretString::from("one")).unwrap();
+        assert_eq!(
+            a.get("k").unwrap().unwrap().expose(),
+            "one",
+            "a cached miss is dropped when the file appears"
+        );
+        b.set("k", &SecretString::from("two")).unwrap();
+        assert_eq!(a.get("k").unwrap().unwrap().expose(), "two", "a replaced file is re-read");
+        a.set("k", &SecretString::from("three")).unwrap();
+        assert_eq!(a.get_with_source("k").unwrap().unwrap().1, Source::File);
+        assert_eq!(b.get("k").unwrap().unwrap().expose(), "three");
+        assert!(b.delete("k").unwrap());
+        assert_eq!(a.get("k").unwrap(), None, "a deleted file is seen");
+        assert!(!a.delete("k").unwrap());
+        let _ = fs::remove_dir_all(root);
+    }
+
+    #[test]
+    fn legacy_file_names_are_read_listed_and_deleted() {
+        let (root, a, _) = stores("legacy");
+        a.set("p:b", &SecretString::from("v")).unwrap();
+        let dir = root.join("files");
+        fs::rename(dir.join("p%3Ab.enc"), dir.join("p:b.enc")).unwrap();
+        assert_eq!(a.get("p:b").unwrap().unwrap().expose(), "v");
+        assert_eq!(a.list().unwrap(), ["p:b"]);
+        assert!(a.delete("p:b").unwrap());
+        assert!(!dir.join("p:b.enc").exists());
+        let _ = fs::remove_dir_all(root);
+    }
+}

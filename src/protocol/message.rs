@@ -1,0 +1,406 @@
+/*!
+Messages: the handshake, typed requests with their validation, and the
+response envelopes. Validation happens here, before any handler runs, so
+a wrong type or a hostile name never reaches a store: it becomes
+`INVALID_REQUEST` with a message built from fixed text.
+*/
+#![forbid(unsafe_code)]
+
+use serde_json::{Map, Value, json};
+
+use super::PROTOCOL_VERSION;
+use crate::store::names::{is_valid_key_name, is_valid_provider_name};
+
+/// Wire error codes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// The credential does not exist (or is outside the scope; see the server).
+    NotFound,
+    /// The request is malformed.
+    InvalidRequest,
+    /// Too many requests, or a refresh inside its cooldown.
+    RateLimited,
+    /// Capability token or scope check failed.
+    Unauthorized,
+    /// The host failed.
+    InternalError,
+    /// No common protocol version.
+    UnknownVersion,
+    /// Unknown OAuth session.
+    SessionNotFound,
+    /// OAuth session too old.
+    SessionExpired,
+    /// OAuth session used twice.
+    SessionAlreadyUsed,
+    /// The provider refused the authorization code.
+    ExchangeFailed,
+    /// No OAuth provider of that name.
+    ProviderNotFound,
+    /// The refresh token was revoked; log in again.
+    ReauthRequired,
+}
+
+impl ErrorCode {
+    /// The code as sent.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::NotFound => "NOT_FOUND",
+            ErrorCode::InvalidRequest => "INVALID_REQUEST",
+            ErrorCode::RateLimited => "RATE_LIMITED",
+            ErrorCode::Unauthorized => "UNAUTHORIZED",
+            ErrorCode::InternalError => "INTERNAL_ERROR",
+            ErrorCode::UnknownVersion => "UNKNOWN_VERSION",
+            ErrorCode::SessionNotFound => "SESSION_NOT_FOUND",
+            ErrorCode::SessionExpired => "SESSION_EXPIRED",
+            ErrorCode::SessionAlreadyUsed => "SESSION_ALREADY_USED",
+            ErrorCode::ExchangeFailed => "EXCHANGE_FAILED",
+            ErrorCode::ProviderNotFound => "PROVIDER_NOT_FOUND",
+            ErrorCode::ReauthRequired => "REAUTH_REQUIRED",
+        }
+    }
+}
+
+/// A parsed handshake.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HandshakeRequest {
+    /// The capability token the client presented (any non-string is `None`).
+    pub capability_token: Option<String>,
+}
+
+/// Why a frame could not be turned into a request (or handshake).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestError {
+    /// The request id to echo (`"unknown"` when there was none).
+    pub id: String,
+    /// The code to send.
+    pub code: ErrorCode,
+    /// Fixed, safe text.
+    pub message: String,
+}
+
+fn invalid(id: &str, message: impl Into<String>) -> RequestError {
+    RequestError { id: id.to_owned(), code: ErrorCode::InvalidRequest, message: message.into() }
+}
+
+/// Parses the first frame of a connection.
+pub fn parse_handshake(bytes: &[u8]) -> Result<HandshakeRequest, RequestError> {
+    let value = parse_object(bytes, "unknown")?;
+    if value.get("op").and_then(Value::as_str) != Some("handshake") {
+        return Err(invalid("unknown", "Handshake required before any request"));
+    }
+    let payload = value.get("payload").and_then(Value::as_object);
+    let bound = |name: &str| payload.and_then(|p| p.get(name)).and_then(Value::as_u64);
+    let version_error = RequestError {
+        id: "unknown".into(),
+        code: ErrorCode::UnknownVersion,
+        message: "Unsupported protocol version".into(),
+    };
+    match (bound("minVersion"), bound("maxVersion")) {
+        (Some(min), Some(max)) if min <= max && min <= PROTOCOL_VERSION && PROTOCOL_VERSION <= max => {}
+        _ => return Err(version_error),
+    }
+    let capability_token =
+        payload.and_then(|p| p.get("capabilityToken")).and_then(Value::as_str).map(str::to_owned);
+    Ok(HandshakeRequest { capability_token })
+}
+
+fn parse_object(bytes: &[u8], id: &str) -> Result<Map<String, Value>, RequestError> {
+    let text = std::str::from_utf8(bytes).map_err(|_| invalid(id, "Frame is not valid UTF-8"))?;
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(invalid(id, "Frame must be a JSON object")),
+        Err(_) => Err(invalid(id, "Frame is not valid JSON")),
+    }
+}
+
+/// A validated request.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Request {
+    /// The client's id, echoed in the response.
+    pub id: String,
+    /// What is asked.
+    pub op: Op,
+}
+
+/// The operations, with their validated arguments.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Op {
+    /// `get_token`
+    GetToken { provider: String, bucket: Option<String> },
+    /// `save_token`
+    SaveToken { provider: String, bucket: Option<String>, token: Map<String, Value> },
+    /// `remove_token`
+    RemoveToken { provider: String, bucket: Option<String> },
+    /// `list_providers`
+    ListProviders,
+    /// `list_buckets`
+    ListBuckets { provider: String },
+    /// `get_bucket_stats`
+    GetBucketStats { provider: String, bucket: Option<String> },
+    /// `get_api_key`
+    GetApiKey { name: String },
+    /// `list_api_keys`
+    ListApiKeys,
+    /// `has_api_key`
+    HasApiKey { name: String },
+    /// `refresh_token`
+    RefreshToken { provider: String, bucket: Option<String> },
+    /// `oauth_initiate`
+    OauthInitiate { provider: String, bucket: Option<String> },
+    /// `oauth_exchange`
+    OauthExchange { session_id: String, code: String },
+    /// `oauth_poll`
+    OauthPoll { session_id: String },
+    /// `oauth_cancel`
+    OauthCancel { session_id: String },
+    /// `cancel`
+    Cancel { target_id: String },
+}
+
+impl Op {
+    /// The wire name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::GetToken { .. } => "get_token",
+            Op::SaveToken { .. } => "save_token",
+            Op::RemoveToken { .. } => "remove_token",
+            Op::ListProviders => "list_providers",
+            Op::ListBuckets { .. } => "list_buckets",
+            Op::GetBucketStats { .. } => "get_bucket_stats",
+            Op::GetApiKey { .. } => "get_api_key",
+            Op::ListApiKeys => "list_api_keys",
+            Op::HasApiKey { .. } => "has_api_key",
+            Op::RefreshToken { .. } => "refresh_token",
+            Op::OauthInitiate { .. } => "oauth_initiate",
+            Op::OauthExchange { .. } => "oauth_exchange",
+            Op::OauthPoll { .. } => "oauth_poll",
+            Op::OauthCancel { .. } => "oauth_cancel",
+            Op::Cancel { .. } => "cancel",
+        }
+    }
+}
+
+struct Fields<'a> {
+    id: &'a str,
+    payload: &'a Map<String, Value>,
+}
+
+impl Fields<'_> {
+    fn string(&self, name: &str) -> Result<String, RequestError> {
+        match self.payload.get(name) {
+            Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
+            Some(Value::String(_)) | None | Some(Value::Null) => {
+                Err(invalid(self.id, format!("Missing {name}")))
+            }
+            Some(_) => Err(invalid(self.id, format!("{name} must be a string"))),
+        }
+    }
+
+    fn provider(&self) -> Result<String, RequestError> {
+        let p = self.string("provider")?;
+        if !is_valid_provider_name(&p) {
+            return Err(invalid(self.id, "Invalid provider name"));
+        }
+        Ok(p)
+    }
+
+    fn bucket(&self) -> Result<Option<String>, RequestError> {
+        match self.payload.get("bucket") {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(b)) if is_valid_provider_name(b) => Ok(Some(b.clone())),
+            Some(Value::String(_)) => Err(invalid(self.id, "Invalid bucket name")),
+            Some(_) => Err(invalid(self.id, "bucket must be a string")),
+        }
+    }
+
+    fn key_name(&self) -> Result<String, RequestError> {
+        let n = self.string("name")?;
+        if !is_valid_key_name(&n) {
+            return Err(invalid(self.id, "Invalid key name"));
+        }
+        Ok(n)
+    }
+}
+
+/// Parses a request frame (after the handshake).
+pub fn parse_request(bytes: &[u8]) -> Result<Request, RequestError> {
+    let map = parse_object(bytes, "unknown")?;
+    let id = match map.get("id") {
+        Some(Value::String(s)) if !s.is_empty() && s.len() <= 128 => s.clone(),
+        Some(Value::Number(n)) => n.to_string(),
+        _ => return Err(invalid("unknown", "Missing request id or op")),
+    };
+    let op = match map.get("op") {
+        Some(Value::String(s)) if !s.is_empty() => s.as_str(),
+        _ => return Err(invalid(&id, "Missing request id or op")),
+    };
+    let empty = Map::new();
+    let payload = match map.get("payload") {
+        None | Some(Value::Null) => &empty,
+        Some(Value::Object(p)) => p,
+        Some(_) => return Err(invalid(&id, "payload must be an object")),
+    };
+    let f = Fields { id: &id, payload };
+    let op = match op {
+        "get_token" => Op::GetToken { provider: f.provider()?, bucket: f.bucket()? },
+        "save_token" => {
+            let (provider, bucket) = (f.provider()?, f.bucket()?);
+            let token = match payload.get("token") {
+                Some(Value::Object(t)) => t.clone(),
+                None | Some(Value::Null) => return Err(invalid(&id, "Missing token")),
+                Some(_) => return Err(invalid(&id, "token must be an object")),
+            };
+            Op::SaveToken { provider, bucket, token }
+        }
+        "remove_token" => Op::RemoveToken { provider: f.provider()?, bucket: f.bucket()? },
+        "list_providers" => Op::ListProviders,
+        "list_buckets" => Op::ListBuckets { provider: f.provider()? },
+        "get_bucket_stats" => Op::GetBucketStats { provider: f.provider()?, bucket: f.bucket()? },
+        "get_api_key" => Op::GetApiKey { name: f.key_name()? },
+        "list_api_keys" => Op::ListApiKeys,
+        "has_api_key" => Op::HasApiKey { name: f.key_name()? },
+        "refresh_token" => Op::RefreshToken { provider: f.provider()?, bucket: f.bucket()? },
+        "oauth_initiate" => Op::OauthInitiate { provider: f.provider()?, bucket: f.bucket()? },
+        "oauth_exchange" => {
+            Op::OauthExchange { session_id: f.string("session_id")?, code: f.string("code")? }
+        }
+        "oauth_poll" => Op::OauthPoll { session_id: f.string("session_id")? },
+        "oauth_cancel" => Op::OauthCancel { session_id: f.string("session_id")? },
+        "cancel" => Op::Cancel { target_id: f.string("targetId")? },
+        other => {
+            let shown: String = other.chars().take(64).filter(|c| !c.is_control()).collect();
+            return Err(invalid(&id, format!("Unknown operation: {shown}")));
+        }
+    };
+    Ok(Request { id, op })
+}
+
+fn to_bytes(value: Value) -> Vec<u8> {
+    serde_json::to_vec(&value).expect("a JSON value serialises")
+}
+
+/// The successful handshake answer.
+pub fn handshake_ok() -> Vec<u8> {
+    to_bytes(
+        json!({"v": PROTOCOL_VERSION, "op": "handshake", "ok": true, "data": {"version": PROTOCOL_VERSION}}),
+    )
+}
+
+/// A failed handshake answer.
+pub fn handshake_error(code: ErrorCode, message: &str) -> Vec<u8> {
+    to_bytes(
+        json!({"v": PROTOCOL_VERSION, "op": "handshake", "ok": false, "code": code.as_str(), "error": message}),
+    )
+}
+
+/// A success response; `data` is always an object.
+pub fn ok_response(id: &str, data: Map<String, Value>) -> Vec<u8> {
+    to_bytes(json!({"v": PROTOCOL_VERSION, "id": id, "ok": true, "data": Value::Object(data)}))
+}
+
+/// An error response (`retry_after` in whole seconds, for `RATE_LIMITED`).
+pub fn error_response(id: &str, code: ErrorCode, message: &str, retry_after: Option<u64>) -> Vec<u8> {
+    let mut v =
+        json!({"v": PROTOCOL_VERSION, "id": id, "ok": false, "code": code.as_str(), "error": message});
+    if let Some(secs) = retry_after {
+        v["retryAfter"] = json!(secs);
+    }
+    to_bytes(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(s: &str) -> Result<Request, RequestError> {
+        parse_request(s.as_bytes())
+    }
+
+    #[test]
+    fn handshake_negotiates_version_one() {
+        let ok = |s: &str| parse_handshake(s.as_bytes());
+        assert_eq!(
+            ok(r#"{"v":1,"op":"handshake","payload":{"minVersion":1,"maxVersion":1}}"#)
+                .unwrap()
+                .capability_token,
+            None
+        );
+        let h = ok(
+            r#"{"v":2,"op":"handshake","payload":{"minVersion":1,"maxVersion":2,"capabilityToken":"ab"}}"#,
+        )
+        .unwrap();
+        assert_eq!(h.capability_token.as_deref(), Some("ab"));
+        for bad in [
+            r#"{"op":"handshake","payload":{"minVersion":2,"maxVersion":3}}"#,
+            r#"{"op":"handshake","payload":{"minVersion":1}}"#,
+            r#"{"op":"handshake","payload":{"minVersion":"1","maxVersion":1}}"#,
+            r#"{"op":"handshake","payload":{"minVersion":1.5,"maxVersion":2}}"#,
+            r#"{"op":"handshake","payload":{"minVersion":2,"maxVersion":1}}"#,
+            r#"{"op":"handshake"}"#,
+        ] {
+            assert_eq!(ok(bad).unwrap_err().code, ErrorCode::UnknownVersion, "{bad}");
+        }
+        assert_eq!(ok(r#"{"v":1,"id":"1","op":"get_token"}"#).unwrap_err().code, ErrorCode::InvalidRequest);
+        assert_eq!(ok("[]").unwrap_err().code, ErrorCode::InvalidRequest);
+    }
+
+    #[test]
+    fn requests_are_typed_and_validated() {
+        assert_eq!(
+            req(r#"{"v":1,"id":"a","op":"get_token","payload":{"provider":"anthropic"}}"#).unwrap(),
+            Request { id: "a".into(), op: Op::GetToken { provider: "anthropic".into(), bucket: None } }
+        );
+        assert_eq!(req(r#"{"id":"b","op":"list_providers"}"#).unwrap().op, Op::ListProviders);
+        let cases = [
+            ("null", "unknown", "Frame must be a JSON object"),
+            ("\"x\"", "unknown", "Frame must be a JSON object"),
+            ("[1]", "unknown", "Frame must be a JSON object"),
+            ("{", "unknown", "Frame is not valid JSON"),
+            (r#"{"op":"get_token"}"#, "unknown", "Missing request id or op"),
+            (r#"{"id":"","op":"get_token"}"#, "unknown", "Missing request id or op"),
+            (r#"{"id":"i","op":""}"#, "i", "Missing request id or op"),
+            (r#"{"id":"i","op":"nope"}"#, "i", "Unknown operation: nope"),
+            (r#"{"id":"i","op":"get_token","payload":[]}"#, "i", "payload must be an object"),
+            (r#"{"id":"i","op":"get_token","payload":{}}"#, "i", "Missing provider"),
+            (r#"{"id":"i","op":"get_token","payload":{"provider":7}}"#, "i", "provider must be a string"),
+            (r#"{"id":"i","op":"get_token","payload":{"provider":"../x"}}"#, "i", "Invalid provider name"),
+            (
+                r#"{"id":"i","op":"get_token","payload":{"provider":"a","bucket":1}}"#,
+                "i",
+                "bucket must be a string",
+            ),
+            (r#"{"id":"i","op":"get_api_key","payload":{"name":"a@b"}}"#, "i", "Invalid key name"),
+            (
+                r#"{"id":"i","op":"save_token","payload":{"provider":"a","token":"t"}}"#,
+                "i",
+                "token must be an object",
+            ),
+            (r#"{"id":"i","op":"cancel","payload":{}}"#, "i", "Missing targetId"),
+        ];
+        for (input, id, message) in cases {
+            let e = req(input).unwrap_err();
+            assert_eq!(
+                (e.id.as_str(), e.code, e.message.as_str()),
+                (id, ErrorCode::InvalidRequest, message),
+                "{input}"
+            );
+        }
+        assert_eq!(parse_request(b"\xff\xfe").unwrap_err().message, "Frame is not valid UTF-8");
+    }
+
+    #[test]
+    fn responses_have_the_envelope_and_object_data() {
+        let ok: Value = serde_json::from_slice(&ok_response("x", Map::new())).unwrap();
+        assert_eq!(ok, json!({"v":1,"id":"x","ok":true,"data":{}}));
+        let e: Value =
+            serde_json::from_slice(&error_response("x", ErrorCode::RateLimited, "slow down", Some(1)))
+                .unwrap();
+        assert_eq!(
+            e,
+            json!({"v":1,"id":"x","ok":false,"code":"RATE_LIMITED","error":"slow down","retryAfter":1})
+        );
+        let h: Value = serde_json::from_slice(&handshake_ok()).unwrap();
+        assert_eq!(h, json!({"v":1,"op":"handshake","ok":true,"data":{"version":1}}));
+    }
+}

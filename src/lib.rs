@@ -10,9 +10,11 @@ blocking client.
 pub mod cli;
 pub mod error;
 pub mod log;
+pub mod profile;
 pub mod protocol;
 pub mod random;
 pub mod secret;
+pub mod server;
 pub mod store;
 pub mod sys;
 pub mod token;

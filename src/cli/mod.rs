@@ -8,6 +8,7 @@ results on stdout, problems on stderr, and maps errors to exit codes
 
 pub mod bench;
 pub mod cred;
+pub mod credd;
 
 use std::ffi::OsString;
 

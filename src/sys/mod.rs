@@ -173,3 +173,144 @@ pub fn read_line_without_echo() -> io::Result<String> {
     unsafe { libc::tcsetattr(libc::STDIN_FILENO, libc::TCSAFLUSH, &saved) };
     read.map(|_| line)
 }
+
+/// Credentials of the process at the other end of a Unix socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerCred {
+    /// Effective user id of the peer.
+    pub uid: UserId,
+    /// Peer process id, where the platform reports it.
+    pub pid: Option<ProcessId>,
+}
+
+/// Reads the peer's credentials of a connected Unix socket
+/// (`SO_PEERCRED` on Linux).
+#[cfg(target_os = "linux")]
+pub fn peer_cred(fd: std::os::fd::RawFd) -> io::Result<PeerCred> {
+    let mut cred = MaybeUninit::<libc::ucred>::zeroed();
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: `cred` is valid for writes of `len` bytes and `len` is a valid
+    // in/out length; the kernel writes at most `len` bytes.
+    cerr(unsafe {
+        libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_PEERCRED, cred.as_mut_ptr().cast(), &mut len)
+    })?;
+    // SAFETY: zero-initialised and then filled by getsockopt; every bit
+    // pattern is a valid ucred.
+    let cred = unsafe { cred.assume_init() };
+    Ok(PeerCred { uid: UserId(cred.uid), pid: (cred.pid > 0).then_some(ProcessId(cred.pid)) })
+}
+
+/// Reads the peer's credentials of a connected Unix socket (`getpeereid`
+/// and `LOCAL_PEERPID` on macOS).
+#[cfg(target_os = "macos")]
+pub fn peer_cred(fd: std::os::fd::RawFd) -> io::Result<PeerCred> {
+    let mut uid: libc::uid_t = 0;
+    let mut gid: libc::gid_t = 0;
+    // SAFETY: both out-pointers are valid for writes.
+    cerr(unsafe { libc::getpeereid(fd, &mut uid, &mut gid) })?;
+    let mut pid: libc::pid_t = 0;
+    let mut len = std::mem::size_of::<libc::pid_t>() as libc::socklen_t;
+    // SAFETY: `pid` is valid for writes of `len` bytes.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_LOCAL,
+            libc::LOCAL_PEERPID,
+            (&mut pid as *mut libc::pid_t).cast(),
+            &mut len,
+        )
+    };
+    Ok(PeerCred { uid: UserId(uid), pid: (rc == 0 && pid > 0).then_some(ProcessId(pid)) })
+}
+
+/// Peer credentials are not available on this platform.
+#[cfg(not(any(target_os = "linux", target_os = "macos")))]
+pub fn peer_cred(_fd: std::os::fd::RawFd) -> io::Result<PeerCred> {
+    Err(io::Error::new(io::ErrorKind::Unsupported, "no peer credentials on this platform"))
+}
+
+/// Turns off core dumps and (on Linux) ptrace attachment by non-root
+/// processes of the same user: our memory holds secrets.
+pub fn harden_process() -> io::Result<()> {
+    let zero = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: `zero` is a valid rlimit.
+    cerr(unsafe { libc::setrlimit(libc::RLIMIT_CORE, &zero) })?;
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: PR_SET_DUMPABLE takes one integer argument.
+        cerr(unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) })?;
+    }
+    Ok(())
+}
+
+/// Whether the process is marked dumpable (Linux; `None` elsewhere).
+pub fn is_dumpable() -> Option<bool> {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: PR_GET_DUMPABLE takes no further arguments.
+        let rc = unsafe { libc::prctl(libc::PR_GET_DUMPABLE, 0, 0, 0, 0) };
+        Some(rc == 1)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        None
+    }
+}
+
+/// A set of signals handled by a dedicated thread with `sigwait`.
+pub struct SignalSet(libc::sigset_t);
+
+impl SignalSet {
+    /// Blocks `signals` in the calling thread (and so in every thread it
+    /// starts afterwards) and returns the set for [`SignalSet::wait`].
+    pub fn block(signals: &[i32]) -> io::Result<SignalSet> {
+        let mut set = MaybeUninit::<libc::sigset_t>::uninit();
+        // SAFETY: sigemptyset initialises the set it is given.
+        unsafe { libc::sigemptyset(set.as_mut_ptr()) };
+        // SAFETY: initialised by sigemptyset above.
+        let mut set = unsafe { set.assume_init() };
+        for &sig in signals {
+            // SAFETY: `set` is a valid, initialised sigset.
+            cerr(unsafe { libc::sigaddset(&mut set, sig) })?;
+        }
+        // SAFETY: `set` is valid; the old mask is not needed.
+        let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+        if rc != 0 {
+            return Err(io::Error::from_raw_os_error(rc));
+        }
+        Ok(SignalSet(set))
+    }
+
+    /// Waits for one of the blocked signals and returns its number.
+    pub fn wait(&self) -> io::Result<i32> {
+        let mut sig = 0;
+        // SAFETY: the set is initialised and `sig` is valid for writes.
+        let rc = unsafe { libc::sigwait(&self.0, &mut sig) };
+        if rc != 0 {
+            return Err(io::Error::from_raw_os_error(rc));
+        }
+        Ok(sig)
+    }
+
+    /// Unblocks the set in the calling thread (for a child about to exec).
+    pub fn unblock(&self) {
+        // SAFETY: the set is initialised.
+        unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, &self.0, std::ptr::null_mut()) };
+    }
+}
+
+/// Sends `sig` to `pid`.
+pub fn send_signal(pid: ProcessId, sig: i32) -> io::Result<()> {
+    // SAFETY: kill has no memory arguments.
+    cerr(unsafe { libc::kill(pid.0, sig) }).map(|_| ())
+}
+
+/// Points standard output at `/dev/null`, so a reader waiting for it to
+/// close (a shell's `$(...)`, a wrapper script) learns we are ready.
+pub fn detach_stdout() -> io::Result<()> {
+    let null = std::fs::OpenOptions::new().write(true).open("/dev/null")?;
+    use std::os::fd::AsRawFd;
+    // SAFETY: both descriptors are open; dup2 replaces fd 1 atomically.
+    cerr(unsafe { libc::dup2(null.as_raw_fd(), libc::STDOUT_FILENO) })?;
+    Ok(())
+}

@@ -272,3 +272,137 @@ impl PrivateKeyring {
 pub fn unique(prefix: &str) -> String {
     format!("{prefix}{}x{}", std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst))
 }
+
+/// A running daemon (foreground, file store) in a test directory.
+pub struct Daemon {
+    pub child: Child,
+    pub socket: PathBuf,
+    pub log: PathBuf,
+}
+
+impl TestDir {
+    /// Starts `llxprt-credd -D --store file --print-socket` with `args`.
+    pub fn daemon(&self, args: &[&str]) -> Daemon {
+        self.daemon_with_env(args, &[])
+    }
+
+    pub fn daemon_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Daemon {
+        let sock_dir = self.root.join("sock");
+        let socket = sock_dir.join(format!("d{}.sock", COUNTER.fetch_add(1, Ordering::SeqCst)));
+        let log = self.root.join(format!("daemon-{}.log", COUNTER.fetch_add(1, Ordering::SeqCst)));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_llxprt-credd"));
+        cmd.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", self.root.join("home"))
+            .env("LLXPRT_DATA_HOME", self.data())
+            .env("LLXPRT_LOG_HOME", self.log())
+            .env("LLXPRT_CONFIG_HOME", self.root.join("config"))
+            .envs(env.iter().copied())
+            .args(["-D", "--store", "file", "--print-socket", "--log-level", "debug", "--log-file"])
+            .arg(&log)
+            .arg("--socket")
+            .arg(&socket)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn llxprt-credd");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        if line.trim().is_empty() {
+            let out = child.wait_with_output().unwrap();
+            panic!("daemon did not start: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        assert_eq!(Path::new(line.trim()), socket);
+        Daemon { child, socket, log }
+    }
+}
+
+impl Daemon {
+    pub fn connect(&self) -> Raw {
+        Raw::connect(&self.socket)
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A raw protocol client: frames by hand, so tests can also send garbage.
+pub struct Raw {
+    pub stream: std::os::unix::net::UnixStream,
+    next: usize,
+}
+
+impl Raw {
+    pub fn connect(path: &Path) -> Raw {
+        let stream = std::os::unix::net::UnixStream::connect(path).expect("connect");
+        stream.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        Raw { stream, next: 0 }
+    }
+
+    pub fn send_bytes(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(bytes)
+    }
+
+    pub fn send_frame(&mut self, payload: &[u8]) -> std::io::Result<()> {
+        let mut f = (payload.len() as u32).to_be_bytes().to_vec();
+        f.extend_from_slice(payload);
+        self.send_bytes(&f)
+    }
+
+    /// The next response, or `None` when the daemon closed the connection.
+    pub fn recv(&mut self) -> Option<serde_json::Value> {
+        use std::io::Read;
+        let mut header = [0u8; 4];
+        self.stream.read_exact(&mut header).ok()?;
+        let mut body = vec![0u8; u32::from_be_bytes(header) as usize];
+        self.stream.read_exact(&mut body).ok()?;
+        Some(serde_json::from_slice(&body).expect("daemon sends JSON"))
+    }
+
+    /// Whether the daemon has closed the connection (EOF within the timeout).
+    pub fn closed(&mut self) -> bool {
+        use std::io::Read;
+        let mut b = [0u8; 1];
+        matches!(self.stream.read(&mut b), Ok(0) | Err(_))
+    }
+
+    pub fn handshake_with(&mut self, token: Option<&str>) -> serde_json::Value {
+        let mut payload = serde_json::json!({"minVersion": 1, "maxVersion": 2});
+        if let Some(t) = token {
+            payload["capabilityToken"] = t.into();
+        }
+        let frame = serde_json::json!({"v": 2, "op": "handshake", "payload": payload});
+        self.send_frame(frame.to_string().as_bytes()).unwrap();
+        self.recv().expect("handshake answer")
+    }
+
+    pub fn handshake(&mut self) -> &mut Self {
+        let r = self.handshake_with(None);
+        assert_eq!(r["ok"], true, "{r}");
+        self
+    }
+
+    pub fn request(&mut self, op: &str, payload: serde_json::Value) -> serde_json::Value {
+        self.next += 1;
+        let id = format!("req-{}", self.next);
+        let frame = serde_json::json!({"v": 1, "id": id, "op": op, "payload": payload});
+        self.send_frame(frame.to_string().as_bytes()).unwrap();
+        let r = self.recv().expect("response");
+        assert_eq!(r["id"], id.as_str(), "{r}");
+        r
+    }
+}

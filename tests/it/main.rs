@@ -1,6 +1,7 @@
 //! The one integration test binary: the real `llxprt-cred` (and later the
 //! daemon) in private directories, against real gnome-keyring instances.
 
+mod daemon;
 mod harness;
 mod store_file;
 mod store_keyring;

@@ -1,0 +1,230 @@
+/*!
+llxprt-code profile files → the [`Scope`] a daemon serves.
+
+A profile lives at `{config}/profiles/{NAME}.json`. A standard profile
+names a `provider`; when `auth.type` is `"oauth"` its OAuth buckets are
+`auth.buckets` (trimmed, non-empty) or `["default"]`; a stored API key is
+named by `ephemeralSettings["auth-key-name"]`. A load-balancer profile
+(`"type": "loadbalancer"`) lists other profiles by name in `profiles`; its
+scope is the union of theirs. `--allow PROVIDER[:BUCKET]` and
+`--allow-key NAME` add to the scope.
+*/
+#![forbid(unsafe_code)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+use crate::store::names::{DEFAULT_BUCKET, is_valid_key_name, is_valid_provider_name};
+
+/// How deep load-balancer profiles may nest.
+const MAX_PROFILE_DEPTH: usize = 8;
+
+/// What a daemon may serve: OAuth buckets per provider and API key names.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Scope {
+    /// provider → buckets. A `None` bucket set means every bucket.
+    pub oauth: BTreeMap<String, Option<BTreeSet<String>>>,
+    /// API key names.
+    pub keys: BTreeSet<String>,
+}
+
+impl Scope {
+    /// Whether `provider:bucket` is in scope.
+    pub fn allows_token(&self, provider: &str, bucket: Option<&str>) -> bool {
+        match self.oauth.get(provider) {
+            Some(None) => true,
+            Some(Some(buckets)) => buckets.contains(bucket.unwrap_or(DEFAULT_BUCKET)),
+            None => false,
+        }
+    }
+
+    /// Whether `provider` has any bucket in scope.
+    pub fn allows_provider(&self, provider: &str) -> bool {
+        self.oauth.contains_key(provider)
+    }
+
+    /// Whether the key `name` is in scope.
+    pub fn allows_key(&self, name: &str) -> bool {
+        self.keys.contains(name)
+    }
+
+    /// Adds `provider[:bucket]` (no bucket: every bucket of the provider).
+    pub fn allow(&mut self, spec: &str) -> Result<()> {
+        let (provider, bucket) = crate::cli::provider_bucket(spec);
+        if !is_valid_provider_name(&provider) || bucket.as_deref().is_some_and(|b| !is_valid_provider_name(b))
+        {
+            return Err(Error::Usage(format!("--allow {spec:?}: not a valid PROVIDER[:BUCKET]")));
+        }
+        match bucket {
+            None => {
+                self.oauth.insert(provider, None);
+            }
+            Some(b) => {
+                if let Some(set) = self.oauth.entry(provider).or_insert_with(|| Some(BTreeSet::new())) {
+                    set.insert(b);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds the API key `name`.
+    pub fn allow_key(&mut self, name: &str) -> Result<()> {
+        if !is_valid_key_name(name) {
+            return Err(Error::Usage(format!("--allow-key {name:?}: not a valid key name")));
+        }
+        self.keys.insert(name.to_owned());
+        Ok(())
+    }
+
+    /// One line describing the scope, for logs and `doctor`.
+    pub fn describe(&self) -> String {
+        let oauth: Vec<String> = self
+            .oauth
+            .iter()
+            .map(|(p, b)| match b {
+                None => format!("{p}:*"),
+                Some(b) => b.iter().map(|b| format!("{p}:{b}")).collect::<Vec<_>>().join(" "),
+            })
+            .collect();
+        let keys: Vec<&str> = self.keys.iter().map(String::as_str).collect();
+        format!("oauth [{}] keys [{}]", oauth.join(" "), keys.join(" "))
+    }
+}
+
+/// Reads profile `name` from `profiles_dir` into a scope.
+pub fn load_scope(profiles_dir: &Path, name: &str) -> Result<Scope> {
+    let mut scope = Scope::default();
+    add_profile(profiles_dir, name, &mut scope, 0)?;
+    Ok(scope)
+}
+
+fn add_profile(dir: &Path, name: &str, scope: &mut Scope, depth: usize) -> Result<()> {
+    if depth > MAX_PROFILE_DEPTH {
+        return Err(Error::Usage(format!(
+            "profile {name:?}: load-balancer profiles nest too deep (a cycle?)"
+        )));
+    }
+    if name.is_empty() || name.contains(['/', '\\', '\0']) || name.starts_with('.') {
+        return Err(Error::Usage(format!("profile name {name:?} is not allowed")));
+    }
+    let path = dir.join(format!("{name}.json"));
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| Error::Usage(format!("cannot read profile {}: {e}", path.display())))?;
+    let value: Value = serde_json::from_str(&text)
+        .map_err(|e| Error::Usage(format!("profile {} is not valid JSON: {e}", path.display())))?;
+    add_profile_value(dir, name, &value, scope, depth)
+}
+
+fn add_profile_value(dir: &Path, name: &str, value: &Value, scope: &mut Scope, depth: usize) -> Result<()> {
+    let Some(obj) = value.as_object() else {
+        return Err(Error::Usage(format!("profile {name:?} must be a JSON object")));
+    };
+    if obj.get("type").and_then(Value::as_str) == Some("loadbalancer") {
+        let members = obj.get("profiles").and_then(Value::as_array).ok_or_else(|| {
+            Error::Usage(format!("load-balancer profile {name:?} needs a \"profiles\" list"))
+        })?;
+        for member in members {
+            let member = member
+                .as_str()
+                .ok_or_else(|| Error::Usage(format!("profile {name:?}: \"profiles\" must hold names")))?;
+            add_profile(dir, member, scope, depth + 1)?;
+        }
+        return Ok(());
+    }
+    let provider = obj.get("provider").and_then(Value::as_str).map(str::trim).unwrap_or_default();
+    let auth = obj.get("auth");
+    if auth.and_then(|a| a.get("type")).and_then(Value::as_str) == Some("oauth") {
+        if !is_valid_provider_name(provider) {
+            return Err(Error::Usage(format!("profile {name:?}: provider {provider:?} is not a valid name")));
+        }
+        let mut buckets: BTreeSet<String> = auth
+            .and_then(|a| a.get("buckets"))
+            .and_then(Value::as_array)
+            .map(|list| {
+                list.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::trim)
+                    .filter(|b| !b.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default();
+        if buckets.is_empty() {
+            buckets.insert(DEFAULT_BUCKET.to_owned());
+        }
+        if let Some(bad) = buckets.iter().find(|b| !is_valid_provider_name(b)) {
+            return Err(Error::Usage(format!("profile {name:?}: bucket {bad:?} is not a valid name")));
+        }
+        if let Some(set) = scope.oauth.entry(provider.to_owned()).or_insert_with(|| Some(BTreeSet::new())) {
+            set.extend(buckets);
+        }
+    }
+    if let Some(key) =
+        obj.get("ephemeralSettings").and_then(|s| s.get("auth-key-name")).and_then(Value::as_str)
+    {
+        let key = key.trim();
+        if !is_valid_key_name(key) {
+            return Err(Error::Usage(format!(
+                "profile {name:?}: auth-key-name {key:?} is not a valid key name"
+            )));
+        }
+        scope.keys.insert(key.to_owned());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir(files: &[(&str, &str)]) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("credd-profiles-{}", crate::random::hex(6).unwrap()));
+        std::fs::create_dir_all(&d).unwrap();
+        for (name, body) in files {
+            std::fs::write(d.join(format!("{name}.json")), body).unwrap();
+        }
+        d
+    }
+
+    #[test]
+    fn standard_and_loadbalancer_profiles() {
+        let d = dir(&[
+            (
+                "claude",
+                r#"{"version":1,"provider":" anthropic ","auth":{"type":"oauth","buckets":["work"," ","home"]}}"#,
+            ),
+            (
+                "gpt",
+                r#"{"version":1,"provider":"openai","auth":{"type":"apikey"},"ephemeralSettings":{"auth-key-name":"OPENAI"}}"#,
+            ),
+            ("codex", r#"{"version":1,"provider":"codex","auth":{"type":"oauth"}}"#),
+            ("lb", r#"{"type":"loadbalancer","policy":"roundrobin","profiles":["claude","gpt","codex"]}"#),
+            ("loop", r#"{"type":"loadbalancer","profiles":["loop"]}"#),
+        ]);
+        let s = load_scope(&d, "lb").unwrap();
+        assert!(s.allows_token("anthropic", Some("work")) && s.allows_token("anthropic", Some("home")));
+        assert!(!s.allows_token("anthropic", None), "default is not listed for anthropic");
+        assert!(s.allows_token("codex", None) && !s.allows_token("codex", Some("other")));
+        assert!(!s.allows_provider("openai"), "an apikey profile grants no OAuth provider");
+        assert!(s.allows_key("OPENAI") && !s.allows_key("OTHER"));
+        assert!(load_scope(&d, "loop").is_err());
+        assert!(load_scope(&d, "../etc/passwd").is_err());
+        assert!(load_scope(&d, "missing").is_err());
+    }
+
+    #[test]
+    fn allow_flags() {
+        let mut s = Scope::default();
+        s.allow("anthropic:work").unwrap();
+        s.allow("codex").unwrap();
+        s.allow_key("K").unwrap();
+        assert!(s.allows_token("anthropic", Some("work")) && !s.allows_token("anthropic", None));
+        assert!(s.allows_token("codex", Some("anything")));
+        assert!(s.allow("../x").is_err() && s.allow_key("a@b").is_err());
+        assert_eq!(s.describe(), "oauth [anthropic:work codex:*] keys [K]");
+    }
+}

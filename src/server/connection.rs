@@ -1,0 +1,247 @@
+/*!
+One connection: peer check, handshake, then frames in and responses out,
+one at a time, with the partial-frame and idle timeouts and the
+per-connection rate limit.
+*/
+#![forbid(unsafe_code)]
+
+use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+use super::{FAILED_HANDSHAKE_DELAY, PARTIAL_FRAME_TIMEOUT, Shared, dispatch};
+use crate::protocol::frame::{self, FrameError, HEADER_LEN};
+use crate::protocol::message::{self, ErrorCode};
+use crate::sys::{self, PeerCred};
+
+/// Why reading a frame stopped.
+#[derive(Debug)]
+enum ReadError {
+    /// The peer closed the connection between frames.
+    Closed,
+    /// Nothing arrived for the idle timeout.
+    Idle,
+    /// A frame started but did not finish in time.
+    Partial,
+    /// The header announced an unacceptable length.
+    Bad(FrameError),
+    /// Another socket error.
+    Io(io::Error),
+}
+
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
+}
+
+fn read_exact_by(stream: &mut UnixStream, buf: &mut [u8], deadline: Instant) -> Result<(), ReadError> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(ReadError::Partial);
+        }
+        stream.set_read_timeout(Some(left)).map_err(ReadError::Io)?;
+        match stream.read(&mut buf[filled..]) {
+            Ok(0) => return Err(ReadError::Partial),
+            Ok(n) => filled += n,
+            Err(e) if is_timeout(&e) => return Err(ReadError::Partial),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(ReadError::Io(e)),
+        }
+    }
+    Ok(())
+}
+
+/// Reads one frame. The first byte may take up to `idle`; from then on the
+/// whole frame must arrive within [`PARTIAL_FRAME_TIMEOUT`].
+fn read_frame(stream: &mut UnixStream, idle: Duration) -> Result<Vec<u8>, ReadError> {
+    let mut header = [0u8; HEADER_LEN];
+    stream.set_read_timeout(Some(idle)).map_err(ReadError::Io)?;
+    loop {
+        match stream.read(&mut header[..1]) {
+            Ok(0) => return Err(ReadError::Closed),
+            Ok(_) => break,
+            Err(e) if is_timeout(&e) => return Err(ReadError::Idle),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(ReadError::Io(e)),
+        }
+    }
+    let deadline = Instant::now() + PARTIAL_FRAME_TIMEOUT;
+    read_exact_by(stream, &mut header[1..], deadline)?;
+    let len = frame::frame_len(header).map_err(ReadError::Bad)?;
+    let mut body = vec![0u8; len];
+    read_exact_by(stream, &mut body, deadline)?;
+    Ok(body)
+}
+
+fn send(stream: &mut UnixStream, payload: &[u8]) -> io::Result<()> {
+    let framed = frame::encode_frame(payload).unwrap_or_else(|| {
+        frame::encode_frame(&message::error_response(
+            "unknown",
+            ErrorCode::InternalError,
+            "Response too large",
+            None,
+        ))
+        .expect("a short error frame")
+    });
+    stream.write_all(&framed)
+}
+
+/// Answers a connection over the cap and closes it.
+pub fn refuse_busy(mut stream: UnixStream) {
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
+    let _ = send(
+        &mut stream,
+        &message::error_response(
+            "unknown",
+            ErrorCode::RateLimited,
+            "Too many connections; try again later",
+            Some(1),
+        ),
+    );
+}
+
+fn peer_allowed(shared: &Shared, peer: &PeerCred) -> bool {
+    peer.uid == sys::current_uid() || peer.uid.0 == 0 || shared.config.allow_uids.contains(&peer.uid)
+}
+
+fn token_matches(expected: &str, presented: Option<&str>) -> bool {
+    let Some(presented) = presented else { return false };
+    // Compare digests: equal length, and no early exit on the first difference.
+    let a = Sha256::digest(expected.as_bytes());
+    let b = Sha256::digest(presented.as_bytes());
+    a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// A token bucket: `rate` tokens per second, holding at most `rate`, so a
+/// start-up burst of up to one second's worth passes.
+struct RateLimiter {
+    rate: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl RateLimiter {
+    fn new(rate: u32) -> Self {
+        RateLimiter { rate: f64::from(rate), tokens: f64::from(rate), last: Instant::now() }
+    }
+
+    fn allow(&mut self) -> bool {
+        let now = Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.rate);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Serves one connection until it closes, times out, or misbehaves.
+pub fn serve(shared: &Shared, conn: u64, mut stream: UnixStream) {
+    let peer = match sys::peer_cred(stream.as_raw_fd()) {
+        Ok(p) => p,
+        Err(e) => {
+            crate::log_warn!("conn={conn} refused: cannot read peer credentials: {e}");
+            return;
+        }
+    };
+    let who = format!("conn={conn} uid={} pid={}", peer.uid.0, peer.pid.map_or(-1, |p| p.0));
+    if !peer_allowed(shared, &peer) {
+        crate::log_warn!("audit {who} op=connect outcome=refused reason=peer_uid");
+        return;
+    }
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(30)));
+    crate::log_debug!("{who} connected");
+    let idle = shared.config.idle_timeout;
+    let first = match read_frame(&mut stream, idle) {
+        Ok(f) => f,
+        Err(e) => {
+            crate::log_info!("audit {who} op=handshake outcome=closed reason={e:?}");
+            return;
+        }
+    };
+    match message::parse_handshake(&first) {
+        Ok(h) => {
+            if let Some(expected) = &shared.config.capability_token
+                && !token_matches(expected.expose(), h.capability_token.as_deref())
+            {
+                crate::log_warn!("audit {who} op=handshake outcome=unauthorized");
+                std::thread::sleep(FAILED_HANDSHAKE_DELAY);
+                let _ = send(
+                    &mut stream,
+                    &message::handshake_error(ErrorCode::Unauthorized, "Invalid or missing capability token"),
+                );
+                return;
+            }
+            if send(&mut stream, &message::handshake_ok()).is_err() {
+                return;
+            }
+        }
+        Err(e) => {
+            crate::log_info!("audit {who} op=handshake outcome={}", e.code.as_str());
+            std::thread::sleep(FAILED_HANDSHAKE_DELAY);
+            let reply = if e.code == ErrorCode::UnknownVersion {
+                message::handshake_error(e.code, &e.message)
+            } else {
+                message::error_response(&e.id, e.code, &e.message, None)
+            };
+            let _ = send(&mut stream, &reply);
+            return;
+        }
+    }
+    let mut limiter = shared.config.rate_limit.map(RateLimiter::new);
+    loop {
+        if shared.stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        let body = match read_frame(&mut stream, idle) {
+            Ok(b) => b,
+            Err(ReadError::Bad(e)) => {
+                crate::log_info!("audit {who} op=frame outcome=closed reason=\"{e}\"");
+                let _ = send(
+                    &mut stream,
+                    &message::error_response("unknown", ErrorCode::InvalidRequest, &e.to_string(), None),
+                );
+                return;
+            }
+            Err(ReadError::Io(e)) => {
+                crate::log_debug!("{who} socket error: {e}");
+                return;
+            }
+            Err(e) => {
+                crate::log_debug!("{who} closed: {e:?}");
+                return;
+            }
+        };
+        let started = Instant::now();
+        let reply = match message::parse_request(&body) {
+            Err(e) => {
+                crate::log_info!("audit {who} op=invalid outcome={}", e.code.as_str());
+                message::error_response(&e.id, e.code, &e.message, None)
+            }
+            Ok(req) if limiter.as_mut().is_some_and(|l| !l.allow()) => {
+                crate::log_info!("audit {who} op={} outcome=RATE_LIMITED", req.op.name());
+                message::error_response(&req.id, ErrorCode::RateLimited, "Too many requests", Some(1))
+            }
+            Ok(req) => {
+                let (reply, outcome, target) = dispatch::handle(shared, &req);
+                crate::log_info!(
+                    "audit {who} op={} target={target} outcome={outcome} duration_us={}",
+                    req.op.name(),
+                    started.elapsed().as_micros()
+                );
+                reply
+            }
+        };
+        if send(&mut stream, &reply).is_err() {
+            return;
+        }
+    }
+}

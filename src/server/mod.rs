@@ -1,0 +1,151 @@
+/*!
+The daemon's server: a blocking `std::os::unix::net` listener, one thread
+per connection, a cap on connections. The path of a request, one
+direction only: socket → frame ([`connection`]) → typed request
+([`crate::protocol`]) → scope check and handler ([`dispatch`]) → store →
+typed response → frame. This module is the only place that maps internal
+errors to wire codes.
+*/
+#![forbid(unsafe_code)]
+
+pub mod connection;
+pub mod dispatch;
+pub mod socket;
+
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::profile::Scope;
+use crate::secret::SecretString;
+use crate::store::HostStore;
+use crate::sys::UserId;
+
+/// Default cap on concurrent connections (and so on connection threads).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 64;
+/// Default requests per second per connection.
+pub const DEFAULT_RATE_LIMIT_PER_SECOND: u32 = 60;
+/// A connection that sends nothing for this long is closed.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Once a frame has started, the rest must arrive within this.
+pub const PARTIAL_FRAME_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long shutdown waits for in-flight requests.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// Added delay before answering a failed handshake.
+pub const FAILED_HANDSHAKE_DELAY: Duration = Duration::from_millis(250);
+
+/// Everything the server needs to run.
+pub struct ServerConfig {
+    /// Where the socket is.
+    pub socket_path: PathBuf,
+    /// Connection cap.
+    pub max_connections: usize,
+    /// Requests per second per connection; `None` = unlimited.
+    pub rate_limit: Option<u32>,
+    /// Extra peer uids allowed besides ours and root.
+    pub allow_uids: Vec<UserId>,
+    /// The capability token handshakes must carry, if any.
+    pub capability_token: Option<SecretString>,
+    /// What may be served.
+    pub scope: Scope,
+    /// Idle timeout (overridable for tests).
+    pub idle_timeout: Duration,
+}
+
+/// State shared by all connection threads.
+pub struct Shared {
+    /// Configuration.
+    pub config: ServerConfig,
+    /// The host store.
+    pub store: HostStore,
+    /// Set when shutdown starts.
+    pub stopping: AtomicBool,
+    /// Open connections.
+    pub active: AtomicUsize,
+    /// Connection ids.
+    pub next_conn: AtomicU64,
+}
+
+/// The running server.
+pub struct Server {
+    listener: UnixListener,
+    shared: Arc<Shared>,
+}
+
+impl Server {
+    /// Wraps a bound listener.
+    pub fn new(listener: UnixListener, config: ServerConfig, store: HostStore) -> Server {
+        let shared = Arc::new(Shared {
+            config,
+            store,
+            stopping: AtomicBool::new(false),
+            active: AtomicUsize::new(0),
+            next_conn: AtomicU64::new(1),
+        });
+        Server { listener, shared }
+    }
+
+    /// A handle that can stop the accept loop from another thread.
+    pub fn stopper(&self) -> Stopper {
+        Stopper { shared: self.shared.clone() }
+    }
+
+    /// Accepts connections until stopped, then waits up to
+    /// [`SHUTDOWN_GRACE`] for open connections to finish.
+    pub fn run(self) {
+        for stream in self.listener.incoming() {
+            if self.shared.stopping.load(Ordering::SeqCst) {
+                break;
+            }
+            let stream = match stream {
+                Ok(s) => s,
+                Err(e) => {
+                    crate::log_warn!("accept failed: {e}");
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                }
+            };
+            self.admit(stream);
+        }
+        let deadline = Instant::now() + SHUTDOWN_GRACE;
+        while self.shared.active.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn admit(&self, stream: UnixStream) {
+        let conn = self.shared.next_conn.fetch_add(1, Ordering::SeqCst);
+        let active = self.shared.active.fetch_add(1, Ordering::SeqCst) + 1;
+        if active > self.shared.config.max_connections {
+            self.shared.active.fetch_sub(1, Ordering::SeqCst);
+            crate::log_warn!("conn={conn} refused: {} connections open (cap)", active - 1);
+            connection::refuse_busy(stream);
+            return;
+        }
+        let shared = self.shared.clone();
+        let spawned = std::thread::Builder::new().name(format!("conn-{conn}")).spawn(move || {
+            connection::serve(&shared, conn, stream);
+            shared.active.fetch_sub(1, Ordering::SeqCst);
+        });
+        if let Err(e) = spawned {
+            self.shared.active.fetch_sub(1, Ordering::SeqCst);
+            crate::log_error!("conn={conn} cannot start a thread: {e}");
+        }
+    }
+}
+
+/// Stops a running [`Server`].
+#[derive(Clone)]
+pub struct Stopper {
+    shared: Arc<Shared>,
+}
+
+impl Stopper {
+    /// Stops accepting (wakes the accept loop with a connection of our own).
+    pub fn stop(&self) {
+        self.shared.stopping.store(true, Ordering::SeqCst);
+        let _ = UnixStream::connect(&self.shared.config.socket_path);
+    }
+}

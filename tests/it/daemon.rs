@@ -366,3 +366,60 @@ fn sh_output_evaluates() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("{}/sock/e.sock", dir.root.display()));
 }
+
+/// Connects as uid/gid 65534 (nobody) and performs a handshake; returns
+/// what the daemon answered ("closed" when it dropped the connection).
+fn handshake_as_nobody(socket: &std::path::Path) -> String {
+    // perl-base is essential on Debian, and needs nothing from our home.
+    let script = r#"
+use IO::Socket::UNIX;
+$SIG{PIPE} = "IGNORE";
+my $s = IO::Socket::UNIX->new(Peer => $ARGV[0]) or die "connect: $!";
+my $b = '{"v":1,"op":"handshake","payload":{"minVersion":1,"maxVersion":1}}';
+print $s pack('N', length $b) . $b;
+my $n = sysread($s, my $buf, 4096);
+print(($n ? substr($buf, 4) : 'closed'), "\n");
+"#;
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "perl", "-e", script])
+        .arg(socket)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[test]
+fn another_uid_is_refused_even_when_the_socket_mode_is_loosened() {
+    if sys_uid() != 0 {
+        eprintln!("needs root to connect as another uid; the CI runs as root");
+        return;
+    }
+    let dir = seeded("peer");
+    let loosen = |d: &Daemon| {
+        for p in [dir.root.as_path(), d.socket.parent().unwrap()] {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        std::fs::set_permissions(&d.socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+    };
+    let d = dir.daemon(&["--allow-key", "OPENAI"]);
+    let allowed = dir.daemon(&["--allow-key", "OPENAI", "--allow-uid", "65534"]);
+    loosen(&d);
+    loosen(&allowed);
+    assert_eq!(handshake_as_nobody(&d.socket), "closed");
+    assert!(d.log_text().contains("uid=65534") && d.log_text().contains("reason=peer_uid"));
+    assert!(handshake_as_nobody(&allowed.socket).contains("\"ok\":true"));
+}
+
+fn sys_uid() -> u32 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}

@@ -52,8 +52,18 @@ impl KeyringTokenStore {
         bucket: Option<&str>,
         wait: Duration,
     ) -> Result<RefreshLock> {
+        self.oauth_lock(auth_lock_path, provider, bucket, wait)
+    }
+
+    fn oauth_lock(
+        &self,
+        path_of: fn(&std::path::Path, &str, &str) -> PathBuf,
+        provider: &str,
+        bucket: Option<&str>,
+        wait: Duration,
+    ) -> Result<RefreshLock> {
         let (provider, bucket) = names(provider, bucket)?;
-        let path = auth_lock_path(&self.lock_dir, provider, bucket);
+        let path = path_of(&self.lock_dir, provider, bucket);
         Ok(RefreshLock::held(OwnerLock::acquire(&path, LockFamily::OAuth, wait)?))
     }
 }
@@ -145,8 +155,6 @@ impl TokenStore for KeyringTokenStore {
         bucket: Option<&str>,
         wait: Duration,
     ) -> Result<RefreshLock> {
-        let (provider, bucket) = names(provider, bucket)?;
-        let path = refresh_lock_path(&self.lock_dir, provider, bucket);
-        Ok(RefreshLock::held(OwnerLock::acquire(&path, LockFamily::OAuth, wait)?))
+        self.oauth_lock(refresh_lock_path, provider, bucket, wait)
     }
 }

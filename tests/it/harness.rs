@@ -46,14 +46,8 @@ impl TestDir {
     /// A `llxprt-cred` command with this directory's roots and `bus` as its
     /// session bus (`None`: a bus address that does not exist).
     pub fn cred(&self, bus: Option<&str>) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_llxprt-cred"));
-        cmd.env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", self.root.join("home"))
-            .env("LLXPRT_DATA_HOME", self.data())
-            .env("LLXPRT_LOG_HOME", self.log())
-            .env("LLXPRT_CONFIG_HOME", self.root.join("config"))
-            .env("XDG_RUNTIME_DIR", self.root.join("run"))
+        let mut cmd = self.command(env!("CARGO_BIN_EXE_llxprt-cred"));
+        cmd.env("XDG_RUNTIME_DIR", self.root.join("run"))
             .env(
                 "DBUS_SESSION_BUS_ADDRESS",
                 bus.map(str::to_owned).unwrap_or_else(|| format!("unix:path={}/no-bus", self.root.display())),
@@ -69,6 +63,20 @@ impl TestDir {
         let mut child = cmd.spawn().expect("spawn llxprt-cred");
         let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
         child.wait_with_output().unwrap()
+    }
+}
+
+impl TestDir {
+    /// `program` with a clean environment pointing at this directory's roots.
+    pub fn command(&self, program: &str) -> Command {
+        let mut cmd = Command::new(program);
+        cmd.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", self.root.join("home"))
+            .env("LLXPRT_DATA_HOME", self.data())
+            .env("LLXPRT_LOG_HOME", self.log())
+            .env("LLXPRT_CONFIG_HOME", self.root.join("config"));
+        cmd
     }
 }
 
@@ -290,14 +298,8 @@ impl TestDir {
         let sock_dir = self.root.join("sock");
         let socket = sock_dir.join(format!("d{}.sock", COUNTER.fetch_add(1, Ordering::SeqCst)));
         let log = self.root.join(format!("daemon-{}.log", COUNTER.fetch_add(1, Ordering::SeqCst)));
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_llxprt-credd"));
-        cmd.env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", self.root.join("home"))
-            .env("LLXPRT_DATA_HOME", self.data())
-            .env("LLXPRT_LOG_HOME", self.log())
-            .env("LLXPRT_CONFIG_HOME", self.root.join("config"))
-            .envs(env.iter().copied())
+        let mut cmd = self.command(env!("CARGO_BIN_EXE_llxprt-credd"));
+        cmd.envs(env.iter().copied())
             .args(["-D", "--store", "file", "--print-socket", "--log-level", "debug", "--log-file"])
             .arg(&log)
             .arg("--socket")

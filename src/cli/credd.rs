@@ -304,24 +304,34 @@ fn idle_timeout() -> Duration {
 }
 
 fn announce(how: Announce, socket: &std::path::Path, capability: Option<&std::path::Path>) -> Result<()> {
-    let s = shell_quote(&socket.to_string_lossy());
-    let pid = sys::current_pid().0;
-    let mut text = match how {
-        Announce::None => return Ok(()),
-        Announce::Path => format!("{}\n", socket.display()),
-        Announce::Sh => format!(
-            "LLXPRT_CREDENTIAL_SOCKET={s}; export LLXPRT_CREDENTIAL_SOCKET;\nLLXPRT_CREDD_PID={pid}; export LLXPRT_CREDD_PID;\n"
-        ),
-        Announce::Csh => format!("setenv LLXPRT_CREDENTIAL_SOCKET {s};\nsetenv LLXPRT_CREDD_PID {pid};\n"),
-    };
-    if let (Some(cap), Announce::Sh) = (capability, how) {
-        text.push_str(&format!(
-            "LLXPRT_CAPABILITY_FILE={}; export LLXPRT_CAPABILITY_FILE;\n",
-            shell_quote(&cap.to_string_lossy())
-        ));
+    let text = announce_text(how, socket, capability, sys::current_pid().0);
+    if text.is_empty() {
+        return Ok(());
     }
     let mut out = std::io::stdout().lock();
     out.write_all(text.as_bytes()).and_then(|()| out.flush()).map_err(|e| Error::io("stdout", e))
+}
+
+/// What `-s`, `-c` or `--print-socket` print (empty for none).
+fn announce_text(
+    how: Announce,
+    socket: &std::path::Path,
+    capability: Option<&std::path::Path>,
+    pid: i32,
+) -> String {
+    let mut vars = vec![
+        ("LLXPRT_CREDENTIAL_SOCKET", shell_quote(&socket.to_string_lossy())),
+        ("LLXPRT_CREDD_PID", pid.to_string()),
+    ];
+    if let Some(cap) = capability {
+        vars.push(("LLXPRT_CAPABILITY_FILE", shell_quote(&cap.to_string_lossy())));
+    }
+    match how {
+        Announce::None => String::new(),
+        Announce::Path => format!("{}\n", socket.display()),
+        Announce::Sh => vars.iter().map(|(k, v)| format!("{k}={v}; export {k};\n")).collect(),
+        Announce::Csh => vars.iter().map(|(k, v)| format!("setenv {k} {v};\n")).collect(),
+    }
 }
 
 /// Single-quotes `s` for sh and csh.
@@ -374,5 +384,25 @@ mod tests {
         assert!(p(&["--profile", "x", "-D", "--max-connections", "zero"]).is_err());
         assert!(p(&["--help"]).unwrap().help);
         assert_eq!(shell_quote("a'b"), "'a'\\''b'");
+        assert_eq!(p(&["--allow-key", "K", "-D", "-c"]).unwrap().announce, Announce::Csh);
+        assert_eq!(p(&["--allow-key", "K", "-D", "--print-socket"]).unwrap().announce, Announce::Path);
+    }
+
+    #[test]
+    fn announcements() {
+        let sock = std::path::Path::new("/t/s.sock");
+        let cap = std::path::Path::new("/t/cap.env");
+        assert_eq!(announce_text(Announce::None, sock, None, 7), "");
+        assert_eq!(announce_text(Announce::Path, sock, None, 7), "/t/s.sock\n");
+        assert_eq!(
+            announce_text(Announce::Sh, sock, Some(cap), 7),
+            "LLXPRT_CREDENTIAL_SOCKET='/t/s.sock'; export LLXPRT_CREDENTIAL_SOCKET;\n\
+             LLXPRT_CREDD_PID=7; export LLXPRT_CREDD_PID;\n\
+             LLXPRT_CAPABILITY_FILE='/t/cap.env'; export LLXPRT_CAPABILITY_FILE;\n"
+        );
+        assert_eq!(
+            announce_text(Announce::Csh, sock, None, 7),
+            "setenv LLXPRT_CREDENTIAL_SOCKET '/t/s.sock';\nsetenv LLXPRT_CREDD_PID 7;\n"
+        );
     }
 }

@@ -5,12 +5,14 @@ socket and the capability file, serve until SIGINT/SIGTERM, clean up.
 #![forbid(unsafe_code)]
 
 use std::ffi::OsString;
-use std::io::Write;
+use std::fs::File;
+use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use lexopt::prelude::*;
 
+use super::lifecycle::{self, Readiness};
 use super::{EXIT_FAILURE, EXIT_OK, EXIT_USAGE, string_value, usage};
 use crate::error::{Error, Result};
 use crate::log::{self, Level};
@@ -24,10 +26,14 @@ use crate::sys::{self, UserId};
 pub const HELP: &str = "\
 llxprt-credd - credential broker for llxprt-code sandboxes
 
-Usage: llxprt-credd --profile NAME -D [OPTIONS]
+Usage: llxprt-credd --profile NAME [OPTIONS] [-- COMMAND [ARGS...]]
+       llxprt-credd -k [-s | -c]
 
 Serves the profile's OAuth access tokens (never refresh tokens) and API keys
-on a private Unix socket.
+on a private Unix socket. Without -D or a COMMAND it goes to the background
+once it listens and prints shell commands setting LLXPRT_CREDENTIAL_SOCKET
+(like ssh-agent). With a COMMAND it runs the command with the socket in its
+environment and exits with the command's status.
 
 Options:
   --profile NAME          serve what llxprt-code profile NAME uses
@@ -39,19 +45,23 @@ Options:
   --store auto|keyring|file
                           force a store backend (default: $LLXPRT_CREDD_STORE, else auto)
   --capability-file PATH  require a capability token; write it to PATH as an env file
+  --capability-fd N       require a capability token; write it and a newline to descriptor N
   --max-connections N     connection cap (default 64)
   --rate-limit N          requests per second per connection, 0 = off (default 60)
   --log-level LEVEL       error, warn, info or debug (default: info)
   --log-file PATH         append log lines to PATH instead of stderr
+  --ready-fd N            when listening, write the socket path and a newline to descriptor N
   -D, --foreground        stay in the foreground
   -s                      print Bourne shell commands setting LLXPRT_CREDENTIAL_SOCKET
   -c                      print C shell commands setting LLXPRT_CREDENTIAL_SOCKET
   --print-socket          print the socket path only
+  -k                      stop the daemon named by LLXPRT_CREDD_PID
   -h, --help              print this help
   -V, --version           print the version
 
-Not yet in this build: background mode (without -D), -k, --ready-fd, exec mode
-(-- COMMAND), SIGHUP reload, host-side refresh and OAuth login.
+Signals: SIGINT/SIGTERM stop it (5 s grace, socket removed); SIGHUP re-reads
+the profile (in exec mode all three go to the command instead).
+Not yet in this build: host-side refresh and OAuth login.
 ";
 
 /// How to announce the socket on stdout.
@@ -84,6 +94,10 @@ pub struct Args {
     pub store: Option<Backend>,
     /// `--capability-file`.
     pub capability_file: Option<PathBuf>,
+    /// `--capability-fd`.
+    pub capability_fd: Option<i32>,
+    /// `--ready-fd`.
+    pub ready_fd: Option<i32>,
     /// `--max-connections`.
     pub max_connections: usize,
     /// `--rate-limit` (0 = off).
@@ -96,6 +110,10 @@ pub struct Args {
     pub foreground: bool,
     /// `-s`, `-c`, `--print-socket`.
     pub announce: Announce,
+    /// `-k`.
+    pub kill: bool,
+    /// Exec mode's command (everything after `--` or the first operand).
+    pub command: Vec<OsString>,
     /// `--help`.
     pub help: bool,
     /// `--version`.
@@ -117,12 +135,16 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
         socket: None,
         store: None,
         capability_file: None,
+        capability_fd: None,
+        ready_fd: None,
         max_connections: server::DEFAULT_MAX_CONNECTIONS,
         rate_limit: server::DEFAULT_RATE_LIMIT_PER_SECOND,
         log_level: Level::Info,
         log_file: None,
         foreground: false,
         announce: Announce::None,
+        kill: false,
+        command: vec![],
         help: false,
         version: false,
     };
@@ -145,6 +167,8 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
                 })?);
             }
             Long("capability-file") => a.capability_file = Some(parser.value().map_err(usage)?.into()),
+            Long("capability-fd") => a.capability_fd = Some(number(&mut parser, "--capability-fd")?),
+            Long("ready-fd") => a.ready_fd = Some(number(&mut parser, "--ready-fd")?),
             Long("max-connections") => a.max_connections = number(&mut parser, "--max-connections")?,
             Long("rate-limit") => a.rate_limit = number(&mut parser, "--rate-limit")?,
             Long("log-level") => {
@@ -157,20 +181,31 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
             Short('s') => a.announce = Announce::Sh,
             Short('c') => a.announce = Announce::Csh,
             Long("print-socket") => a.announce = Announce::Path,
+            Short('k') => a.kill = true,
+            Value(program) => {
+                a.command.push(program);
+                a.command.extend(parser.raw_args().map_err(usage)?);
+            }
             _ => return Err(usage(arg.unexpected())),
         }
     }
     if a.help || a.version {
         return Ok(a);
     }
+    if a.kill {
+        if a.profile.is_some() || !a.command.is_empty() || a.announce == Announce::Path {
+            return Err(Error::Usage("-k takes only -s or -c".into()));
+        }
+        return Ok(a);
+    }
+    if !a.command.is_empty() && a.announce != Announce::None {
+        return Err(Error::Usage("-s, -c and --print-socket do not mix with a COMMAND".into()));
+    }
     if a.profile.is_none() && a.allow.is_empty() && a.allow_keys.is_empty() {
         return Err(Error::Usage("--profile NAME is required (or --allow/--allow-key)".into()));
     }
     if a.max_connections == 0 {
         return Err(Error::Usage("--max-connections must be at least 1".into()));
-    }
-    if !a.foreground {
-        return Err(Error::Usage("background mode is not built yet: run with -D (--foreground)".into()));
     }
     Ok(a)
 }
@@ -193,8 +228,9 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
         println!("llxprt-credd {}", env!("CARGO_PKG_VERSION"));
         return EXIT_OK;
     }
-    match run(&args) {
-        Ok(()) => EXIT_OK,
+    let result = if args.kill { kill(&args) } else { run(&args) };
+    match result {
+        Ok(code) => code,
         Err(Error::Usage(m)) => {
             eprintln!("llxprt-credd: {m}");
             EXIT_USAGE
@@ -206,15 +242,95 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
     }
 }
 
-fn write_capability_file(path: &std::path::Path) -> Result<SecretString> {
-    let token = SecretString::new(crate::random::hex(32).map_err(|e| Error::io("random", e))?);
-    let content = zeroize::Zeroizing::new(format!("LLXPRT_CAPABILITY_TOKEN={}\n", token.expose()));
-    crate::store::secure::atomic_write(path, content.as_bytes())
-        .map_err(|e| Error::io(format!("cannot write capability file {}", path.display()), e))?;
-    Ok(token)
+/// `-k`: stop the daemon named by the environment, print the unset commands.
+fn kill(args: &Args) -> Result<i32> {
+    let pid = lifecycle::kill_from_env()?;
+    let csh = match args.announce {
+        Announce::Csh => true,
+        Announce::Sh => false,
+        _ => shell_is_csh(),
+    };
+    print!("{}", lifecycle::unset_text(csh, pid));
+    Ok(EXIT_OK)
 }
 
-fn run(args: &Args) -> Result<()> {
+/// Whether `$SHELL` is a C shell (ssh-agent's guess when neither -s nor -c
+/// is given).
+fn shell_is_csh() -> bool {
+    std::env::var("SHELL").is_ok_and(|s| s.ends_with("csh"))
+}
+
+fn write_capability_file(path: &std::path::Path, token: &SecretString) -> Result<()> {
+    let content = zeroize::Zeroizing::new(format!("LLXPRT_CAPABILITY_TOKEN={}\n", token.expose()));
+    crate::store::secure::atomic_write(path, content.as_bytes())
+        .map_err(|e| Error::io(format!("cannot write capability file {}", path.display()), e))
+}
+
+/// Writes the bare token and a newline (the content llxprt-code's client
+/// reads from `LLXPRT_CAPABILITY_FD`) to descriptor `fd` and closes it.
+fn write_capability_fd(fd: i32, token: &SecretString) -> Result<()> {
+    let what = || format!("cannot write the capability token to descriptor {fd}");
+    let mut file = sys::adopt_fd(fd).map_err(|e| Error::io(what(), e))?;
+    let line = zeroize::Zeroizing::new(format!("{}\n", token.expose()));
+    file.write_all(line.as_bytes()).map_err(|e| Error::io(what(), e))
+}
+
+fn absolute(path: &std::path::Path) -> Result<PathBuf> {
+    std::path::absolute(path).map_err(|e| Error::io(format!("bad path {}", path.display()), e))
+}
+
+/// Where the scope comes from: the profile and the `--allow`/`--allow-key`
+/// flags. Read at start and again on SIGHUP.
+struct ScopeSource {
+    profile: Option<String>,
+    allow: Vec<String>,
+    keys: Vec<String>,
+    profiles_dir: PathBuf,
+}
+
+impl ScopeSource {
+    fn load(&self) -> Result<Scope> {
+        let mut scope = match &self.profile {
+            Some(name) => profile::load_scope(&self.profiles_dir, name)?,
+            None => Scope::default(),
+        };
+        for spec in &self.allow {
+            scope.allow(spec)?;
+        }
+        for key in &self.keys {
+            scope.allow_key(key)?;
+        }
+        Ok(scope)
+    }
+}
+
+/// Background mode: fork before any thread exists. The parent waits until
+/// the child says it is ready (or dies) and exits; the child goes on in a
+/// new session. Returns the readiness pipe in the child, or the exit code
+/// in the parent.
+fn daemonize() -> Result<std::result::Result<File, i32>> {
+    let (mut reader, writer) = std::io::pipe().map_err(|e| Error::io("cannot create a pipe", e))?;
+    match sys::fork().map_err(|e| Error::io("cannot fork", e))? {
+        sys::Forked::Parent(child) => {
+            drop(writer);
+            let mut line = Vec::new();
+            let _ = reader.read_to_end(&mut line);
+            if line.ends_with(b"\n") {
+                return Ok(Err(EXIT_OK));
+            }
+            // The child failed before it was ready and has said why on stderr.
+            let code = sys::wait_child(child).map_err(|e| Error::io("cannot wait for the daemon", e))?;
+            Ok(Err(if code == EXIT_OK { EXIT_FAILURE } else { code }))
+        }
+        sys::Forked::Child => {
+            drop(reader);
+            sys::setsid().map_err(|e| Error::io("cannot start a session", e))?;
+            Ok(Ok(File::from(std::os::fd::OwnedFd::from(writer))))
+        }
+    }
+}
+
+fn run(args: &Args) -> Result<i32> {
     log::set_max_level(args.log_level);
     if let Some(path) = &args.log_file {
         let file = std::fs::OpenOptions::new()
@@ -224,29 +340,55 @@ fn run(args: &Args) -> Result<()> {
             .map_err(|e| Error::io(format!("cannot open log file {}", path.display()), e))?;
         log::set_file(file);
     }
-    sys::harden_process().map_err(|e| Error::io("cannot disable core dumps", e))?;
-    let signals = sys::SignalSet::block(&[libc::SIGINT, libc::SIGTERM, libc::SIGHUP])
-        .map_err(|e| Error::io("cannot block signals", e))?;
-    let store = HostStore::open(resolve_backend(args.store)?)?;
-    let mut scope = match &args.profile {
-        Some(name) => profile::load_scope(&store.paths.profiles_dir(), name)?,
-        None => Scope::default(),
+    let exec_mode = !args.command.is_empty();
+    let background = !args.foreground && !exec_mode;
+    let mut readiness = Readiness { close_stdout: !exec_mode, fds: vec![] };
+    if let Some(fd) = args.ready_fd {
+        readiness.fds.push(sys::adopt_fd(fd).map_err(|e| Error::io(format!("--ready-fd {fd}"), e))?);
+    }
+    let announce_how = match args.announce {
+        Announce::None if background && shell_is_csh() => Announce::Csh,
+        Announce::None if background => Announce::Sh,
+        other => other,
     };
-    for spec in &args.allow {
-        scope.allow(spec)?;
+    if background {
+        match daemonize()? {
+            Ok(pipe) => readiness.fds.push(pipe),
+            Err(code) => return Ok(code),
+        }
     }
-    for key in &args.allow_keys {
-        scope.allow_key(key)?;
+    sys::harden_process().map_err(|e| Error::io("cannot disable core dumps", e))?;
+    let mut watched = vec![libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
+    if exec_mode {
+        watched.push(libc::SIGCHLD);
     }
-    let socket_path = match &args.socket {
+    let signals = sys::SignalSet::block(&watched).map_err(|e| Error::io("cannot block signals", e))?;
+    let socket_path = absolute(&match &args.socket {
         Some(p) => p.clone(),
         None => socket::default_socket_path()?,
+    })?;
+    let capability_path = args.capability_file.as_deref().map(absolute).transpose()?;
+    let store = HostStore::open(resolve_backend(args.store)?)?;
+    let scope_source = ScopeSource {
+        profile: args.profile.clone(),
+        allow: args.allow.clone(),
+        keys: args.allow_keys.clone(),
+        profiles_dir: store.paths.profiles_dir(),
     };
+    let scope = scope_source.load()?;
     let listener = socket::bind(&socket_path)?;
-    let cleanup = Cleanup { socket: socket_path.clone(), capability: args.capability_file.clone() };
-    let capability_token = match &args.capability_file {
-        Some(path) => Some(write_capability_file(path)?),
-        None => None,
+    let cleanup = Cleanup { socket: socket_path.clone(), capability: capability_path.clone() };
+    let capability_token = if capability_path.is_some() || args.capability_fd.is_some() {
+        let token = SecretString::new(crate::random::hex(32).map_err(|e| Error::io("random", e))?);
+        if let Some(path) = &capability_path {
+            write_capability_file(path, &token)?;
+        }
+        if let Some(fd) = args.capability_fd {
+            write_capability_fd(fd, &token)?;
+        }
+        Some(token)
+    } else {
+        None
     };
     crate::log_info!(
         "listening on {} (store {}, scope {}{})",
@@ -265,33 +407,87 @@ fn run(args: &Args) -> Result<()> {
         idle_timeout: idle_timeout(),
     };
     let server = Server::new(listener, config, store);
-    let stopper = server.stopper();
-    announce(args.announce, &socket_path, args.capability_file.as_deref())?;
-    // Readiness: we listen already; closing stdout tells whoever reads it.
-    sys::detach_stdout().map_err(|e| Error::io("cannot detach stdout", e))?;
-    std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            loop {
-                match signals.wait() {
-                    Ok(libc::SIGHUP) => crate::log_warn!("SIGHUP: profile reload is not built yet; ignored"),
-                    Ok(sig) => {
-                        crate::log_info!("signal {sig}: shutting down");
-                        stopper.stop();
-                        return;
-                    }
-                    Err(e) => {
-                        crate::log_error!("sigwait failed: {e}");
-                        return;
-                    }
-                }
+    let handle = server.handle();
+    announce(announce_how, &socket_path, capability_path.as_deref())?;
+    readiness.ready(&socket_path);
+    if background {
+        // Logs go to --log-file or nowhere: a terminal or a pipe held open
+        // by a daemon would hang whoever waits for it to close.
+        let _ = sys::detach_stderr();
+        let _ = std::env::set_current_dir("/");
+    }
+    let child = if exec_mode {
+        match lifecycle::spawn_command(&args.command, &socket_path, capability_path.as_deref()) {
+            Ok(child) => Some(child),
+            Err(e) => {
+                crate::log_error!("cannot run {}: {e}", args.command[0].to_string_lossy());
+                return Ok(lifecycle::spawn_failure_code(&e));
             }
-        })
+        }
+    } else {
+        None
+    };
+    let watcher = std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || watch_signals(&signals, &handle, child, &scope_source))
         .map_err(|e| Error::io("cannot start the signal thread", e))?;
     server.run();
+    let _ = lifecycle::sd_notify("STOPPING=1");
     drop(cleanup);
+    let code = watcher.join().unwrap_or(EXIT_FAILURE);
     crate::log_info!("stopped");
-    Ok(())
+    Ok(code)
+}
+
+/// The signal thread: stop on SIGINT/SIGTERM, reload on SIGHUP; in exec
+/// mode forward all three to the child and stop when it exits. Returns the
+/// daemon's exit code.
+fn watch_signals(
+    signals: &sys::SignalSet,
+    handle: &server::Handle,
+    mut child: Option<std::process::Child>,
+    reload: &ScopeSource,
+) -> i32 {
+    loop {
+        let sig = match signals.wait() {
+            Ok(sig) => sig,
+            Err(e) => {
+                crate::log_error!("sigwait failed: {e}");
+                handle.stop();
+                return EXIT_FAILURE;
+            }
+        };
+        match (&mut child, sig) {
+            (Some(c), libc::SIGCHLD) => match c.try_wait() {
+                Ok(Some(status)) => {
+                    let code = lifecycle::exit_code(status);
+                    crate::log_info!("command exited with status {code}: shutting down");
+                    handle.stop();
+                    return code;
+                }
+                Ok(None) => {}
+                Err(e) => crate::log_warn!("cannot check the command: {e}"),
+            },
+            (Some(c), sig) => {
+                crate::log_info!("signal {sig}: passed to the command");
+                if let Err(e) = sys::send_signal(sys::ProcessId(c.id() as i32), sig) {
+                    crate::log_warn!("cannot pass signal {sig} to the command: {e}");
+                }
+            }
+            (None, libc::SIGHUP) => match reload.load() {
+                Ok(scope) => {
+                    crate::log_info!("SIGHUP: scope reloaded: {}", scope.describe());
+                    handle.set_scope(scope);
+                }
+                Err(e) => crate::log_error!("SIGHUP: cannot reload the profile, keeping the old scope: {e}"),
+            },
+            (None, sig) => {
+                crate::log_info!("signal {sig}: shutting down");
+                handle.stop();
+                return EXIT_OK;
+            }
+        }
+    }
 }
 
 /// The idle timeout; `LLXPRT_CREDD_IDLE_TIMEOUT_SECS` overrides it (tests).
@@ -380,7 +576,6 @@ mod tests {
         assert_eq!(a.profile.as_deref(), Some("work"));
         assert_eq!((a.allow.len(), a.allow_keys.len(), a.rate_limit, a.announce), (1, 1, 0, Announce::Sh));
         assert!(p(&["-D"]).is_err(), "a scope is required");
-        assert!(p(&["--profile", "x"]).is_err(), "background mode is refused for now");
         assert!(p(&["--profile", "x", "-D", "--max-connections", "zero"]).is_err());
         assert!(p(&["--help"]).unwrap().help);
         assert_eq!(shell_quote("a'b"), "'a'\\''b'");

@@ -9,6 +9,7 @@ results on stdout, problems on stderr, and maps errors to exit codes
 pub mod bench;
 pub mod cred;
 pub mod credd;
+pub mod lifecycle;
 
 use std::ffi::OsString;
 

@@ -145,6 +145,9 @@ impl RateLimiter {
 
 /// Serves one connection until it closes, times out, or misbehaves.
 pub fn serve(shared: &Shared, conn: u64, mut stream: UnixStream) {
+    if shared.stopping.load(Ordering::SeqCst) {
+        return;
+    }
     let peer = match sys::peer_cred(stream.as_raw_fd()) {
         Ok(p) => p,
         Err(e) => {

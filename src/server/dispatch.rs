@@ -52,7 +52,7 @@ fn internal(id: &str, e: &Error, target: String) -> Reply {
 /// line and the audit target (never a secret).
 pub fn handle(shared: &Shared, req: &Request) -> Reply {
     let id = req.id.as_str();
-    let scope = &shared.config.scope;
+    let scope = shared.scope();
     let tokens = &shared.store.tokens;
     let keys = &shared.store.keys;
     let denied = |t: String| err(id, ErrorCode::Unauthorized, "Access denied", t);

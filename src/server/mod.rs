@@ -12,10 +12,12 @@ pub mod connection;
 pub mod dispatch;
 pub mod socket;
 
+use std::collections::HashMap;
+use std::net::Shutdown;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use crate::profile::Scope;
@@ -48,7 +50,7 @@ pub struct ServerConfig {
     pub allow_uids: Vec<UserId>,
     /// The capability token handshakes must carry, if any.
     pub capability_token: Option<SecretString>,
-    /// What may be served.
+    /// What may be served at start (SIGHUP may replace it).
     pub scope: Scope,
     /// Idle timeout (overridable for tests).
     pub idle_timeout: Duration,
@@ -66,6 +68,21 @@ pub struct Shared {
     pub active: AtomicUsize,
     /// Connection ids.
     pub next_conn: AtomicU64,
+    scope: RwLock<Arc<Scope>>,
+    /// A second handle on each open connection, so shutdown can stop
+    /// their reads while in-flight requests finish.
+    open: Mutex<HashMap<u64, UnixStream>>,
+}
+
+impl Shared {
+    fn open_connections(&self) -> std::sync::MutexGuard<'_, HashMap<u64, UnixStream>> {
+        self.open.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The scope in force now.
+    pub fn scope(&self) -> Arc<Scope> {
+        self.scope.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
 }
 
 /// The running server.
@@ -77,7 +94,10 @@ pub struct Server {
 impl Server {
     /// Wraps a bound listener.
     pub fn new(listener: UnixListener, config: ServerConfig, store: HostStore) -> Server {
+        let scope = RwLock::new(Arc::new(config.scope.clone()));
         let shared = Arc::new(Shared {
+            scope,
+            open: Mutex::new(HashMap::new()),
             config,
             store,
             stopping: AtomicBool::new(false),
@@ -87,9 +107,10 @@ impl Server {
         Server { listener, shared }
     }
 
-    /// A handle that can stop the accept loop from another thread.
-    pub fn stopper(&self) -> Stopper {
-        Stopper { shared: self.shared.clone() }
+    /// A handle that can stop the server or change its scope from
+    /// another thread.
+    pub fn handle(&self) -> Handle {
+        Handle { shared: self.shared.clone() }
     }
 
     /// Accepts connections until stopped, then waits up to
@@ -124,28 +145,43 @@ impl Server {
             connection::refuse_busy(stream);
             return;
         }
+        if let Ok(second) = stream.try_clone() {
+            self.shared.open_connections().insert(conn, second);
+        }
         let shared = self.shared.clone();
         let spawned = std::thread::Builder::new().name(format!("conn-{conn}")).spawn(move || {
             connection::serve(&shared, conn, stream);
+            shared.open_connections().remove(&conn);
             shared.active.fetch_sub(1, Ordering::SeqCst);
         });
         if let Err(e) = spawned {
+            self.shared.open_connections().remove(&conn);
             self.shared.active.fetch_sub(1, Ordering::SeqCst);
             crate::log_error!("conn={conn} cannot start a thread: {e}");
         }
     }
 }
 
-/// Stops a running [`Server`].
+/// Controls a running [`Server`] from another thread.
 #[derive(Clone)]
-pub struct Stopper {
+pub struct Handle {
     shared: Arc<Shared>,
 }
 
-impl Stopper {
-    /// Stops accepting (wakes the accept loop with a connection of our own).
+impl Handle {
+    /// Replaces the scope; requests after this call see the new one.
+    pub fn set_scope(&self, scope: Scope) {
+        *self.shared.scope.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(scope);
+    }
+
+    /// Stops accepting (wakes the accept loop with a connection of our
+    /// own) and ends every connection's reading side: a request being
+    /// handled still gets its answer, then the connection closes.
     pub fn stop(&self) {
         self.shared.stopping.store(true, Ordering::SeqCst);
+        for stream in self.shared.open_connections().values() {
+            let _ = stream.shutdown(Shutdown::Read);
+        }
         let _ = UnixStream::connect(&self.shared.config.socket_path);
     }
 }

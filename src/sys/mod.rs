@@ -308,9 +308,102 @@ pub fn send_signal(pid: ProcessId, sig: i32) -> io::Result<()> {
 /// Points standard output at `/dev/null`, so a reader waiting for it to
 /// close (a shell's `$(...)`, a wrapper script) learns we are ready.
 pub fn detach_stdout() -> io::Result<()> {
-    let null = std::fs::OpenOptions::new().write(true).open("/dev/null")?;
+    point_at_null(libc::STDOUT_FILENO)
+}
+
+/// Points standard error at `/dev/null` (a daemon in the background with no
+/// log file).
+pub fn detach_stderr() -> io::Result<()> {
+    point_at_null(libc::STDERR_FILENO)
+}
+
+fn point_at_null(fd: libc::c_int) -> io::Result<()> {
+    let null = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null")?;
     use std::os::fd::AsRawFd;
-    // SAFETY: both descriptors are open; dup2 replaces fd 1 atomically.
-    cerr(unsafe { libc::dup2(null.as_raw_fd(), libc::STDOUT_FILENO) })?;
+    // SAFETY: both descriptors are open; dup2 replaces `fd` atomically.
+    cerr(unsafe { libc::dup2(null.as_raw_fd(), fd) })?;
     Ok(())
+}
+
+/// Which side of a [`fork`] we are on.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Forked {
+    /// The original process; the child has this pid.
+    Parent(ProcessId),
+    /// The new process.
+    Child,
+}
+
+/// Number of threads in this process, where the OS tells (Linux).
+pub fn thread_count() -> Option<usize> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status.lines().find_map(|l| l.strip_prefix("Threads:")).and_then(|n| n.trim().parse().ok())
+}
+
+/// Forks. Refuses when the process already runs more than one thread
+/// (where that can be seen), because the child would inherit locks held
+/// by threads that do not exist in it.
+pub fn fork() -> io::Result<Forked> {
+    if thread_count().is_some_and(|n| n > 1) {
+        return Err(io::Error::other("fork refused: the process already runs several threads"));
+    }
+    // SAFETY: the process is single-threaded (checked above where the OS
+    // tells us, and by construction: callers fork before starting threads),
+    // so the child continues with a consistent heap and no held locks.
+    match cerr(unsafe { libc::fork() })? {
+        0 => Ok(Forked::Child),
+        pid => Ok(Forked::Parent(ProcessId(pid))),
+    }
+}
+
+/// Starts a new session (leaves the controlling terminal).
+pub fn setsid() -> io::Result<()> {
+    // SAFETY: setsid has no arguments.
+    cerr(unsafe { libc::setsid() }).map(|_| ())
+}
+
+/// Waits for child `pid` and returns its exit code (128 + signal when a
+/// signal ended it, as shells report it).
+pub fn wait_child(pid: ProcessId) -> io::Result<i32> {
+    let mut status = 0;
+    loop {
+        // SAFETY: `status` is valid for writes.
+        match cerr(unsafe { libc::waitpid(pid.0, &mut status, 0) }) {
+            Ok(_) => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    if libc::WIFEXITED(status) {
+        Ok(libc::WEXITSTATUS(status))
+    } else if libc::WIFSIGNALED(status) {
+        Ok(128 + libc::WTERMSIG(status))
+    } else {
+        Ok(1)
+    }
+}
+
+/// Takes ownership of descriptor `fd`, inherited from whoever started us
+/// (`--ready-fd`, `--capability-fd`). Standard descriptors are refused,
+/// and so is a descriptor that is not open. The descriptor is marked
+/// close-on-exec so no child inherits it.
+pub fn adopt_fd(fd: i32) -> io::Result<std::fs::File> {
+    use std::os::fd::FromRawFd;
+    if fd <= libc::STDERR_FILENO {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "descriptors 0, 1 and 2 cannot be used"));
+    }
+    // SAFETY: F_GETFD takes no pointer; it fails with EBADF on a closed fd.
+    let flags = cerr(unsafe { libc::fcntl(fd, libc::F_GETFD) })?;
+    // SAFETY: as above; F_SETFD takes an integer argument.
+    cerr(unsafe { libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC) })?;
+    // SAFETY: the descriptor is open (checked above) and was handed to this
+    // process on the command line for this one use; nothing else in the
+    // process owns it, so the File may close it.
+    Ok(unsafe { std::fs::File::from_raw_fd(fd) })
+}
+
+/// The command name of process `pid` (Linux `/proc/PID/comm`); `None`
+/// where the OS does not tell.
+pub fn process_name(pid: ProcessId) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{}/comm", pid.0)).ok().map(|s| s.trim_end().to_string())
 }

@@ -3,6 +3,7 @@
 
 mod daemon;
 mod harness;
+mod lifecycle;
 mod store_file;
 mod store_keyring;
 mod store_processes;

@@ -3,11 +3,14 @@ llxprt-credd: a host-side credential broker for llxprt-code sandboxes.
 
 The library holds everything the two binaries use, so that Rust programs
 can use the same pieces: the host store ([`store`]), the token rules
-([`token`]), and (in later modules) the wire protocol, the server and the
-blocking client.
+([`token`]), the wire protocol ([`protocol`]), the server ([`server`]), and
+the blocking client ([`client`]: `ProxySocketClient`, `ProxyTokenStore`,
+`ProxyProviderKeyStorage`, `create_token_store`) that a program in the
+sandbox uses in place of the host store.
 */
 
 pub mod cli;
+pub mod client;
 pub mod error;
 pub mod log;
 pub mod profile;

@@ -69,7 +69,8 @@ fn row(name: &str, s: &Summary) {
     );
 }
 
-fn temp_root() -> Result<PathBuf> {
+/// A private temporary directory for a benchmark run.
+pub fn temp_root() -> Result<PathBuf> {
     let dir = std::env::temp_dir()
         .join(format!("llxprt-credd-bench-{}", crate::random::hex(6).map_err(|e| Error::io("random", e))?));
     crate::store::paths::create_private_dir(&dir)?;

@@ -1,17 +1,22 @@
 /*!
-`llxprt-cred`: the host-side companion. This file holds its parser and the
-host-store commands (`key ...`, `token ...`, `doctor`, `bench`).
+`llxprt-cred`: the host-side companion. This file holds its parser, the
+host-store commands (`key ...`, `token ...`, `doctor`, `bench`), and the
+daemon commands (`status`, `get`, `get-key`), which go through the same
+client library a sandboxed program uses.
 */
 #![forbid(unsafe_code)]
 
 use std::ffi::OsString;
 use std::io::{self, Read, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use lexopt::prelude::*;
 use serde_json::Value;
 
 use super::{EXIT_FAILURE, EXIT_OK, EXIT_USAGE, provider_bucket, string_value, usage};
+use crate::client::{self, ProxyProviderKeyStorage, ProxySocketClient, ProxyTokenStore, capability};
 use crate::error::{Error, Result};
 use crate::log::{self, Level};
 use crate::store::keyring::KeyringStatus;
@@ -38,11 +43,23 @@ Host store commands (run on the host, never in the sandbox):
   token rm PROVIDER[:BUCKET]   delete a token
   doctor                       report the live backend, persistence, machine secret, locks
   bench store                  measure store reads and writes
+  bench daemon                 measure the daemon: readiness, memory, get_token round trips
+
+Daemon commands (ask the running llxprt-credd, as the sandbox does):
+  status                       show the socket, the protocol version, and what the daemon serves
+  get PROVIDER[:BUCKET]        print the token the daemon serves (it never has a refresh_token)
+  get-key NAME                 print the API key the daemon serves
 
 Options:
   --store auto|keyring|file    force a backend (default: $LLXPRT_CREDD_STORE, else auto)
+  --socket PATH                daemon commands: the daemon's socket
+                               (default: $LLXPRT_CREDENTIAL_SOCKET)
+  --capability-file PATH       daemon commands: the daemon's capability file (default:
+                               $LLXPRT_CAPABILITY_TOKEN, else $LLXPRT_CAPABILITY_FILE,
+                               else fd $LLXPRT_CAPABILITY_FD)
   --log-level LEVEL            error, warn, info or debug (default: warn)
-  --iterations N               bench: samples per measurement (default: 200)
+  --iterations N               bench: samples per measurement (default: 200; bench daemon
+                               takes 50 times as many round trips per connection)
   -h, --help                   print this help
   -V, --version                print the version
 ";
@@ -70,6 +87,14 @@ pub enum Command {
     Doctor,
     /// `bench store`
     BenchStore,
+    /// `bench daemon`
+    BenchDaemon,
+    /// `status`
+    Status,
+    /// `get P[:B]`
+    Get(String, Option<String>),
+    /// `get-key NAME`
+    GetKey(String),
     /// `--help`
     Help,
     /// `--version`
@@ -87,6 +112,10 @@ pub struct Args {
     pub log_level: Level,
     /// `--iterations`.
     pub iterations: usize,
+    /// `--socket`.
+    pub socket: Option<PathBuf>,
+    /// `--capability-file`.
+    pub capability_file: Option<PathBuf>,
 }
 
 /// Parses `llxprt-cred`'s arguments (without the program name).
@@ -96,14 +125,20 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
     let mut store = None;
     let mut log_level = Level::Warn;
     let mut iterations = 200;
+    let mut socket = None;
+    let mut capability_file = None;
     while let Some(arg) = parser.next().map_err(usage)? {
         match arg {
             Short('h') | Long("help") => {
-                return Ok(Args { command: Command::Help, store, log_level, iterations });
+                let command = Command::Help;
+                return Ok(Args { command, store, log_level, iterations, socket, capability_file });
             }
             Short('V') | Long("version") => {
-                return Ok(Args { command: Command::Version, store, log_level, iterations });
+                let command = Command::Version;
+                return Ok(Args { command, store, log_level, iterations, socket, capability_file });
             }
+            Long("socket") => socket = Some(PathBuf::from(parser.value().map_err(usage)?)),
+            Long("capability-file") => capability_file = Some(PathBuf::from(parser.value().map_err(usage)?)),
             Long("store") => {
                 let v = string_value(parser.value().map_err(usage)?, "--store")?;
                 store = Some(Backend::parse(&v).ok_or_else(|| {
@@ -149,10 +184,17 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
         }
         ["doctor"] => Command::Doctor,
         ["bench", "store"] => Command::BenchStore,
+        ["bench", "daemon"] => Command::BenchDaemon,
+        ["status"] => Command::Status,
+        ["get", spec] => {
+            let (p, b) = pb(spec);
+            Command::Get(p, b)
+        }
+        ["get-key", name] => Command::GetKey(name.to_string()),
         [] => return Err(Error::Usage("a command is needed (see --help)".into())),
         _ => return Err(Error::Usage(format!("unknown command: {} (see --help)", words.join(" ")))),
     };
-    Ok(Args { command, store, log_level, iterations })
+    Ok(Args { command, store, log_level, iterations, socket, capability_file })
 }
 
 /// Runs `llxprt-cred` and returns the exit code.
@@ -195,6 +237,13 @@ fn run(args: &Args) -> Result<i32> {
         }
         Command::Version => {
             out(format!("llxprt-cred {}", env!("CARGO_PKG_VERSION")))?;
+            return Ok(EXIT_OK);
+        }
+        Command::Status => return status(args),
+        Command::Get(p, b) => return daemon_get(args, p, b.as_deref()),
+        Command::GetKey(name) => return daemon_get_key(args, name),
+        Command::BenchDaemon => {
+            super::bench_daemon::daemon(args.iterations * 50, None)?;
             return Ok(EXIT_OK);
         }
         _ => {}
@@ -240,9 +289,87 @@ fn run(args: &Args) -> Result<i32> {
         Command::TokenRm(p, b) => host.tokens.remove_token(p, b.as_deref())?,
         Command::Doctor => return doctor(&host),
         Command::BenchStore => super::bench::store(&host, args.iterations)?,
-        Command::Help | Command::Version => unreachable!("handled above"),
+        Command::Help
+        | Command::Version
+        | Command::Status
+        | Command::Get(..)
+        | Command::GetKey(_)
+        | Command::BenchDaemon => {
+            unreachable!("handled above")
+        }
     }
     Ok(EXIT_OK)
+}
+
+/// The client of the daemon named by `--socket` or the environment, with
+/// the capability token from `--capability-file` or the environment.
+fn daemon_client(args: &Args) -> Result<ProxySocketClient> {
+    let socket = match &args.socket {
+        Some(path) => path.clone(),
+        None => client::socket_from(&client::process_env).ok_or_else(|| {
+            Error::Connection(format!("no daemon named: set {} or pass --socket PATH", client::SOCKET_ENV))
+        })?,
+    };
+    let token = match &args.capability_file {
+        Some(file) => Some(capability::from_file(file)?),
+        None => capability::from_lookup(&client::process_env)?,
+    };
+    Ok(ProxySocketClient::new(socket, token))
+}
+
+fn status(args: &Args) -> Result<i32> {
+    let client = Arc::new(daemon_client(args)?);
+    let version = client.connect()?;
+    let tokens = ProxyTokenStore::new(client.clone());
+    let keys = ProxyProviderKeyStorage::new(client.clone());
+    out(format!("socket: {}", client.socket_path().display()))?;
+    out(format!("protocol version: {version}"))?;
+    let mut served = Vec::new();
+    for provider in tokens.list_providers()? {
+        for bucket in tokens.list_buckets(&provider)? {
+            served.push(format!("{provider}:{bucket}"));
+        }
+    }
+    out(format!("tokens: {}", listed(&served)))?;
+    out(format!("api keys: {}", listed(&keys.list_keys()?)))?;
+    client.close();
+    Ok(EXIT_OK)
+}
+
+fn listed(items: &[String]) -> String {
+    if items.is_empty() { "none".into() } else { items.join(" ") }
+}
+
+fn daemon_get(args: &Args, provider: &str, bucket: Option<&str>) -> Result<i32> {
+    let tokens = ProxyTokenStore::new(Arc::new(daemon_client(args)?));
+    match tokens.get_token(provider, bucket)? {
+        Some(token) => {
+            let shown = Value::Object(token.sanitize().into_map());
+            out(serde_json::to_string_pretty(&shown).expect("JSON map serialises"))?;
+            Ok(EXIT_OK)
+        }
+        None => {
+            eprintln!(
+                "llxprt-cred: the daemon has no token for {provider}:{}",
+                bucket.unwrap_or(DEFAULT_BUCKET)
+            );
+            Ok(EXIT_FAILURE)
+        }
+    }
+}
+
+fn daemon_get_key(args: &Args, name: &str) -> Result<i32> {
+    let keys = ProxyProviderKeyStorage::new(Arc::new(daemon_client(args)?));
+    match keys.get_key(name)? {
+        Some(key) => {
+            out(key.expose())?;
+            Ok(EXIT_OK)
+        }
+        None => {
+            eprintln!("llxprt-cred: the daemon has no API key named {name}");
+            Ok(EXIT_FAILURE)
+        }
+    }
 }
 
 fn read_secret_value(name: &str) -> Result<String> {
@@ -387,7 +514,9 @@ mod tests {
                 command: Command::TokenShow("codex".into(), Some("work".into())),
                 store: Some(Backend::File),
                 log_level: Level::Warn,
-                iterations: 200
+                iterations: 200,
+                socket: None,
+                capability_file: None,
             }
         );
         assert_eq!(
@@ -396,6 +525,49 @@ mod tests {
         );
         assert_eq!(p(&["doctor", "--log-level", "debug"]).unwrap().log_level, Level::Debug);
         assert_eq!(p(&["--help", "bogus"]).unwrap().command, Command::Help);
+    }
+
+    #[test]
+    fn daemon_commands_parse() {
+        let a = p(&["--socket", "/s.sock", "--capability-file", "/c.env", "get", "codex:work"]).unwrap();
+        assert_eq!(a.command, Command::Get("codex".into(), Some("work".into())));
+        assert_eq!(a.socket, Some(PathBuf::from("/s.sock")));
+        assert_eq!(a.capability_file, Some(PathBuf::from("/c.env")));
+        assert_eq!(p(&["get", "anthropic"]).unwrap().command, Command::Get("anthropic".into(), None));
+        assert_eq!(p(&["status"]).unwrap().command, Command::Status);
+        assert_eq!(p(&["get-key", "OPENAI"]).unwrap().command, Command::GetKey("OPENAI".into()));
+        for bad in [&["get"][..], &["get-key"], &["status", "x"], &["--socket"]] {
+            assert!(matches!(p(bad), Err(Error::Usage(_))), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn help_names_every_command_and_flag() {
+        for word in [
+            "key set",
+            "key get",
+            "key list",
+            "key rm",
+            "token list",
+            "token show",
+            "token import",
+            "token rm",
+            "doctor",
+            "bench store",
+            "bench daemon",
+            "status",
+            "get PROVIDER",
+            "get-key",
+            "--store",
+            "--socket",
+            "--capability-file",
+            "--log-level",
+            "--iterations",
+            "--help",
+            "--version",
+        ] {
+            assert!(HELP.contains(word), "{word} is in the help");
+        }
     }
 
     #[test]

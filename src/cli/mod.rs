@@ -7,6 +7,7 @@ results on stdout, problems on stderr, and maps errors to exit codes
 #![forbid(unsafe_code)]
 
 pub mod bench;
+pub mod bench_daemon;
 pub mod cred;
 pub mod credd;
 pub mod lifecycle;

@@ -29,8 +29,10 @@ use crate::sys::UserId;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 64;
 /// Default requests per second per connection.
 pub const DEFAULT_RATE_LIMIT_PER_SECOND: u32 = 60;
-/// A connection that sends nothing for this long is closed.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// A connection that sends nothing for this long is closed. One minute
+/// longer than the client library's 5-minute idle close, so a well-behaved
+/// client always closes first.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(360);
 /// Once a frame has started, the rest must arrive within this.
 pub const PARTIAL_FRAME_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long shutdown waits for in-flight requests.

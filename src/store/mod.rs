@@ -115,6 +115,59 @@ pub trait KeyStore: Send + Sync {
     fn has_key(&self, name: &str) -> Result<bool>;
 }
 
+/// A shared token store is a token store (so `Arc<KeyringTokenStore>` from
+/// [`HostStore`] can be boxed as a `dyn TokenStore`).
+impl<T: TokenStore + ?Sized> TokenStore for Arc<T> {
+    fn save_token(&self, provider: &str, bucket: Option<&str>, token: &OAuthToken) -> Result<()> {
+        (**self).save_token(provider, bucket, token)
+    }
+    fn get_token(&self, provider: &str, bucket: Option<&str>) -> Result<Option<OAuthToken>> {
+        (**self).get_token(provider, bucket)
+    }
+    fn remove_token(&self, provider: &str, bucket: Option<&str>) -> Result<()> {
+        (**self).remove_token(provider, bucket)
+    }
+    fn list_providers(&self) -> Result<Vec<String>> {
+        (**self).list_providers()
+    }
+    fn list_buckets(&self, provider: &str) -> Result<Vec<String>> {
+        (**self).list_buckets(provider)
+    }
+    fn get_bucket_stats(&self, provider: &str, bucket: Option<&str>) -> Result<Option<BucketStats>> {
+        (**self).get_bucket_stats(provider, bucket)
+    }
+    fn acquire_refresh_lock(
+        &self,
+        provider: &str,
+        bucket: Option<&str>,
+        wait: Duration,
+    ) -> Result<RefreshLock> {
+        (**self).acquire_refresh_lock(provider, bucket, wait)
+    }
+    fn release_refresh_lock(&self, lock: RefreshLock) -> Result<()> {
+        (**self).release_refresh_lock(lock)
+    }
+}
+
+/// A shared key store is a key store.
+impl<T: KeyStore + ?Sized> KeyStore for Arc<T> {
+    fn save_key(&self, name: &str, value: &str) -> Result<()> {
+        (**self).save_key(name, value)
+    }
+    fn get_key(&self, name: &str) -> Result<Option<SecretString>> {
+        (**self).get_key(name)
+    }
+    fn delete_key(&self, name: &str) -> Result<bool> {
+        (**self).delete_key(name)
+    }
+    fn list_keys(&self) -> Result<Vec<String>> {
+        (**self).list_keys()
+    }
+    fn has_key(&self, name: &str) -> Result<bool> {
+        (**self).has_key(name)
+    }
+}
+
 /// Environment variable choosing the backend when no flag does.
 pub const BACKEND_ENV: &str = "LLXPRT_CREDD_STORE";
 /// llxprt-code's switch that turns the OS keyring off.

@@ -407,3 +407,45 @@ pub fn adopt_fd(fd: i32) -> io::Result<std::fs::File> {
 pub fn process_name(pid: ProcessId) -> Option<String> {
     std::fs::read_to_string(format!("/proc/{}/comm", pid.0)).ok().map(|s| s.trim_end().to_string())
 }
+
+/// Pins thread `tid` (0 = the calling thread) to `cpus` (Linux; what the
+/// benchmark's `taskset` does). Elsewhere: unsupported.
+pub fn pin_to_cpus(tid: i32, cpus: &[usize]) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: an all-zero cpu_set_t is a valid empty set.
+        let mut set = unsafe { MaybeUninit::<libc::cpu_set_t>::zeroed().assume_init() };
+        for &cpu in cpus {
+            if cpu >= libc::CPU_SETSIZE as usize {
+                return Err(io::Error::new(io::ErrorKind::InvalidInput, "CPU number out of range"));
+            }
+            // SAFETY: `cpu` is below CPU_SETSIZE (checked above), so the
+            // bit is inside `set`.
+            unsafe { libc::CPU_SET(cpu, &mut set) };
+        }
+        // SAFETY: `set` is a valid cpu_set_t of the size passed.
+        cerr(unsafe { libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set) })?;
+        Ok(())
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (tid, cpus);
+        Err(io::Error::new(io::ErrorKind::Unsupported, "CPU pinning is Linux only"))
+    }
+}
+
+/// Resident set size of process `pid` in KiB (Linux `/proc/PID/status`).
+pub fn rss_kib(pid: ProcessId) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", pid.0)).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// Thread ids of process `pid` (Linux `/proc/PID/task`).
+pub fn thread_ids(pid: ProcessId) -> Vec<i32> {
+    std::fs::read_dir(format!("/proc/{}/task", pid.0))
+        .map(|dir| dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect())
+        .unwrap_or_default()
+}

@@ -295,8 +295,17 @@ impl TestDir {
     }
 
     pub fn daemon_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Daemon {
-        let sock_dir = self.root.join("sock");
-        let socket = sock_dir.join(format!("d{}.sock", COUNTER.fetch_add(1, Ordering::SeqCst)));
+        self.daemon_at(&self.socket_path(), args, env)
+    }
+
+    /// A fresh socket path in this directory (nothing listens on it yet).
+    pub fn socket_path(&self) -> PathBuf {
+        self.root.join("sock").join(format!("d{}.sock", COUNTER.fetch_add(1, Ordering::SeqCst)))
+    }
+
+    /// Starts a daemon listening on `socket`.
+    pub fn daemon_at(&self, socket: &Path, args: &[&str], env: &[(&str, &str)]) -> Daemon {
+        let socket = socket.to_path_buf();
         let log = self.root.join(format!("daemon-{}.log", COUNTER.fetch_add(1, Ordering::SeqCst)));
         let mut cmd = self.command(env!("CARGO_BIN_EXE_llxprt-credd"));
         cmd.envs(env.iter().copied())

@@ -1,6 +1,7 @@
 //! The one integration test binary: the real `llxprt-cred` (and later the
 //! daemon) in private directories, against real gnome-keyring instances.
 
+mod client;
 mod daemon;
 mod harness;
 mod lifecycle;

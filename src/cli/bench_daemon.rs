@@ -1,0 +1,297 @@
+/*!
+`llxprt-cred bench daemon`: how fast and how small the real daemon is.
+
+It stores one token in a private temporary file store, starts the real
+`llxprt-credd` binary on it (rate limit off, audit log on at the default
+level, written to a file), and measures with one tool:
+
+- time from exec to ready (the socket path read from the daemon's stdout);
+- resident memory idle, with 64 open connections, and after they close;
+- `get_token` round trips with 1 and 8 connections, daemon and clients
+  pinned to the same CPU and to different CPUs (what `taskset` does,
+  through `sched_setaffinity`), next to a raw Unix-socket ping-pong that
+  moves frames of exactly the same sizes (the floor);
+- requests per second with 8 connections, unpinned.
+
+Prints Markdown tables. Never touches real credentials.
+*/
+#![forbid(unsafe_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use super::bench::{Summary, fmt_duration, summarise, temp_root};
+use crate::error::{Error, Result};
+use crate::protocol::frame;
+use crate::store::{Backend, HostStore, Paths, TokenStore};
+use crate::sys::{self, ProcessId};
+use crate::token::OAuthToken;
+
+const TOKEN: &str = r#"{"access_token":"bench-access-token-0123456789abcdef","refresh_token":"bench-refresh","expiry":1893456000,"token_type":"Bearer","scope":"user:inference"}"#;
+const HANDSHAKE: &[u8] = br#"{"v":1,"op":"handshake","payload":{"minVersion":1,"maxVersion":2}}"#;
+const REQUEST: &[u8] =
+    br#"{"v":1,"id":"00000000-0000-4000-8000-000000000000","op":"get_token","payload":{"provider":"anthropic"}}"#;
+const STARTS: usize = 20;
+
+fn io(what: &str) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |e| Error::io(what, e)
+}
+
+/// One request/response exchange on a blocking stream.
+fn exchange(stream: &mut UnixStream, request: &[u8], buf: &mut Vec<u8>) -> std::io::Result<()> {
+    stream.write_all(request)?;
+    let mut header = [0u8; frame::HEADER_LEN];
+    stream.read_exact(&mut header)?;
+    let len = frame::frame_len(header).map_err(|e| std::io::Error::other(e.to_string()))?;
+    buf.resize(len, 0);
+    stream.read_exact(buf)
+}
+
+fn connect(socket: &Path) -> Result<UnixStream> {
+    let mut s = UnixStream::connect(socket).map_err(io("connect"))?;
+    let mut buf = Vec::new();
+    exchange(&mut s, &frame::encode_frame(HANDSHAKE).expect("small"), &mut buf).map_err(io("handshake"))?;
+    Ok(s)
+}
+
+/// A started daemon.
+struct Daemon {
+    child: Child,
+    socket: PathBuf,
+    pid: ProcessId,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = sys::send_signal(self.pid, libc::SIGTERM);
+        let _ = self.child.wait();
+    }
+}
+
+fn start(credd: &Path, root: &Path, n: usize) -> Result<(Daemon, Duration)> {
+    let socket = root.join("sock").join(format!("d{n}.sock"));
+    let started = Instant::now();
+    let mut child = Command::new(credd)
+        .args(["-D", "--store", "file", "--allow", "anthropic", "--rate-limit", "0"])
+        .args(["--max-connections", "128", "--print-socket", "--log-file"])
+        .arg(root.join(format!("daemon{n}.log")))
+        .arg("--socket")
+        .arg(&socket)
+        .env("LLXPRT_CONFIG_HOME", root.join("config"))
+        .env("LLXPRT_DATA_HOME", root.join("data"))
+        .env("LLXPRT_LOG_HOME", root.join("log"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| Error::io(format!("cannot run {}", credd.display()), e))?;
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line).map_err(io("daemon stdout"))?;
+    let ready = started.elapsed();
+    if line.trim() != socket.to_string_lossy() {
+        let _ = child.kill();
+        return Err(Error::Connection(format!("the daemon did not start (said {line:?})")));
+    }
+    let pid = ProcessId(child.id() as i32);
+    Ok((Daemon { child, socket, pid }, ready))
+}
+
+/// Pins every thread of `pid` (and so the connection threads it starts
+/// later) to `cpus`.
+fn pin_process(pid: ProcessId, cpus: &[usize]) -> Result<()> {
+    for tid in sys::thread_ids(pid) {
+        sys::pin_to_cpus(tid, cpus).map_err(io("sched_setaffinity"))?;
+    }
+    Ok(())
+}
+
+/// Round trips on `conns` connections at once; samples and requests per
+/// second.
+fn run_clients(socket: &Path, conns: usize, per_conn: usize, cpus: &[usize]) -> Result<(Summary, f64)> {
+    let barrier = Arc::new(Barrier::new(conns + 1));
+    let request = Arc::new(frame::encode_frame(REQUEST).expect("small"));
+    let mut threads = Vec::new();
+    for _ in 0..conns {
+        let mut stream = connect(socket)?;
+        let (barrier, request, cpus) = (barrier.clone(), request.clone(), cpus.to_vec());
+        threads.push(std::thread::spawn(move || -> std::io::Result<Vec<Duration>> {
+            sys::pin_to_cpus(0, &cpus)?;
+            let mut buf = Vec::new();
+            for _ in 0..per_conn / 10 {
+                exchange(&mut stream, &request, &mut buf)?;
+            }
+            barrier.wait();
+            let mut samples = Vec::with_capacity(per_conn);
+            for _ in 0..per_conn {
+                let t = Instant::now();
+                exchange(&mut stream, &request, &mut buf)?;
+                samples.push(t.elapsed());
+            }
+            Ok(samples)
+        }));
+    }
+    barrier.wait();
+    let started = Instant::now();
+    let mut all = Vec::with_capacity(conns * per_conn);
+    for t in threads {
+        all.extend(
+            t.join()
+                .map_err(|_| Error::Connection("a client thread panicked".into()))?
+                .map_err(io("round trip"))?,
+        );
+    }
+    let rate = all.len() as f64 / started.elapsed().as_secs_f64();
+    Ok((summarise(&mut all), rate))
+}
+
+/// The floor: a ping-pong server that reads a frame and answers with a
+/// frame of `response_len` bytes, one thread per connection, pinned to
+/// `cpus`.
+fn ping_pong_server(socket: &Path, response_len: usize, cpus: Vec<usize>) -> Result<()> {
+    let listener = UnixListener::bind(socket).map_err(io("bind ping-pong socket"))?;
+    let response = Arc::new(frame::encode_frame(&vec![b' '; response_len]).expect("small"));
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let (response, cpus) = (response.clone(), cpus.clone());
+            std::thread::spawn(move || {
+                let _ = sys::pin_to_cpus(0, &cpus);
+                let mut body = Vec::new();
+                loop {
+                    let mut header = [0u8; frame::HEADER_LEN];
+                    if stream.read_exact(&mut header).is_err() {
+                        return;
+                    }
+                    body.resize(frame::frame_len(header).unwrap_or(0), 0);
+                    if stream.read_exact(&mut body).is_err() || stream.write_all(&response).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    Ok(())
+}
+
+fn rss(pid: ProcessId) -> String {
+    sys::rss_kib(pid).map_or_else(|| "n/a".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0))
+}
+
+fn latency_row(what: &str, conns: usize, pinning: &str, s: &Summary, floor: Option<&Summary>, rate: f64) {
+    let ratio =
+        floor.map_or_else(|| "—".into(), |f| format!("{:.2}×", s.p50.as_secs_f64() / f.p50.as_secs_f64()));
+    println!(
+        "| {what} | {conns} | {pinning} | {} | {} | {} | {} | {ratio} | {:.0} |",
+        s.n,
+        fmt_duration(s.p50),
+        fmt_duration(s.p90),
+        fmt_duration(s.p99),
+        rate
+    );
+}
+
+/// Where `llxprt-credd` is: beside this program, else on `PATH`.
+fn find_credd() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|d| d.join("llxprt-credd")))
+        .filter(|p| p.exists())
+        .unwrap_or_else(|| PathBuf::from("llxprt-credd"))
+}
+
+/// Runs the daemon benchmark with `per_conn` timed round trips per
+/// connection.
+pub fn daemon(per_conn: usize, credd: Option<PathBuf>) -> Result<()> {
+    let credd = credd.unwrap_or_else(find_credd);
+    let root = temp_root()?;
+    let result = run(&credd, &root, per_conn.max(100));
+    let _ = std::fs::remove_dir_all(&root);
+    result
+}
+
+fn run(credd: &Path, root: &Path, per_conn: usize) -> Result<()> {
+    let paths = Paths { data: root.join("data"), log: root.join("log"), config: root.join("config") };
+    let host = HostStore::open_at(paths, Backend::File)?;
+    let token: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(TOKEN).map_err(|e| Error::Usage(e.to_string()))?;
+    host.tokens.save_token("anthropic", None, &OAuthToken::from_map(token)?)?;
+
+    let mut ready = Vec::new();
+    for n in 0..STARTS {
+        ready.push(start(credd, root, n)?.1);
+    }
+    let ready = summarise(&mut ready);
+    let (daemon, _) = start(credd, root, STARTS)?;
+    std::thread::sleep(Duration::from_millis(100));
+    let idle_start = rss(daemon.pid);
+
+    // Warm the store's cache (the first read decrypts: scrypt).
+    let mut warm = connect(&daemon.socket)?;
+    let mut response = Vec::new();
+    exchange(&mut warm, &frame::encode_frame(REQUEST).expect("small"), &mut response)
+        .map_err(io("warm-up"))?;
+    if !response.windows(b"\"ok\":true".len()).any(|w| w == b"\"ok\":true") {
+        return Err(Error::Connection(format!("get_token failed: {}", String::from_utf8_lossy(&response))));
+    }
+    drop(warm);
+
+    let held: Vec<UnixStream> = (0..64)
+        .map(|_| {
+            let mut s = connect(&daemon.socket)?;
+            exchange(&mut s, &frame::encode_frame(REQUEST).expect("small"), &mut Vec::new())
+                .map_err(io("get_token"))?;
+            Ok(s)
+        })
+        .collect::<Result<_>>()?;
+    std::thread::sleep(Duration::from_millis(100));
+    let with_64 = rss(daemon.pid);
+    drop(held);
+    std::thread::sleep(Duration::from_millis(300));
+    let idle_after = rss(daemon.pid);
+
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let all: Vec<usize> = (0..cpus).collect();
+    println!("Daemon: {} (file store, audit log at info level to a file, rate limit off)\n", credd.display());
+    println!("| measurement | value |");
+    println!("|---|---|");
+    println!(
+        "| exec → ready (listening), {} starts | p50 {}, p90 {}, p99 {} |",
+        ready.n,
+        fmt_duration(ready.p50),
+        fmt_duration(ready.p90),
+        fmt_duration(ready.p99)
+    );
+    println!("| RSS idle after start | {idle_start} |");
+    println!("| RSS with 64 open connections | {with_64} |");
+    println!("| RSS after they close | {idle_after} |");
+    println!(
+        "\nRound trips: a {}-byte get_token request frame, a {}-byte response frame.\n",
+        REQUEST.len() + frame::HEADER_LEN,
+        response.len() + frame::HEADER_LEN
+    );
+    println!("| exchange | conns | pinning | samples | p50 | p90 | p99 | p50 / floor | req/s |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    let mut layouts: Vec<(&str, Vec<usize>, Vec<usize>)> = vec![];
+    if cpus >= 2 {
+        layouts.push(("same core", vec![0], vec![0]));
+        layouts.push(("cross core", vec![0], vec![1]));
+    } else {
+        println!("(one CPU: pinned rows skipped)");
+    }
+    layouts.push(("unpinned", all.clone(), all.clone()));
+    for (i, (pinning, server_cpus, client_cpus)) in layouts.iter().enumerate() {
+        let socket = root.join("sock").join(format!("ping-pong-{i}.sock"));
+        ping_pong_server(&socket, response.len(), server_cpus.clone())?;
+        pin_process(daemon.pid, server_cpus)?;
+        for conns in [1usize, 8] {
+            let (floor, floor_rate) = run_clients(&socket, conns, per_conn, client_cpus)?;
+            latency_row("raw ping-pong (floor)", conns, pinning, &floor, None, floor_rate);
+            let (s, rate) = run_clients(&daemon.socket, conns, per_conn, client_cpus)?;
+            latency_row("llxprt-credd get_token", conns, pinning, &s, Some(&floor), rate);
+        }
+    }
+    Ok(())
+}

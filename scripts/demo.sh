@@ -1,8 +1,10 @@
 #!/bin/bash
-# The demo: the host store on its embedded default (the encrypted file
-# store) in a throwaway data directory, with a demo profile's credentials:
-# an API key and an OAuth token, shown the way the daemon serves them
-# (never the refresh token). Needs nothing but cargo.
+# The demo: the daemon's main job on the embedded default (the encrypted
+# file store) in a throwaway data directory. A demo profile's credentials
+# (an API key and an OAuth token) are stored on the host, then the daemon
+# serves them to a command in exec mode the way it serves a sandbox: with a
+# capability token, only what the profile names, never the refresh token.
+# Needs nothing but cargo.
 set -eu
 cd "$(dirname "$0")/.."
 cargo build --release --locked --quiet
@@ -24,7 +26,18 @@ printf '{"access_token":"demo-access","refresh_token":"demo-refresh-stays-on-hos
   | $cred token import anthropic
 $cred token list
 $cred token show anthropic
+printf 'sk-outside-the-profile\n' | $cred key set OTHER_KEY
 $cred doctor
 ls -l "$LLXPRT_DATA_HOME/secure-store/llxprt-code-oauth" "$LLXPRT_DATA_HOME/provider-keys"
 head -c 120 "$LLXPRT_DATA_HOME/secure-store/llxprt-code-oauth/anthropic%3Adefault.enc"; echo
+
+# The daemon, in exec mode: the command plays the sandbox.
+target/release/llxprt-credd --profile demo --capability-file "$demo/capability.env" -- sh -c '
+  set -x
+  cred=target/release/llxprt-cred
+  $cred status
+  $cred get anthropic
+  $cred get-key DEMO_OPENAI_KEY
+  $cred get-key OTHER_KEY || echo "OTHER_KEY is outside the demo profile: refused"
+'
 $cred bench store --iterations 50

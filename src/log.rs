@@ -10,7 +10,7 @@ Line format: `{program}[{pid}]: {level}: {message}`.
 use std::fmt;
 use std::fs::File;
 use std::io::Write;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU32, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 /// Severity of a log line, most severe first.
@@ -51,6 +51,24 @@ impl Level {
 static MAX_LEVEL: AtomicU8 = AtomicU8::new(Level::Warn as u8);
 static PROGRAM: OnceLock<&'static str> = OnceLock::new();
 static SINK: Mutex<Option<File>> = Mutex::new(None);
+/// Our pid, looked up once (0 = not yet); see [`forget_pid`].
+static PID: AtomicU32 = AtomicU32::new(0);
+
+/// Makes the next line look the pid up again (call in a forked child).
+pub fn forget_pid() {
+    PID.store(0, Ordering::Relaxed);
+}
+
+fn pid() -> u32 {
+    match PID.load(Ordering::Relaxed) {
+        0 => {
+            let pid = std::process::id();
+            PID.store(pid, Ordering::Relaxed);
+            pid
+        }
+        pid => pid,
+    }
+}
 
 /// Names the program in every line (once, at start).
 pub fn set_program(name: &'static str) {
@@ -78,7 +96,7 @@ pub fn write(level: Level, args: fmt::Arguments<'_>) {
         return;
     }
     let program = PROGRAM.get().copied().unwrap_or("llxprt-credd");
-    let line = format!("{program}[{}]: {}: {args}\n", std::process::id(), level.name());
+    let line = format!("{program}[{}]: {}: {args}\n", pid(), level.name());
     let mut sink = SINK.lock().unwrap_or_else(|e| e.into_inner());
     match sink.as_mut() {
         Some(file) => {

@@ -37,45 +37,95 @@ fn is_timeout(e: &io::Error) -> bool {
     matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
 }
 
-fn read_exact_by(stream: &mut UnixStream, buf: &mut [u8], deadline: Instant) -> Result<(), ReadError> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(ReadError::Partial);
-        }
-        stream.set_read_timeout(Some(left)).map_err(ReadError::Io)?;
-        match stream.read(&mut buf[filled..]) {
-            Ok(0) => return Err(ReadError::Partial),
-            Ok(n) => filled += n,
-            Err(e) if is_timeout(&e) => return Err(ReadError::Partial),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(ReadError::Io(e)),
-        }
-    }
-    Ok(())
+/// Bytes read ahead on one connection. A frame usually arrives in one
+/// `read`; frames a client pipelines stay here for the next call. The
+/// socket's read timeout is changed only when it must be, so a busy
+/// connection costs one `read` per request.
+struct FrameReader {
+    buf: Vec<u8>,
+    start: usize,
+    timeout: Option<Duration>,
 }
 
-/// Reads one frame. The first byte may take up to `idle`; from then on the
-/// whole frame must arrive within [`PARTIAL_FRAME_TIMEOUT`].
-fn read_frame(stream: &mut UnixStream, idle: Duration) -> Result<Vec<u8>, ReadError> {
-    let mut header = [0u8; HEADER_LEN];
-    stream.set_read_timeout(Some(idle)).map_err(ReadError::Io)?;
-    loop {
-        match stream.read(&mut header[..1]) {
-            Ok(0) => return Err(ReadError::Closed),
-            Ok(_) => break,
-            Err(e) if is_timeout(&e) => return Err(ReadError::Idle),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(ReadError::Io(e)),
+/// Smallest read.
+const READ_CHUNK: usize = 4096;
+
+impl FrameReader {
+    fn new() -> Self {
+        FrameReader { buf: Vec::with_capacity(READ_CHUNK), start: 0, timeout: None }
+    }
+
+    fn buffered(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+
+    fn set_timeout(&mut self, stream: &UnixStream, t: Duration) -> Result<(), ReadError> {
+        if self.timeout != Some(t) {
+            stream.set_read_timeout(Some(t)).map_err(ReadError::Io)?;
+            self.timeout = Some(t);
+        }
+        Ok(())
+    }
+
+    /// One `read` of at least `want` more bytes' room; the count read.
+    fn fill(&mut self, stream: &mut UnixStream, want: usize) -> io::Result<usize> {
+        if self.start > 0 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+        let old = self.buf.len();
+        self.buf.resize(old + want.max(READ_CHUNK), 0);
+        let got = loop {
+            match stream.read(&mut self.buf[old..]) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                other => break other,
+            }
+        };
+        self.buf.truncate(old + *got.as_ref().unwrap_or(&0));
+        got
+    }
+
+    /// Reads one frame's body. The first byte may take up to `idle`; from
+    /// then on the whole frame must arrive within [`PARTIAL_FRAME_TIMEOUT`].
+    fn next(&mut self, stream: &mut UnixStream, idle: Duration) -> Result<&[u8], ReadError> {
+        if self.buffered().is_empty() {
+            self.set_timeout(stream, idle)?;
+            match self.fill(stream, READ_CHUNK) {
+                Ok(0) => return Err(ReadError::Closed),
+                Ok(_) => {}
+                Err(e) if is_timeout(&e) => return Err(ReadError::Idle),
+                Err(e) => return Err(ReadError::Io(e)),
+            }
+        }
+        let deadline = Instant::now() + PARTIAL_FRAME_TIMEOUT;
+        loop {
+            let have = self.buffered();
+            let need = match <[u8; HEADER_LEN]>::try_from(have.get(..HEADER_LEN).unwrap_or(&[])) {
+                Ok(header) => {
+                    let need = HEADER_LEN + frame::frame_len(header).map_err(ReadError::Bad)?;
+                    if have.len() >= need {
+                        let body = self.start + HEADER_LEN..self.start + need;
+                        self.start += need;
+                        return Ok(&self.buf[body]);
+                    }
+                    need
+                }
+                Err(_) => HEADER_LEN,
+            };
+            let missing = need - have.len();
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(ReadError::Partial);
+            }
+            self.set_timeout(stream, left)?;
+            match self.fill(stream, missing) {
+                Ok(0) => return Err(ReadError::Partial),
+                Ok(_) => {}
+                Err(e) if is_timeout(&e) => return Err(ReadError::Partial),
+                Err(e) => return Err(ReadError::Io(e)),
+            }
         }
     }
-    let deadline = Instant::now() + PARTIAL_FRAME_TIMEOUT;
-    read_exact_by(stream, &mut header[1..], deadline)?;
-    let len = frame::frame_len(header).map_err(ReadError::Bad)?;
-    let mut body = vec![0u8; len];
-    read_exact_by(stream, &mut body, deadline)?;
-    Ok(body)
 }
 
 fn send(stream: &mut UnixStream, payload: &[u8]) -> io::Result<()> {
@@ -163,8 +213,9 @@ pub fn serve(shared: &Shared, conn: u64, mut stream: UnixStream) {
     let _ = stream.set_write_timeout(Some(Duration::from_secs(30)));
     crate::log_debug!("{who} connected");
     let idle = shared.config.idle_timeout;
-    let first = match read_frame(&mut stream, idle) {
-        Ok(f) => f,
+    let mut reader = FrameReader::new();
+    let first = match reader.next(&mut stream, idle) {
+        Ok(f) => f.to_vec(),
         Err(e) => {
             crate::log_info!("audit {who} op=handshake outcome=closed reason={e:?}");
             return;
@@ -204,7 +255,7 @@ pub fn serve(shared: &Shared, conn: u64, mut stream: UnixStream) {
         if shared.stopping.load(Ordering::SeqCst) {
             return;
         }
-        let body = match read_frame(&mut stream, idle) {
+        let body = match reader.next(&mut stream, idle) {
             Ok(b) => b,
             Err(ReadError::Bad(e)) => {
                 crate::log_info!("audit {who} op=frame outcome=closed reason=\"{e}\"");

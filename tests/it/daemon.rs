@@ -431,3 +431,34 @@ fn sys_uid() -> u32 {
         .parse()
         .unwrap()
 }
+
+#[test]
+fn pipelined_requests_are_answered_in_order_and_a_trickled_frame_is_read_whole() {
+    let dir = seeded("pipeline");
+    let d = dir.daemon(SCOPE);
+    let mut c = d.connect();
+    c.handshake();
+    let mut burst = Vec::new();
+    for (i, name) in ["OPENAI", "MISSING", "HIDDEN"].iter().enumerate() {
+        let body = json!({"v":1,"id":format!("p{i}"),"op":"has_api_key","payload":{"name":name}}).to_string();
+        burst.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        burst.extend_from_slice(body.as_bytes());
+    }
+    c.send_bytes(&burst).unwrap();
+    let answers: Vec<_> = (0..3).map(|_| c.recv().unwrap()).collect();
+    assert_eq!(
+        answers.iter().map(|a| a["id"].clone()).collect::<Vec<_>>(),
+        [json!("p0"), json!("p1"), json!("p2")]
+    );
+    assert_eq!(answers[0]["data"], json!({"exists":true}));
+    assert_eq!(answers[1]["data"], json!({"exists":false}));
+    assert_eq!(answers[2]["code"], "UNAUTHORIZED");
+    let body = json!({"v":1,"id":"slow","op":"get_api_key","payload":{"name":"OPENAI"}}).to_string();
+    let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(body.as_bytes());
+    for chunk in frame.chunks(7) {
+        c.send_bytes(chunk).unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(c.recv().unwrap()["data"]["key"], "sk-PLANTED-KEY");
+}

@@ -275,7 +275,7 @@ pub fn serve(shared: &Shared, conn: u64, mut stream: UnixStream) {
             }
         };
         let started = Instant::now();
-        let reply = match message::parse_request(&body) {
+        let reply = match message::parse_request(body) {
             Err(e) => {
                 crate::log_info!("audit {who} op=invalid outcome={}", e.code.as_str());
                 message::error_response(&e.id, e.code, &e.message, None)

@@ -587,6 +587,23 @@ mod tests {
         assert!(p(&["--help"]).unwrap().help);
         assert_eq!(shell_quote("a'b"), "'a'\\''b'");
         assert_eq!(p(&["--allow-key", "K", "-D", "-c"]).unwrap().announce, Announce::Csh);
+        let a = p(&["--allow-key", "K", "--ready-fd", "5", "--capability-fd", "6", "--", "sh", "-c", "x"])
+            .unwrap();
+        assert_eq!((a.ready_fd, a.capability_fd), (Some(5), Some(6)));
+        assert_eq!(a.command, ["sh", "-c", "x"].map(OsString::from));
+        assert_eq!(
+            p(&["--allow-key", "K", "true", "--profile"]).unwrap().command.len(),
+            2,
+            "all after the command is its"
+        );
+        assert!(p(&["-k"]).unwrap().kill);
+        assert!(p(&["-k", "--profile", "x"]).is_err());
+        assert!(p(&["--allow-key", "K", "-s", "--", "true"]).is_err());
+        for flag in
+            ["--ready-fd", "--capability-fd", "-k", "--print-socket", "-D", "--log-file", "--allow-uid"]
+        {
+            assert!(HELP.contains(flag), "{flag} in --help");
+        }
         assert_eq!(p(&["--allow-key", "K", "-D", "--print-socket"]).unwrap().announce, Announce::Path);
     }
 

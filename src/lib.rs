@@ -6,13 +6,15 @@ can use the same pieces: the host store ([`store`]), the token rules
 ([`token`]), the wire protocol ([`protocol`]), the server ([`server`]), and
 the blocking client ([`client`]: `ProxySocketClient`, `ProxyTokenStore`,
 `ProxyProviderKeyStorage`, `create_token_store`) that a program in the
-sandbox uses in place of the host store.
+sandbox uses in place of the host store, and host-side OAuth refresh
+([`oauth`]).
 */
 
 pub mod cli;
 pub mod client;
 pub mod error;
 pub mod log;
+pub mod oauth;
 pub mod profile;
 pub mod protocol;
 pub mod random;

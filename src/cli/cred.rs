@@ -44,6 +44,7 @@ Host store commands (run on the host, never in the sandbox):
   doctor                       report the live backend, persistence, machine secret, locks
   bench store                  measure store reads and writes
   bench daemon                 measure the daemon: readiness, memory, get_token round trips
+  bench refresh                measure a refresh storm: 256 clients on one expired token
 
 Daemon commands (ask the running llxprt-credd, as the sandbox does):
   status                       show the socket, the protocol version, and what the daemon serves
@@ -89,6 +90,8 @@ pub enum Command {
     BenchStore,
     /// `bench daemon`
     BenchDaemon,
+    /// `bench refresh`
+    BenchRefresh,
     /// `status`
     Status,
     /// `get P[:B]`
@@ -185,6 +188,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
         ["doctor"] => Command::Doctor,
         ["bench", "store"] => Command::BenchStore,
         ["bench", "daemon"] => Command::BenchDaemon,
+        ["bench", "refresh"] => Command::BenchRefresh,
         ["status"] => Command::Status,
         ["get", spec] => {
             let (p, b) = pb(spec);
@@ -246,6 +250,10 @@ fn run(args: &Args) -> Result<i32> {
             super::bench_daemon::daemon(args.iterations * 50, None)?;
             return Ok(EXIT_OK);
         }
+        Command::BenchRefresh => {
+            super::bench_refresh::refresh(None)?;
+            return Ok(EXIT_OK);
+        }
         _ => {}
     }
     let backend = resolve_backend(args.store)?;
@@ -294,7 +302,8 @@ fn run(args: &Args) -> Result<i32> {
         | Command::Status
         | Command::Get(..)
         | Command::GetKey(_)
-        | Command::BenchDaemon => {
+        | Command::BenchDaemon
+        | Command::BenchRefresh => {
             unreachable!("handled above")
         }
     }
@@ -555,6 +564,7 @@ mod tests {
             "doctor",
             "bench store",
             "bench daemon",
+            "bench refresh",
             "status",
             "get PROVIDER",
             "get-key",

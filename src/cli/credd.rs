@@ -61,7 +61,11 @@ Options:
 
 Signals: SIGINT/SIGTERM stop it (5 s grace, socket removed); SIGHUP re-reads
 the profile (in exec mode all three go to the command instead).
-Not yet in this build: host-side refresh and OAuth login.
+OAuth tokens are refreshed on the host (on request, near expiry, and before
+expiry). Token endpoints: credd-providers.json in llxprt-code's config
+directory ($LLXPRT_CONFIG_HOME, else ~/.config/llxprt-code), then
+LLXPRT_CREDD_<PROVIDER>_TOKEN_URL and LLXPRT_CREDD_<PROVIDER>_CLIENT_ID.
+Not yet in this build: OAuth login.
 ";
 
 /// How to announce the socket on stdout.
@@ -377,6 +381,7 @@ fn run(args: &Args) -> Result<i32> {
         profiles_dir: store.paths.profiles_dir(),
     };
     let scope = scope_source.load()?;
+    let oauth = crate::oauth::OAuthConfig::load(&store.paths.config)?;
     let listener = socket::bind(&socket_path)?;
     let cleanup = Cleanup { socket: socket_path.clone(), capability: capability_path.clone() };
     let capability_token = if capability_path.is_some() || args.capability_fd.is_some() {
@@ -406,8 +411,9 @@ fn run(args: &Args) -> Result<i32> {
         capability_token,
         scope,
         idle_timeout: idle_timeout(),
+        oauth,
     };
-    let server = Server::new(listener, config, store);
+    let server = Server::new(listener, config, store)?;
     let handle = server.handle();
     announce(announce_how, &socket_path, capability_path.as_deref())?;
     readiness.ready(&socket_path);

@@ -4,7 +4,9 @@ host store. Every token leaves through [`OAuthToken::sanitize`]; every
 incoming token loses its `refresh_token` before it is merged under the
 refresh lock. Out-of-scope requests get `UNAUTHORIZED` whether or not the
 item exists, and lists are filtered, so a peer cannot probe what lies
-outside its profile.
+outside its profile. `get_token` and `refresh_token` go through
+[`crate::oauth::OAuthHost`] (refresh on read, on request, renewal timers);
+[`refresh_failed`] is where a refresh error becomes a wire code.
 */
 #![forbid(unsafe_code)]
 
@@ -14,6 +16,7 @@ use serde_json::{Map, Value, json};
 
 use super::Shared;
 use crate::error::Error;
+use crate::oauth::RefreshError;
 use crate::protocol::message::{self, ErrorCode, Op, Request};
 use crate::store::names::DEFAULT_BUCKET;
 use crate::store::{KeyStore, TokenStore};
@@ -43,6 +46,29 @@ fn err(id: &str, code: ErrorCode, text: &str, target: String) -> Reply {
     (message::error_response(id, code, text, None), code.as_str(), target)
 }
 
+/// A refresh error as a wire answer. Messages come from
+/// [`RefreshError`]'s fixed texts, status codes and OAuth error codes only.
+fn refresh_failed(id: &str, e: &RefreshError, target: String) -> Reply {
+    let (code, retry_after) = match e {
+        RefreshError::NotFound => (ErrorCode::NotFound, None),
+        RefreshError::UnknownProvider => (ErrorCode::ProviderNotFound, None),
+        RefreshError::NoRefreshToken | RefreshError::Revoked { .. } => (ErrorCode::ReauthRequired, None),
+        RefreshError::CoolingDown { retry_after } => {
+            (ErrorCode::RateLimited, Some(retry_after.as_secs_f64().ceil().max(1.0) as u64))
+        }
+        _ => (ErrorCode::InternalError, None),
+    };
+    let text = match e {
+        RefreshError::NotFound => "No token found".to_owned(),
+        other => {
+            let mut t = other.to_string();
+            t[..1].make_ascii_uppercase();
+            t
+        }
+    };
+    (message::error_response(id, code, &text, retry_after), code.as_str(), target)
+}
+
 fn internal(id: &str, e: &Error, target: String) -> Reply {
     crate::log_warn!("{target}: {e}");
     err(id, ErrorCode::InternalError, "The credential store failed on the host", target)
@@ -63,7 +89,10 @@ pub fn handle(shared: &Shared, req: &Request) -> Reply {
                 return denied(t);
             }
             match tokens.get_token(provider, bucket.as_deref()) {
-                Ok(Some(token)) => ok(id, token.sanitize().into_map(), t),
+                Ok(Some(token)) => match shared.oauth.serve(provider, bucket.as_deref(), token) {
+                    Ok(token) => ok(id, token.sanitize().into_map(), t),
+                    Err(e) => refresh_failed(id, &e, t),
+                },
                 Ok(None) => err(id, ErrorCode::NotFound, "No token found", t),
                 Err(e) => internal(id, &e, t),
             }
@@ -176,12 +205,22 @@ pub fn handle(shared: &Shared, req: &Request) -> Reply {
             let shown: String = target_id.chars().take(16).filter(|c| !c.is_control()).collect();
             ok(id, object(json!({ "cancelled": false })), shown)
         }
-        Op::RefreshToken { provider, bucket } | Op::OauthInitiate { provider, bucket } => {
+        Op::RefreshToken { provider, bucket } => {
             let t = target(provider, bucket);
             if !scope.allows_token(provider, bucket.as_deref()) {
                 return denied(t);
             }
-            err(id, ErrorCode::ProviderNotFound, "Host-side OAuth is not available in this build", t)
+            match shared.oauth.refresh(provider, bucket.as_deref()) {
+                Ok(token) => ok(id, token.sanitize().into_map(), t),
+                Err(e) => refresh_failed(id, &e, t),
+            }
+        }
+        Op::OauthInitiate { provider, bucket } => {
+            let t = target(provider, bucket);
+            if !scope.allows_token(provider, bucket.as_deref()) {
+                return denied(t);
+            }
+            err(id, ErrorCode::ProviderNotFound, "OAuth login on the host is not available in this build", t)
         }
         Op::OauthExchange { .. } | Op::OauthPoll { .. } | Op::OauthCancel { .. } => {
             err(id, ErrorCode::SessionNotFound, "Unknown OAuth session", "-".into())

@@ -20,6 +20,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use crate::error::Result;
+use crate::oauth::{OAuthConfig, OAuthHost};
 use crate::profile::Scope;
 use crate::secret::SecretString;
 use crate::store::HostStore;
@@ -56,6 +58,8 @@ pub struct ServerConfig {
     pub scope: Scope,
     /// Idle timeout (overridable for tests).
     pub idle_timeout: Duration,
+    /// OAuth providers and refresh timing.
+    pub oauth: OAuthConfig,
 }
 
 /// State shared by all connection threads.
@@ -70,6 +74,8 @@ pub struct Shared {
     pub active: AtomicUsize,
     /// Connection ids.
     pub next_conn: AtomicU64,
+    /// Host-side refresh and renewal timers.
+    pub oauth: OAuthHost,
     scope: RwLock<Arc<Scope>>,
     /// A second handle on each open connection, so shutdown can stop
     /// their reads while in-flight requests finish.
@@ -94,10 +100,12 @@ pub struct Server {
 }
 
 impl Server {
-    /// Wraps a bound listener.
-    pub fn new(listener: UnixListener, config: ServerConfig, store: HostStore) -> Server {
+    /// Wraps a bound listener and starts the renewal thread.
+    pub fn new(listener: UnixListener, config: ServerConfig, store: HostStore) -> Result<Server> {
         let scope = RwLock::new(Arc::new(config.scope.clone()));
+        let oauth = OAuthHost::start(config.oauth.clone(), store.tokens.clone())?;
         let shared = Arc::new(Shared {
+            oauth,
             scope,
             open: Mutex::new(HashMap::new()),
             config,
@@ -106,7 +114,7 @@ impl Server {
             active: AtomicUsize::new(0),
             next_conn: AtomicU64::new(1),
         });
-        Server { listener, shared }
+        Ok(Server { listener, shared })
     }
 
     /// A handle that can stop the server or change its scope from
@@ -116,7 +124,9 @@ impl Server {
     }
 
     /// Accepts connections until stopped, then waits up to
-    /// [`SHUTDOWN_GRACE`] for open connections to finish.
+    /// [`SHUTDOWN_GRACE`] for open connections to finish, and for a
+    /// refresh in flight up to its own budget: a provider that has
+    /// rotated the refresh token must see the new one saved.
     pub fn run(self) {
         for stream in self.listener.incoming() {
             if self.shared.stopping.load(Ordering::SeqCst) {
@@ -135,6 +145,10 @@ impl Server {
         let deadline = Instant::now() + SHUTDOWN_GRACE;
         while self.shared.active.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
+        }
+        self.shared.oauth.stop();
+        if !self.shared.oauth.wait_idle(crate::oauth::REFRESH_BUDGET) {
+            crate::log_warn!("a token refresh was still in flight at exit");
         }
     }
 
@@ -179,8 +193,10 @@ impl Handle {
     /// Stops accepting (wakes the accept loop with a connection of our
     /// own) and ends every connection's reading side: a request being
     /// handled still gets its answer, then the connection closes.
+    /// Cancels every renewal timer.
     pub fn stop(&self) {
         self.shared.stopping.store(true, Ordering::SeqCst);
+        self.shared.oauth.stop();
         for stream in self.shared.open_connections().values() {
             let _ = stream.shutdown(Shutdown::Read);
         }

@@ -3,8 +3,10 @@
 
 mod client;
 mod daemon;
+mod fake_provider;
 mod harness;
 mod lifecycle;
+mod refresh;
 mod store_file;
 mod store_keyring;
 mod store_processes;

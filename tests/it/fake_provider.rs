@@ -1,0 +1,244 @@
+//! A real OAuth token endpoint on 127.0.0.1 that behaves like the
+//! providers: it counts calls, records what it was sent, and answers from a
+//! script (a rotated token, a 5xx, `invalid_grant`, garbage, or nothing at
+//! all). Its own refresh tokens carry the `CANARY` marker so tests can
+//! prove none ever leaves the host.
+
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// One scripted answer.
+#[derive(Clone, Debug)]
+pub enum Reply {
+    /// 200 with a new access token `at-refreshed-N`; with `rotate`, a new
+    /// refresh token `rt-CANARY-rotated-N`; with `id_token`, that id token.
+    Token { expires_in: i64, rotate: bool, id_token: Option<String> },
+    /// This status and body.
+    Status(u16, String),
+    /// Reads the request, never answers (until the test ends).
+    Hang,
+    /// 200 with a body that is not JSON.
+    Garbage,
+}
+
+impl Reply {
+    pub fn token() -> Reply {
+        Reply::Token { expires_in: 3600, rotate: true, id_token: None }
+    }
+
+    pub fn status(code: u16) -> Reply {
+        Reply::Status(
+            code,
+            r#"{"error":"server_error","error_description":"rt-CANARY-in-an-error-body"}"#.into(),
+        )
+    }
+
+    pub fn invalid_grant() -> Reply {
+        Reply::Status(
+            400,
+            r#"{"error":"invalid_grant","error_description":"Refresh token rt-CANARY-planted is revoked"}"#
+                .into(),
+        )
+    }
+}
+
+/// What one call carried.
+#[derive(Clone, Debug)]
+pub struct Call {
+    pub path: String,
+    pub content_type: String,
+    pub body: String,
+    pub at: Instant,
+}
+
+impl Call {
+    /// A field of a form or JSON body.
+    pub fn field(&self, name: &str) -> Option<String> {
+        if self.content_type.starts_with("application/json") {
+            let v: serde_json::Value = serde_json::from_str(&self.body).ok()?;
+            return v.get(name)?.as_str().map(str::to_owned);
+        }
+        self.body.split('&').find_map(|pair| {
+            let (k, v) = pair.split_once('=')?;
+            (k == name).then(|| percent_decode(v))
+        })
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                out.push(u8::from_str_radix(&s[i + 1..i + 3], 16).unwrap_or(b'?'));
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+struct State {
+    script: VecDeque<Reply>,
+    calls: Vec<Call>,
+    delay: Duration,
+}
+
+pub struct FakeProvider {
+    /// `http://127.0.0.1:PORT`
+    pub base: String,
+    state: Arc<Mutex<State>>,
+    stopping: Arc<AtomicBool>,
+}
+
+impl FakeProvider {
+    pub fn start() -> FakeProvider {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the fake provider");
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let state =
+            Arc::new(Mutex::new(State { script: VecDeque::new(), calls: Vec::new(), delay: Duration::ZERO }));
+        let stopping = Arc::new(AtomicBool::new(false));
+        let (s, stop) = (state.clone(), stopping.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                if stop.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(stream) = stream else { continue };
+                let (s, stop) = (s.clone(), stop.clone());
+                std::thread::spawn(move || serve(stream, &s, &stop));
+            }
+        });
+        FakeProvider { base, state, stopping }
+    }
+
+    /// The token endpoint URL.
+    pub fn token_url(&self) -> String {
+        format!("{}/oauth/token", self.base)
+    }
+
+    /// Queues answers; once the script runs out, every call gets
+    /// [`Reply::token`].
+    pub fn script(&self, replies: impl IntoIterator<Item = Reply>) {
+        self.state.lock().unwrap().script.extend(replies);
+    }
+
+    /// Delays every answer by `d` (the upstream round trip).
+    pub fn set_delay(&self, d: Duration) {
+        self.state.lock().unwrap().delay = d;
+    }
+
+    pub fn calls(&self) -> Vec<Call> {
+        self.state.lock().unwrap().calls.clone()
+    }
+
+    pub fn count(&self) -> usize {
+        self.state.lock().unwrap().calls.len()
+    }
+
+    /// Waits until at least `n` calls arrived; whether they did in time.
+    pub fn wait_for(&self, n: usize, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        while self.count() < n {
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        true
+    }
+}
+
+impl Drop for FakeProvider {
+    fn drop(&mut self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(self.base.trim_start_matches("http://"));
+    }
+}
+
+fn read_request(stream: &mut TcpStream) -> Option<(String, String, String)> {
+    stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break p + 4;
+        }
+        let n = stream.read(&mut chunk).ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let path = head.split_whitespace().nth(1)?.to_owned();
+    let header = |name: &str| {
+        head.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+        })
+    };
+    let len: usize = header("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+    while buf.len() < head_end + len {
+        let n = stream.read(&mut chunk).ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let body = String::from_utf8_lossy(&buf[head_end..head_end + len]).into_owned();
+    Some((path, header("content-type").unwrap_or_default(), body))
+}
+
+fn serve(mut stream: TcpStream, state: &Mutex<State>, stopping: &AtomicBool) {
+    let Some((path, content_type, body)) = read_request(&mut stream) else { return };
+    let (reply, n, delay) = {
+        let mut s = state.lock().unwrap();
+        s.calls.push(Call { path, content_type, body, at: Instant::now() });
+        (s.script.pop_front().unwrap_or_else(Reply::token), s.calls.len(), s.delay)
+    };
+    std::thread::sleep(delay);
+    let (status, body) = match reply {
+        Reply::Token { expires_in, rotate, id_token } => {
+            let mut v = serde_json::json!({"access_token": format!("at-refreshed-{n}"), "token_type": "Bearer",
+                "expires_in": expires_in, "scope": "user:inference"});
+            if rotate {
+                v["refresh_token"] = format!("rt-CANARY-rotated-{n}").into();
+            }
+            if let Some(id) = id_token {
+                v["id_token"] = id.into();
+            }
+            (200, v.to_string())
+        }
+        Reply::Status(code, body) => (code, body),
+        Reply::Garbage => (200, "<html>rt-CANARY-garbage</html>".to_owned()),
+        Reply::Hang => {
+            while !stopping.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            return;
+        }
+    };
+    let reason = if status == 200 { "OK" } else { "Error" };
+    let response = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.write_all(response.as_bytes());
+}

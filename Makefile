@@ -35,6 +35,7 @@ lint:
 bench: build
 	scripts/with-keyring.sh target/release/llxprt-cred bench store
 	target/release/llxprt-cred bench daemon
+	target/release/llxprt-cred bench refresh
 
 install:
 	@for b in $(BINARIES); do test -x target/release/$$b || { echo "run 'make build' first" >&2; exit 1; }; done

@@ -1,19 +1,30 @@
 # llxprt-credd - build, test, install.
 # Packagers: `make build && make install DESTDIR=... PREFIX=/usr`.
-# `install` never compiles; it copies what `build` produced.
+# `install` never compiles; it copies what `build` produced: the two
+# binaries, the man pages, the example wrapper (in DOCDIR/examples) and the
+# systemd user units, whose ExecStart names BINDIR. `make deb` builds the
+# Debian package with cargo-deb and checks it (scripts/check-deb.sh).
 
 PREFIX  ?= /usr/local
 BINDIR  ?= $(PREFIX)/bin
-MANDIR  ?= $(PREFIX)/share/man
+DATADIR ?= $(PREFIX)/share
+MANDIR  ?= $(DATADIR)/man
+DOCDIR  ?= $(DATADIR)/doc/llxprt-credd
+# systemd user units (socket activation); systemd also searches /usr/local/lib/systemd/user
+SYSTEMDUSERUNITDIR ?= $(PREFIX)/lib/systemd/user
 DESTDIR ?=
 INSTALL ?= install
+# where `install` takes the binaries from (e.g. target/debug for a quick check)
+BUILD_DIR ?= target/release
 CARGO   ?= cargo
 CARGOFLAGS ?= --locked
 
 BINARIES = llxprt-credd llxprt-cred
 MANPAGES = $(wildcard man/*.1 man/*.5 man/*.7)
+UNITS    = contrib/systemd/llxprt-credd@.socket contrib/systemd/llxprt-credd@.service
+EXAMPLES = contrib/llxprt-sandbox
 
-.PHONY: all build test demo lint bench install uninstall clean
+.PHONY: all build test demo lint bench install uninstall deb clean
 
 all: build
 
@@ -38,17 +49,32 @@ bench: build
 	target/release/llxprt-cred bench refresh
 
 install:
-	@for b in $(BINARIES); do test -x target/release/$$b || { echo "run 'make build' first" >&2; exit 1; }; done
+	@for b in $(BINARIES); do test -x $(BUILD_DIR)/$$b || { echo "run 'make build' first ($(BUILD_DIR)/$$b is missing)" >&2; exit 1; }; done
 	$(INSTALL) -d $(DESTDIR)$(BINDIR)
-	for b in $(BINARIES); do $(INSTALL) -m 755 target/release/$$b $(DESTDIR)$(BINDIR)/$$b; done
+	for b in $(BINARIES); do $(INSTALL) -m 755 $(BUILD_DIR)/$$b $(DESTDIR)$(BINDIR)/$$b; done
 	for m in $(MANPAGES); do \
 	  sec=$${m##*.}; $(INSTALL) -d $(DESTDIR)$(MANDIR)/man$$sec; \
 	  $(INSTALL) -m 644 $$m $(DESTDIR)$(MANDIR)/man$$sec/; \
+	done
+	$(INSTALL) -d $(DESTDIR)$(DOCDIR)/examples
+	for e in $(EXAMPLES); do $(INSTALL) -m 755 $$e $(DESTDIR)$(DOCDIR)/examples/; done
+	$(INSTALL) -d $(DESTDIR)$(SYSTEMDUSERUNITDIR)
+	for u in $(UNITS); do \
+	  sed 's|/usr/bin/llxprt-credd|$(BINDIR)/llxprt-credd|' $$u > $(DESTDIR)$(SYSTEMDUSERUNITDIR)/$${u##*/}.tmp && \
+	  chmod 644 $(DESTDIR)$(SYSTEMDUSERUNITDIR)/$${u##*/}.tmp && \
+	  mv $(DESTDIR)$(SYSTEMDUSERUNITDIR)/$${u##*/}.tmp $(DESTDIR)$(SYSTEMDUSERUNITDIR)/$${u##*/}; \
 	done
 
 uninstall:
 	for b in $(BINARIES); do rm -f $(DESTDIR)$(BINDIR)/$$b; done
 	for m in $(MANPAGES); do sec=$${m##*.}; rm -f $(DESTDIR)$(MANDIR)/man$$sec/$${m##*/}; done
+	for e in $(EXAMPLES); do rm -f $(DESTDIR)$(DOCDIR)/examples/$${e##*/}; done
+	-rmdir $(DESTDIR)$(DOCDIR)/examples $(DESTDIR)$(DOCDIR) 2>/dev/null
+	for u in $(UNITS); do rm -f $(DESTDIR)$(SYSTEMDUSERUNITDIR)/$${u##*/}; done
+
+# The Debian package (needs cargo-deb; lintian and dpkg for the checks).
+deb:
+	scripts/check-deb.sh
 
 clean:
 	$(CARGO) clean

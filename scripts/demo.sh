@@ -27,7 +27,7 @@ printf '{"access_token":"demo-access","refresh_token":"demo-refresh-stays-on-hos
 $cred token list
 $cred token show anthropic
 printf 'sk-outside-the-profile\n' | $cred key set OTHER_KEY
-$cred doctor
+$cred doctor --profile demo
 ls -l "$LLXPRT_DATA_HOME/secure-store/llxprt-code-oauth" "$LLXPRT_DATA_HOME/provider-keys"
 head -c 120 "$LLXPRT_DATA_HOME/secure-store/llxprt-code-oauth/anthropic%3Adefault.enc"; echo
 

@@ -2,12 +2,13 @@
 `llxprt-cred`: the host-side companion. This file holds its parser, the
 host-store commands (`key ...`, `token ...`, `doctor`, `bench`), and the
 daemon commands (`status`, `get`, `get-key`), which go through the same
-client library a sandboxed program uses.
+client library a sandboxed program uses, and `login` / `logout`, which run
+through a daemon when one is named and directly on the host otherwise.
 */
 #![forbid(unsafe_code)]
 
 use std::ffi::OsString;
-use std::io::{self, Read, Write};
+use std::io::{self, IsTerminal, Read, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,12 +17,16 @@ use lexopt::prelude::*;
 use serde_json::Value;
 
 use super::{EXIT_FAILURE, EXIT_OK, EXIT_USAGE, provider_bucket, string_value, usage};
-use crate::client::{self, ProxyProviderKeyStorage, ProxySocketClient, ProxyTokenStore, capability};
+use crate::client::{
+    self, LoginDriver, LoginPoll, LoginStart, ProxyOAuthAdapter, ProxyProviderKeyStorage, ProxySocketClient,
+    ProxyTokenStore, capability,
+};
 use crate::error::{Error, Result};
 use crate::log::{self, Level};
+use crate::oauth::{FlowType, LoginError, Logins, Owner};
 use crate::store::keyring::KeyringStatus;
 use crate::store::lock::REFRESH_LOCK_WAIT;
-use crate::store::names::DEFAULT_BUCKET;
+use crate::store::names::{DEFAULT_BUCKET, check_bucket, check_provider};
 use crate::store::{Backend, HostStore, KeyStore, TokenStore, resolve_backend};
 use crate::token::{OAuthToken, now_unix_seconds};
 
@@ -41,7 +46,8 @@ Host store commands (run on the host, never in the sandbox):
   token import PROVIDER[:BUCKET]
                                merge a token read as JSON from stdin into the stored one
   token rm PROVIDER[:BUCKET]   delete a token
-  doctor                       report the live backend, persistence, machine secret, locks
+  doctor [--profile NAME]      report the live backend, persistence, machine secret, locks,
+                               the scope of profile NAME, and what to do about each problem
   bench store                  measure store reads and writes
   bench daemon                 measure the daemon: readiness, memory, get_token round trips
   bench refresh                measure a refresh storm: 256 clients on one expired token
@@ -51,6 +57,12 @@ Daemon commands (ask the running llxprt-credd, as the sandbox does):
   get PROVIDER[:BUCKET]        print the token the daemon serves (it never has a refresh_token)
   get-key NAME                 print the API key the daemon serves
 
+Login (through the daemon when --socket or $LLXPRT_CREDENTIAL_SOCKET names one,
+else directly on the host):
+  login PROVIDER[:BUCKET]      log in: shows the URL to open (and the code to type), then
+                               waits, or reads the pasted code#state (anthropic)
+  logout PROVIDER[:BUCKET]     delete the stored token
+
 Options:
   --store auto|keyring|file    force a backend (default: $LLXPRT_CREDD_STORE, else auto)
   --socket PATH                daemon commands: the daemon's socket
@@ -58,9 +70,14 @@ Options:
   --capability-file PATH       daemon commands: the daemon's capability file (default:
                                $LLXPRT_CAPABILITY_TOKEN, else $LLXPRT_CAPABILITY_FILE,
                                else fd $LLXPRT_CAPABILITY_FD)
+  --profile NAME               doctor: show the scope llxprt-credd --profile NAME serves
   --log-level LEVEL            error, warn, info or debug (default: warn)
   --iterations N               bench: samples per measurement (default: 200; bench daemon
                                takes 50 times as many round trips per connection)
+  --bucket B                   login/logout: the bucket (default: the one in PROVIDER:BUCKET,
+                               else default)
+  --flow FLOW                  login: pkce_redirect, device_code or browser_redirect (default:
+                               the provider's first; codex: browser_redirect)
   -h, --help                   print this help
   -V, --version                print the version
 ";
@@ -98,6 +115,10 @@ pub enum Command {
     Get(String, Option<String>),
     /// `get-key NAME`
     GetKey(String),
+    /// `login P[:B]`
+    Login(String, Option<String>),
+    /// `logout P[:B]`
+    Logout(String, Option<String>),
     /// `--help`
     Help,
     /// `--version`
@@ -119,6 +140,10 @@ pub struct Args {
     pub socket: Option<PathBuf>,
     /// `--capability-file`.
     pub capability_file: Option<PathBuf>,
+    /// `--profile` (doctor).
+    pub profile: Option<String>,
+    /// `--flow` (login).
+    pub flow: Option<FlowType>,
 }
 
 /// Parses `llxprt-cred`'s arguments (without the program name).
@@ -130,16 +155,47 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
     let mut iterations = 200;
     let mut socket = None;
     let mut capability_file = None;
+    let mut profile = None;
+    let mut flow = None;
+    let mut bucket: Option<String> = None;
     while let Some(arg) = parser.next().map_err(usage)? {
         match arg {
             Short('h') | Long("help") => {
                 let command = Command::Help;
-                return Ok(Args { command, store, log_level, iterations, socket, capability_file });
+                return Ok(Args {
+                    command,
+                    store,
+                    log_level,
+                    iterations,
+                    socket,
+                    capability_file,
+                    profile,
+                    flow,
+                });
             }
             Short('V') | Long("version") => {
                 let command = Command::Version;
-                return Ok(Args { command, store, log_level, iterations, socket, capability_file });
+                return Ok(Args {
+                    command,
+                    store,
+                    log_level,
+                    iterations,
+                    socket,
+                    capability_file,
+                    profile,
+                    flow,
+                });
             }
+            Long("bucket") => bucket = Some(string_value(parser.value().map_err(usage)?, "--bucket")?),
+            Long("flow") => {
+                let v = string_value(parser.value().map_err(usage)?, "--flow")?;
+                flow = Some(FlowType::parse(&v).ok_or_else(|| {
+                    Error::Usage(format!(
+                        "--flow must be pkce_redirect, device_code or browser_redirect, not {v:?}"
+                    ))
+                })?);
+            }
+            Long("profile") => profile = Some(string_value(parser.value().map_err(usage)?, "--profile")?),
             Long("socket") => socket = Some(PathBuf::from(parser.value().map_err(usage)?)),
             Long("capability-file") => capability_file = Some(PathBuf::from(parser.value().map_err(usage)?)),
             Long("store") => {
@@ -195,10 +251,29 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
             Command::Get(p, b)
         }
         ["get-key", name] => Command::GetKey(name.to_string()),
+        ["login", spec] | ["logout", spec] => {
+            let (p, b) = pb(spec);
+            let b = match (b, bucket.take()) {
+                (Some(b), Some(flag)) if b != flag => {
+                    return Err(Error::Usage(format!("{spec} and --bucket {flag} name different buckets")));
+                }
+                (b, flag) => flag.or(b),
+            };
+            if w[0] == "login" { Command::Login(p, b) } else { Command::Logout(p, b) }
+        }
         [] => return Err(Error::Usage("a command is needed (see --help)".into())),
         _ => return Err(Error::Usage(format!("unknown command: {} (see --help)", words.join(" ")))),
     };
-    Ok(Args { command, store, log_level, iterations, socket, capability_file })
+    if bucket.is_some() {
+        return Err(Error::Usage("--bucket goes with login or logout".into()));
+    }
+    if flow.is_some() && !matches!(command, Command::Login(..)) {
+        return Err(Error::Usage("--flow goes with login".into()));
+    }
+    if profile.is_some() && command != Command::Doctor {
+        return Err(Error::Usage("--profile goes with doctor".into()));
+    }
+    Ok(Args { command, store, log_level, iterations, socket, capability_file, profile, flow })
 }
 
 /// Runs `llxprt-cred` and returns the exit code.
@@ -246,6 +321,8 @@ fn run(args: &Args) -> Result<i32> {
         Command::Status => return status(args),
         Command::Get(p, b) => return daemon_get(args, p, b.as_deref()),
         Command::GetKey(name) => return daemon_get_key(args, name),
+        Command::Login(p, b) => return login(args, p, b.as_deref()),
+        Command::Logout(p, b) => return logout(args, p, b.as_deref()),
         Command::BenchDaemon => {
             super::bench_daemon::daemon(args.iterations * 50, None)?;
             return Ok(EXIT_OK);
@@ -295,18 +372,140 @@ fn run(args: &Args) -> Result<i32> {
         },
         Command::TokenImport(p, b) => token_import(&host, p, b.as_deref())?,
         Command::TokenRm(p, b) => host.tokens.remove_token(p, b.as_deref())?,
-        Command::Doctor => return doctor(&host),
+        Command::Doctor => return doctor(&host, args.profile.as_deref()),
         Command::BenchStore => super::bench::store(&host, args.iterations)?,
         Command::Help
         | Command::Version
         | Command::Status
         | Command::Get(..)
         | Command::GetKey(_)
+        | Command::Login(..)
+        | Command::Logout(..)
         | Command::BenchDaemon
         | Command::BenchRefresh => {
             unreachable!("handled above")
         }
     }
+    Ok(EXIT_OK)
+}
+
+/// Whether a daemon is named (`--socket` or `LLXPRT_CREDENTIAL_SOCKET`).
+fn daemon_named(args: &Args) -> bool {
+    args.socket.is_some() || client::socket_from(&client::process_env).is_some()
+}
+
+/// Logins run in this process, on the host store.
+struct HostLogins {
+    logins: Logins,
+}
+
+fn host_error(e: LoginError) -> Error {
+    let code = crate::server::dispatch::login_error_code(&e);
+    Error::Remote { code: code.as_str().to_owned(), message: e.to_string() }
+}
+
+impl LoginDriver for HostLogins {
+    fn initiate(&self, provider: &str, bucket: Option<&str>, flow: Option<FlowType>) -> Result<LoginStart> {
+        check_provider(provider)?;
+        if let Some(b) = bucket {
+            check_bucket(b)?;
+        }
+        let i = self.logins.initiate(Owner::local(), provider, bucket, flow).map_err(host_error)?;
+        Ok(LoginStart::from(&i))
+    }
+
+    fn exchange(&self, session_id: &str, code: &str) -> Result<serde_json::Map<String, Value>> {
+        let token = self.logins.exchange(Owner::local(), session_id, code).map_err(host_error)?;
+        Ok(token.sanitize().into_map())
+    }
+
+    fn poll(&self, session_id: &str) -> Result<LoginPoll> {
+        LoginPoll::from_host(self.logins.poll(Owner::local(), session_id).map_err(host_error)?)
+    }
+
+    fn cancel(&self, session_id: &str) -> Result<()> {
+        self.logins.cancel(Owner::local(), session_id).map_err(host_error)
+    }
+}
+
+/// `login`: through the daemon when one is named, else on the host.
+fn login(args: &Args, provider: &str, bucket: Option<&str>) -> Result<i32> {
+    let target = format!("{provider}:{}", bucket.unwrap_or(DEFAULT_BUCKET));
+    let token = if daemon_named(args) {
+        let adapter = ProxyOAuthAdapter::new(Arc::new(daemon_client(args)?));
+        run_login(&adapter, provider, bucket, args.flow)?
+    } else {
+        let host = HostStore::open(resolve_backend(args.store)?)?;
+        let config = crate::oauth::OAuthConfig::load(&host.paths.config)?;
+        let driver = HostLogins { logins: config.logins(host.tokens.clone())? };
+        run_login(&driver, provider, bucket, args.flow)?
+    };
+    let expiry = token.get("expiry").and_then(Value::as_f64).unwrap_or(0.0);
+    let left = ((expiry - now_unix_seconds()) / 60.0).floor().max(0.0);
+    out(format!("Logged in: {target} (access token valid for {left} min)"))?;
+    Ok(EXIT_OK)
+}
+
+/// Shows what the user must do, then completes the login: reads the
+/// pasted code (code-paste flow) or polls, with a waiting indicator on a
+/// terminal.
+fn run_login(
+    driver: &dyn LoginDriver,
+    provider: &str,
+    bucket: Option<&str>,
+    flow: Option<FlowType>,
+) -> Result<serde_json::Map<String, Value>> {
+    let start = driver.initiate(provider, bucket, flow)?;
+    out("Open this URL in a browser and sign in:")?;
+    out(format!("  {}", start.auth_url))?;
+    if let Some(code) = &start.user_code {
+        out(format!("and enter the code: {code}"))?;
+    }
+    if start.flow == FlowType::PkceRedirect {
+        if crate::sys::stdin_is_tty() {
+            eprint!("Paste the code shown after you sign in: ");
+        } else {
+            out("Paste the code shown after you sign in:")?;
+        }
+        let mut line = String::new();
+        io::stdin().read_line(&mut line).map_err(|e| Error::io("reading the pasted code", e))?;
+        return driver.exchange(&start.session_id, line.trim());
+    }
+    let _ = io::stdout().flush();
+    let live = io::stderr().is_terminal();
+    let frames = ['|', '/', '-', '\\'];
+    let mut tick = 0usize;
+    let result = driver.wait(&start, &mut |spent| {
+        if live {
+            tick += 1;
+            eprint!(
+                "\r{} waiting for the login to finish ({} s) ",
+                frames[tick % frames.len()],
+                spent.as_secs()
+            );
+        }
+        true
+    });
+    if live {
+        eprintln!();
+    }
+    result
+}
+
+/// `logout`: through the daemon when one is named (which removes under
+/// the refresh lock), else on the host under the same lock.
+fn logout(args: &Args, provider: &str, bucket: Option<&str>) -> Result<i32> {
+    let target = format!("{provider}:{}", bucket.unwrap_or(DEFAULT_BUCKET));
+    if daemon_named(args) {
+        ProxyTokenStore::new(Arc::new(daemon_client(args)?)).remove_token(provider, bucket)?;
+    } else {
+        let host = HostStore::open(resolve_backend(args.store)?)?;
+        let lock = host.tokens.acquire_refresh_lock(provider, bucket, REFRESH_LOCK_WAIT)?;
+        let removed = host.tokens.remove_token(provider, bucket);
+        host.tokens.release_refresh_lock(lock)?;
+        removed?;
+    }
+    out(format!("Logged out: {target}"))?;
     Ok(EXIT_OK)
 }
 
@@ -432,56 +631,186 @@ fn token_import(host: &HostStore, provider: &str, bucket: Option<&str>) -> Resul
     host.tokens.release_refresh_lock(lock)
 }
 
-fn doctor(host: &HostStore) -> Result<i32> {
-    let mut problems = 0;
-    out(format!("backend setting: {}", host.backend.name()))?;
-    let live = match (&host.keyring, host.backend) {
-        (None, _) => "encrypted file".to_owned(),
-        (Some(k), _) => match k.status() {
-            KeyringStatus::Ready => format!("OS keyring: {}", k.describe()),
-            KeyringStatus::Unavailable(why) if host.backend == Backend::Keyring => {
-                problems += 1;
-                format!("none: the OS keyring is unavailable ({why}); fix it or use --store file")
+/// What `doctor` found: problems count toward the exit status; every
+/// problem and note comes with what to do about it.
+struct Findings {
+    problems: usize,
+}
+
+impl Findings {
+    fn line(&self, text: impl AsRef<str>) -> Result<()> {
+        out(text)
+    }
+
+    fn problem(&mut self, text: impl AsRef<str>, fix: impl AsRef<str>) -> Result<()> {
+        self.problems += 1;
+        out(format!("{}\n  fix: {}", text.as_ref(), fix.as_ref()))
+    }
+
+    fn note(&self, text: impl AsRef<str>, advice: impl AsRef<str>) -> Result<()> {
+        out(format!("{}\n  note: {}", text.as_ref(), advice.as_ref()))
+    }
+}
+
+fn doctor(host: &HostStore, profile: Option<&str>) -> Result<i32> {
+    let mut f = Findings { problems: 0 };
+    f.line(format!("backend setting: {}", host.backend.name()))?;
+    let mut keyring_live = false;
+    match &host.keyring {
+        None => f.line("live backend: encrypted file (the keyring is not used)")?,
+        Some(k) => match k.status() {
+            KeyringStatus::Ready => {
+                keyring_live = true;
+                f.line(format!("live backend: OS keyring: {}", k.describe()))?
             }
-            KeyringStatus::Unavailable(why) => format!("encrypted file (OS keyring unavailable: {why})"),
-            KeyringStatus::Latched(why) => format!("encrypted file ({why})"),
+            KeyringStatus::Unavailable(why) if host.backend == Backend::Keyring => f.problem(
+                format!("live backend: none: the OS keyring is unavailable ({why})"),
+                "start or unlock a Secret Service (gnome-keyring, KeePassXC) reachable on \
+                 DBUS_SESSION_BUS_ADDRESS, or use --store file",
+            )?,
+            KeyringStatus::Unavailable(why) => f.note(
+                format!("live backend: encrypted file (OS keyring unavailable: {why})"),
+                "llxprt-code falls back the same way; if llxprt-code on this host uses a keyring, \
+                 make the same Secret Service reachable here (DBUS_SESSION_BUS_ADDRESS)",
+            )?,
+            KeyringStatus::Latched(why) => f.note(
+                format!("live backend: encrypted file ({why})"),
+                "unlock the keyring's default collection (log in to the desktop session) and run again",
+            )?,
         },
-    };
-    out(format!("live backend: {live}"))?;
-    let persists = if live.starts_with("OS keyring") {
-        "yes (default keyring collection)".to_owned()
+    }
+    if keyring_live {
+        f.line("persists: yes (default keyring collection)")?;
     } else {
-        format!("yes, in {}", host.paths.data.display())
-    };
-    out(format!("persists: {persists}"))?;
+        f.line(format!("persists: yes, in {}", host.paths.data.display()))?;
+    }
+    let encrypted_files = count_encrypted_files(host);
     match host.machine_secret.get() {
         Some((_, crate::store::machine_secret::SecretSource::Keyring)) => {
-            out("machine secret: in the OS keyring")?
+            f.line("machine secret: in the OS keyring")?
         }
         Some((_, crate::store::machine_secret::SecretSource::File)) => {
-            out(format!("machine secret: {}", host.machine_secret.file().display()))?
+            f.line(format!("machine secret: {}", host.machine_secret.file().display()))?
         }
-        None => out("machine secret: none yet (created on the first fallback write)")?,
+        None if encrypted_files > 0 => f.problem(
+            format!(
+                "machine secret: not found, but {encrypted_files} encrypted files exist (they may be \
+                 unreadable)"
+            ),
+            format!(
+                "if llxprt-code keeps its machine secret in your keyring, use --store auto with the \
+                 keyring reachable; else restore {}",
+                host.machine_secret.file().display()
+            ),
+        )?,
+        None => f.line("machine secret: none yet (created on the first encrypted-file write)")?,
     }
     for (what, dir) in
         [("oauth locks", host.paths.oauth_lock_dir()), ("write locks", host.paths.credential_lock_dir())]
     {
-        let report = lock_dir_report(&dir);
-        if report.starts_with("problem") {
-            problems += 1;
+        match lock_dir_report(&dir) {
+            Ok(report) => f.line(format!("{what}: {} ({report})", dir.display()))?,
+            Err((report, fix)) => f.problem(format!("{what}: {} ({report})", dir.display()), fix)?,
         }
-        out(format!("{what}: {} ({report})", dir.display()))?;
     }
-    out(format!("oauth fallback dir: {}", host.tokens.secure_store().dir().display()))?;
-    out(format!("api key fallback dir: {}", host.keys.secure_store().dir().display()))?;
-    Ok(if problems == 0 { EXIT_OK } else { EXIT_FAILURE })
+    f.line(format!("oauth fallback dir: {}", host.tokens.secure_store().dir().display()))?;
+    f.line(format!("api key fallback dir: {}", host.keys.secure_store().dir().display()))?;
+    if let Some(name) = profile {
+        doctor_profile(host, name, &mut f)?;
+    }
+    if f.problems == 0 {
+        f.line("no problems found")?;
+        Ok(EXIT_OK)
+    } else {
+        f.line(format!("{} problem(s) found", f.problems))?;
+        Ok(EXIT_FAILURE)
+    }
 }
 
-fn lock_dir_report(dir: &std::path::Path) -> String {
+fn count_encrypted_files(host: &HostStore) -> usize {
+    [host.tokens.secure_store().dir(), host.keys.secure_store().dir()]
+        .iter()
+        .filter_map(|dir| std::fs::read_dir(dir).ok())
+        .flat_map(|entries| entries.flatten())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".enc"))
+        .count()
+}
+
+/// The scope `llxprt-credd --profile NAME` would serve, and whether each
+/// of its credentials is there to be served.
+fn doctor_profile(host: &HostStore, name: &str, f: &mut Findings) -> Result<()> {
+    let dir = host.paths.profiles_dir();
+    let scope = match crate::profile::load_scope(&dir, name) {
+        Ok(scope) => scope,
+        Err(e) => {
+            return f.problem(
+                format!("profile {name}: {e}"),
+                format!("save the profile with llxprt-code (it keeps profiles in {})", dir.display()),
+            );
+        }
+    };
+    f.line(format!("profile {name}: {}", scope.describe()))?;
+    if scope.oauth.is_empty() && scope.keys.is_empty() {
+        f.problem(
+            format!("profile {name}: serves nothing"),
+            "give the profile OAuth auth or an auth-key-name, or start the daemon with --allow/--allow-key",
+        )?;
+    }
+    let now = now_unix_seconds();
+    for (provider, buckets) in &scope.oauth {
+        let buckets: Vec<String> = match buckets {
+            Some(set) => set.iter().cloned().collect(),
+            None => host.tokens.list_buckets(provider)?,
+        };
+        for bucket in buckets {
+            let login = format!(
+                "log in to {provider} (bucket {bucket}) with llxprt-code, or run \
+                 llxprt-cred login {provider} --bucket {bucket}"
+            );
+            match host.tokens.get_token(provider, Some(&bucket))? {
+                None => f.problem(format!("  token {provider}:{bucket}: not stored"), &login)?,
+                Some(t) if t.expiry() <= now && t.refresh_token().is_none() => f.problem(
+                    format!("  token {provider}:{bucket}: expired, and it has no refresh token"),
+                    &login,
+                )?,
+                Some(t) => {
+                    let left = t.expiry() - now;
+                    let when = if left > 0.0 {
+                        format!("expires in {}m", (left / 60.0).floor())
+                    } else {
+                        "expired".into()
+                    };
+                    let refresh = if t.refresh_token().is_some() {
+                        "refreshed on the host"
+                    } else {
+                        "not refreshable: log in again when it expires"
+                    };
+                    f.line(format!("  token {provider}:{bucket}: stored, {when}, {refresh}"))?
+                }
+            }
+        }
+    }
+    for key in &scope.keys {
+        if host.keys.has_key(key)? {
+            f.line(format!("  api key {key}: stored"))?;
+        } else {
+            f.problem(format!("  api key {key}: not stored"), format!("llxprt-cred key set {key}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// The state of a lock directory: `Ok(report)`, or `Err((problem, fix))`.
+fn lock_dir_report(dir: &std::path::Path) -> std::result::Result<String, (String, String)> {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return "not created yet".into(),
-        Err(e) => return format!("problem: cannot read it: {e}"),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok("not created yet".into()),
+        Err(e) => {
+            return Err((
+                format!("cannot read it: {e}"),
+                format!("make {} a directory you own (mode 0700)", dir.display()),
+            ));
+        }
     };
     let held: Vec<String> = entries
         .flatten()
@@ -489,7 +818,7 @@ fn lock_dir_report(dir: &std::path::Path) -> String {
         .filter(|n| n.ends_with(".lock"))
         .collect();
     if held.is_empty() {
-        return "no lock held".into();
+        return Ok("no lock held".into());
     }
     let age = |n: &String| {
         std::fs::metadata(dir.join(n)).and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok())
@@ -497,12 +826,15 @@ fn lock_dir_report(dir: &std::path::Path) -> String {
     let old: Vec<&String> =
         held.iter().filter(|n| age(n).is_some_and(|a| a > Duration::from_secs(300))).collect();
     if old.is_empty() {
-        format!("{} held now", held.len())
+        Ok(format!("{} held now", held.len()))
     } else {
-        format!(
-            "problem: held for over 5 minutes: {}; if no llxprt process is running, delete them",
-            old.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
-        )
+        Err((
+            format!(
+                "held for over 5 minutes: {}",
+                old.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+            ),
+            "if no llxprt-code or llxprt-credd process is running, delete them".into(),
+        ))
     }
 }
 
@@ -526,6 +858,8 @@ mod tests {
                 iterations: 200,
                 socket: None,
                 capability_file: None,
+                profile: None,
+                flow: None,
             }
         );
         assert_eq!(
@@ -568,6 +902,10 @@ mod tests {
             "status",
             "get PROVIDER",
             "get-key",
+            "login PROVIDER",
+            "logout PROVIDER",
+            "--bucket",
+            "--flow",
             "--store",
             "--socket",
             "--capability-file",
@@ -577,6 +915,33 @@ mod tests {
             "--version",
         ] {
             assert!(HELP.contains(word), "{word} is in the help");
+        }
+    }
+
+    #[test]
+    fn login_and_logout_parse() {
+        let a = p(&["login", "codex", "--bucket", "work", "--flow", "device_code"]).unwrap();
+        assert_eq!(
+            (a.command, a.flow),
+            (Command::Login("codex".into(), Some("work".into())), Some(FlowType::DeviceCode))
+        );
+        assert_eq!(
+            p(&["login", "anthropic:w"]).unwrap().command,
+            Command::Login("anthropic".into(), Some("w".into()))
+        );
+        assert_eq!(p(&["logout", "codex"]).unwrap().command, Command::Logout("codex".into(), None));
+        assert_eq!(
+            p(&["logout", "codex:a", "--bucket", "a"]).unwrap().command,
+            Command::Logout("codex".into(), Some("a".into()))
+        );
+        for bad in [
+            &["login"][..],
+            &["login", "codex:a", "--bucket", "b"],
+            &["login", "codex", "--flow", "magic"],
+            &["logout", "codex", "--flow", "device_code"],
+            &["status", "--bucket", "b"],
+        ] {
+            assert!(matches!(p(bad), Err(Error::Usage(_))), "{bad:?}");
         }
     }
 

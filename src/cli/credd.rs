@@ -61,11 +61,15 @@ Options:
 
 Signals: SIGINT/SIGTERM stop it (5 s grace, socket removed); SIGHUP re-reads
 the profile (in exec mode all three go to the command instead).
+Socket activation: with -D or a COMMAND, when LISTEN_PID is this process,
+the listening socket on descriptor 3 (LISTEN_FDS) is served instead.
 OAuth tokens are refreshed on the host (on request, near expiry, and before
 expiry). Token endpoints: credd-providers.json in llxprt-code's config
 directory ($LLXPRT_CONFIG_HOME, else ~/.config/llxprt-code), then
 LLXPRT_CREDD_<PROVIDER>_TOKEN_URL and LLXPRT_CREDD_<PROVIDER>_CLIENT_ID.
-Not yet in this build: OAuth login.
+OAuth logins run on the host for the sandbox (oauth_initiate/exchange/poll/
+cancel; Anthropic code-paste, Codex browser redirect and device code); login
+sessions last 10 minutes ($LLXPRT_OAUTH_SESSION_TIMEOUT_SECONDS).
 ";
 
 /// How to announce the socket on stdout.
@@ -347,6 +351,7 @@ fn run(args: &Args) -> Result<i32> {
     }
     let exec_mode = !args.command.is_empty();
     let background = !args.foreground && !exec_mode;
+    let activated = take_activated_socket(args, background)?;
     let mut readiness = Readiness { close_stdout: !exec_mode, fds: vec![] };
     if let Some(fd) = args.ready_fd {
         readiness.fds.push(sys::adopt_fd(fd).map_err(|e| Error::io(format!("--ready-fd {fd}"), e))?);
@@ -368,10 +373,18 @@ fn run(args: &Args) -> Result<i32> {
         watched.push(libc::SIGCHLD);
     }
     let signals = sys::SignalSet::block(&watched).map_err(|e| Error::io("cannot block signals", e))?;
-    let socket_path = absolute(&match &args.socket {
-        Some(p) => p.clone(),
-        None => socket::default_socket_path()?,
-    })?;
+    let socket_path = match (&activated, &args.socket) {
+        (Some(a), Some(flag)) if absolute(flag)? != a.path => {
+            return Err(Error::Usage(format!(
+                "--socket {} but the socket passed by the service manager is {}",
+                flag.display(),
+                a.path.display()
+            )));
+        }
+        (Some(a), _) => a.path.clone(),
+        (None, Some(p)) => absolute(p)?,
+        (None, None) => absolute(&socket::default_socket_path()?)?,
+    };
     let capability_path = args.capability_file.as_deref().map(absolute).transpose()?;
     let store = HostStore::open(resolve_backend(args.store)?)?;
     let scope_source = ScopeSource {
@@ -382,8 +395,12 @@ fn run(args: &Args) -> Result<i32> {
     };
     let scope = scope_source.load()?;
     let oauth = crate::oauth::OAuthConfig::load(&store.paths.config)?;
-    let listener = socket::bind(&socket_path)?;
-    let cleanup = Cleanup { socket: socket_path.clone(), capability: capability_path.clone() };
+    // A socket passed by the service manager is its to keep: never removed.
+    let (listener, bound_here) = match activated {
+        Some(a) => (a.listener, None),
+        None => (socket::bind(&socket_path)?, Some(socket_path.clone())),
+    };
+    let cleanup = Cleanup { socket: bound_here, capability: capability_path.clone() };
     let capability_token = if capability_path.is_some() || args.capability_fd.is_some() {
         let token = SecretString::new(crate::random::hex(32).map_err(|e| Error::io("random", e))?);
         if let Some(path) = &capability_path {
@@ -444,6 +461,26 @@ fn run(args: &Args) -> Result<i32> {
     let code = watcher.join().unwrap_or(EXIT_FAILURE);
     crate::log_info!("stopped");
     Ok(code)
+}
+
+/// Socket activation: the listening socket a service manager passed, when
+/// `LISTEN_PID` names us. Runs before any thread starts (it edits the
+/// environment). Background mode forks, so the passed socket would belong
+/// to a process that exits at once: refused.
+fn take_activated_socket(args: &Args, background: bool) -> Result<Option<socket::Activated>> {
+    let Some(count) = socket::activation_fd_count_from_env() else {
+        return Ok(None);
+    };
+    if background {
+        return Err(Error::Usage("socket activation (LISTEN_FDS) needs -D or a COMMAND".into()));
+    }
+    let passed = socket::LISTEN_FDS_START..socket::LISTEN_FDS_START.saturating_add(count);
+    for (flag, fd) in [("--ready-fd", args.ready_fd), ("--capability-fd", args.capability_fd)] {
+        if let Some(fd) = fd.filter(|fd| passed.contains(fd)) {
+            return Err(Error::Usage(format!("{flag} {fd} is a socket passed by the service manager")));
+        }
+    }
+    socket::take_activated(count).map(Some)
 }
 
 /// The signal thread: stop on SIGINT/SIGTERM, reload on SIGHUP; in exec
@@ -544,13 +581,15 @@ fn shell_quote(s: &str) -> String {
 
 /// Removes the socket and the capability file when the daemon ends.
 struct Cleanup {
-    socket: PathBuf,
+    socket: Option<PathBuf>,
     capability: Option<PathBuf>,
 }
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.socket);
+        if let Some(s) = &self.socket {
+            let _ = std::fs::remove_file(s);
+        }
         if let Some(c) = &self.capability {
             let _ = std::fs::remove_file(c);
         }

@@ -147,8 +147,8 @@ pub fn unset_text(csh: bool, pid: ProcessId) -> String {
 }
 
 /// Starts exec mode's command with the socket (and capability file) in its
-/// environment. std resets the signal mask for the child, so the signals
-/// the daemon blocks reach it normally.
+/// environment and an empty signal mask, so the signals the daemon blocks
+/// (and passes on) reach it.
 pub fn spawn_command(command: &[OsString], socket: &Path, capability: Option<&Path>) -> io::Result<Child> {
     let mut cmd = Command::new(&command[0]);
     cmd.args(&command[1..])
@@ -162,6 +162,7 @@ pub fn spawn_command(command: &[OsString], socket: &Path, capability: Option<&Pa
         Some(cap) => cmd.env(CAPABILITY_FILE_ENV, cap),
         None => cmd.env_remove(CAPABILITY_FILE_ENV),
     };
+    sys::spawn_with_empty_signal_mask(&mut cmd);
     cmd.spawn()
 }
 

@@ -8,6 +8,9 @@ reach the host's `llxprt-credd`.
 - [`ProxyTokenStore`] and [`ProxyProviderKeyStorage`] ([`stores`])
   implement the same [`TokenStore`] and [`KeyStore`] traits as the host
   store, so code written against the traits runs unchanged in the sandbox.
+- [`ProxyOAuthAdapter`] ([`oauth`]) runs an OAuth login on the host
+  through the daemon: the sandbox sees the URL to open and the user code,
+  never a verifier, state or device code.
 - [`capability`] finds the capability token the daemon may require.
 - [`create_token_store`] and [`create_key_storage`] pick the proxy when
   `LLXPRT_CREDENTIAL_SOCKET` is set and the host store otherwise, the way
@@ -16,6 +19,7 @@ reach the host's `llxprt-credd`.
 #![forbid(unsafe_code)]
 
 pub mod capability;
+pub mod oauth;
 pub mod socket;
 pub mod stores;
 
@@ -23,6 +27,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+pub use oauth::{LoginDriver, LoginPoll, LoginStart, ProxyOAuthAdapter};
 pub use socket::{CLIENT_IDLE_CLOSE, CONNECTION_LOST, ProxySocketClient, REQUEST_TIMEOUT, Response};
 pub use stores::{ProxyProviderKeyStorage, ProxyTokenStore, SANDBOX_KEY_MANAGEMENT};
 

@@ -1,6 +1,7 @@
 /*!
-The one HTTP call the refresh makes: POST the refresh grant to a token
-endpoint, and sort the outcome into what the retry loop needs to know.
+The HTTP calls to providers: POST a form or JSON body ([`Http::post`]),
+the refresh grant ([`Http::refresh`]), and sorting an answer into what the
+retry loop needs to know ([`classify`]). Logins use the same client.
 
 Blocking ureq with rustls and the OS trust store. Two agents: loopback
 endpoints go direct (ureq would otherwise send even `127.0.0.1` through
@@ -204,14 +205,6 @@ impl Http {
         refresh_token: &str,
         timeout: Duration,
     ) -> Result<Map<String, Value>, UpstreamError> {
-        let url = provider.token_url.as_str();
-        let agent = if is_loopback_url(url) { &self.direct } else { &self.proxied };
-        let request = agent
-            .post(url)
-            .config()
-            .timeout_global(Some(timeout))
-            .build()
-            .header("Accept", "application/json");
         let secret = provider.client_secret.as_ref().map(|s| s.expose());
         let mut fields: Vec<(&str, &str)> = vec![
             ("grant_type", "refresh_token"),
@@ -221,13 +214,34 @@ impl Http {
         if let Some(secret) = secret {
             fields.push(("client_secret", secret));
         }
-        let sent = match provider.encoding {
-            Encoding::Form => request.send_form(fields),
+        let answer = self.post(&provider.token_url, &fields, provider.encoding, timeout)?;
+        classify(answer.status, &answer.body)
+    }
+
+    /// POSTs `fields` to `url` encoded as `encoding`, giving up after
+    /// `timeout`. Any HTTP status is an [`Answer`]; only transport
+    /// failures are errors. The request body is wiped after sending; the
+    /// caller wipes the answer's body.
+    pub fn post(
+        &self,
+        url: &str,
+        fields: &[(&str, &str)],
+        encoding: Encoding,
+        timeout: Duration,
+    ) -> Result<Answer, UpstreamError> {
+        let agent = if is_loopback_url(url) { &self.direct } else { &self.proxied };
+        let request = agent
+            .post(url)
+            .config()
+            .timeout_global(Some(timeout))
+            .build()
+            .header("Accept", "application/json");
+        let sent = match encoding {
+            Encoding::Form => request.send_form(fields.iter().copied()),
             Encoding::Json => {
-                let object: Map<String, Value> =
-                    fields.into_iter().map(|(k, v)| (k.to_owned(), Value::String(v.to_owned()))).collect();
+                let mut object: Map<String, Value> =
+                    fields.iter().map(|(k, v)| ((*k).to_owned(), Value::String((*v).to_owned()))).collect();
                 let mut body = serde_json::to_vec(&object).expect("a JSON map serialises");
-                let mut object = object;
                 for v in object.values_mut() {
                     if let Value::String(s) = v {
                         s.zeroize();
@@ -240,15 +254,34 @@ impl Http {
         };
         let mut response = sent.map_err(|e| transport_error(&e))?;
         let status = response.status().as_u16();
-        let mut body = response
+        let body = response
             .body_mut()
             .with_config()
             .limit(MAX_ANSWER_BYTES)
             .read_to_string()
             .map_err(|e| transport_error(&e))?;
-        let result = classify(status, &body);
-        body.zeroize();
-        result
+        Ok(Answer { status, body })
+    }
+}
+
+/// An HTTP answer: its status and body. The body may hold secrets: it is
+/// never logged or quoted, and is wiped on drop.
+pub struct Answer {
+    /// The HTTP status.
+    pub status: u16,
+    /// The body.
+    pub body: String,
+}
+
+impl Drop for Answer {
+    fn drop(&mut self) {
+        self.body.zeroize();
+    }
+}
+
+impl fmt::Debug for Answer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Answer {{ status: {}, body: <redacted> }}", self.status)
     }
 }
 

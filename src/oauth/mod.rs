@@ -1,7 +1,8 @@
 /*!
-OAuth on the host: provider definitions ([`provider`]), the token-endpoint
-call ([`http`]), the refresh that runs once per token host-wide
-([`refresh`]) and proactive renewal timers ([`renewal`]).
+OAuth on the host: provider definitions ([`provider`]), the calls to
+providers ([`http`]), the refresh that runs once per token host-wide
+([`refresh`]), proactive renewal timers ([`renewal`]), and logins: the
+flows' steps ([`login`]) and the sessions that run them ([`sessions`]).
 
 [`OAuthHost`] is what the server holds. It refreshes on three triggers:
 
@@ -16,23 +17,28 @@ known ([`provider::Providers`]). Others are served as stored.
 Test knobs (environment, read at start; production leaves them unset):
 
 - `LLXPRT_CREDD_TIME_SCALE`: multiplies the retry delays, the refresh
-  cooldown, the renewal delays and backoff (e.g. `0.01`);
+  cooldown, the renewal delays and backoff, and the logins' device poll
+  interval and `slow_down` step, browser-redirect timeout and session GC
+  interval (e.g. `0.01`);
 - `LLXPRT_CREDD_HTTP_TIMEOUT_MS`: the per-call timeout instead of 15 s.
 */
 #![forbid(unsafe_code)]
 
 pub mod http;
+pub mod login;
 pub mod provider;
 pub mod refresh;
 pub mod renewal;
+pub mod sessions;
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use provider::{Provider, Providers};
+pub use provider::{FlowType, Provider, Providers};
 pub use refresh::{RefreshError, Refreshed, Refresher, Source, Trigger};
 pub use renewal::{Fired, Scheduler};
+pub use sessions::{Initiated, LoginError, Logins, Owner, Poll};
 
 use crate::error::{Error, Result};
 use crate::store::TokenStore;
@@ -117,32 +123,51 @@ impl Timing {
     }
 }
 
-/// What the daemon needs to refresh: providers and timing.
+/// What the daemon needs to refresh and log in: providers and timing.
 #[derive(Clone, Debug)]
 pub struct OAuthConfig {
     /// Known providers.
     pub providers: Providers,
     /// Timing.
     pub timing: Timing,
+    /// Login session lifetime ([`sessions::SESSION_TTL`], or
+    /// `LLXPRT_OAUTH_SESSION_TIMEOUT_SECONDS`).
+    pub session_ttl: Duration,
 }
 
 impl OAuthConfig {
     /// Built-in providers and default timing (no file, no environment).
     pub fn builtin() -> OAuthConfig {
-        OAuthConfig { providers: Providers::builtin(), timing: Timing::default() }
+        OAuthConfig {
+            providers: Providers::builtin(),
+            timing: Timing::default(),
+            session_ttl: sessions::SESSION_TTL,
+        }
     }
 
     /// Providers from `config_dir`'s providers file and the environment,
-    /// timing knobs from the environment.
+    /// timing knobs and the session lifetime from the environment.
     pub fn load(config_dir: &Path) -> Result<OAuthConfig> {
-        Ok(OAuthConfig { providers: Providers::load(config_dir)?, timing: Timing::from_env()? })
+        Ok(OAuthConfig {
+            providers: Providers::load(config_dir)?,
+            timing: Timing::from_env()?,
+            session_ttl: sessions::session_ttl_from(|name| std::env::var(name).ok()),
+        })
+    }
+
+    /// A login session table over `tokens` (with its GC thread).
+    pub fn logins(&self, tokens: Arc<dyn TokenStore>) -> Result<Logins> {
+        Logins::start(tokens, self.providers.clone(), self.timing, self.session_ttl)
+            .map_err(|e| Error::io("cannot start the login session thread", e))
     }
 }
 
-/// The refresher and the renewal timers, as the server uses them.
+/// The refresher, the renewal timers and the login sessions, as the
+/// server uses them.
 pub struct OAuthHost {
     refresher: Arc<Refresher>,
     renewal: Scheduler,
+    logins: Logins,
 }
 
 fn fired(result: Result<Refreshed, RefreshError>) -> Fired {
@@ -166,6 +191,7 @@ fn fired(result: Result<Refreshed, RefreshError>) -> Fired {
 impl OAuthHost {
     /// Starts the renewal thread; refreshes go to `tokens`.
     pub fn start(config: OAuthConfig, tokens: Arc<dyn TokenStore>) -> Result<OAuthHost> {
+        let logins = config.logins(tokens.clone())?;
         let refresher = Arc::new(Refresher::new(tokens, config.providers, config.timing));
         let r = refresher.clone();
         let fire = move |provider: &str, bucket: Option<&str>, armed_expiry: f64| {
@@ -178,7 +204,7 @@ impl OAuthHost {
             config.timing.scaled(RENEWAL_NAP),
         )
         .map_err(|e| Error::io("cannot start the renewal thread", e))?;
-        Ok(OAuthHost { refresher, renewal })
+        Ok(OAuthHost { refresher, renewal, logins })
     }
 
     fn refreshable(&self, provider: &str, token: &OAuthToken) -> bool {
@@ -228,9 +254,43 @@ impl OAuthHost {
         Ok(token)
     }
 
-    /// Cancels every renewal timer (shutdown).
+    /// The login sessions (`oauth_initiate`, `oauth_poll`, `oauth_cancel`).
+    pub fn logins(&self) -> &Logins {
+        &self.logins
+    }
+
+    /// `oauth_exchange`: the new full token (stored; sanitize before
+    /// sending), with its renewal timer armed.
+    pub fn exchange(&self, owner: Owner, session_id: &str, code: &str) -> Result<OAuthToken, LoginError> {
+        let of = self.logins.login_of(session_id);
+        let token = self.logins.exchange(owner, session_id, code)?;
+        self.logged_in(of, &token);
+        Ok(token)
+    }
+
+    /// `oauth_poll`; a completed login's token gets its renewal timer.
+    pub fn poll(&self, owner: Owner, session_id: &str) -> Result<Poll, LoginError> {
+        let of = self.logins.login_of(session_id);
+        let poll = self.logins.poll(owner, session_id)?;
+        if let Poll::Complete(token) = &poll {
+            self.logged_in(of, token);
+        }
+        Ok(poll)
+    }
+
+    fn logged_in(&self, of: Option<(String, Option<String>)>, token: &OAuthToken) {
+        if let Some((provider, bucket)) = of
+            && self.refreshable(&provider, token)
+        {
+            self.renewal.arm(&provider, bucket.as_deref(), token.expiry());
+        }
+    }
+
+    /// Cancels every renewal timer and every login session's background
+    /// work (shutdown).
     pub fn stop(&self) {
         self.renewal.stop();
+        self.logins.stop();
     }
 
     /// Waits up to `timeout` for refreshes in flight to finish and be saved.

@@ -1,13 +1,13 @@
 /*!
-OAuth providers as data: where a refresh goes, how it is encoded, and how
-the provider's answer becomes a stored token.
+OAuth providers as data: where a refresh goes, how a user logs in, how
+requests are encoded, and how the provider's answer becomes a stored token.
 
 Two providers are built in (facts from llxprt-code, notes §6):
 
-| provider | token endpoint | client id | refresh body | extra |
-|---|---|---|---|---|
-| `anthropic` | `https://console.anthropic.com/v1/oauth/token` | `9d1c250a-…` | form | — |
-| `codex` | `https://auth.openai.com/oauth/token` | `app_EMoamEEZ73f0CkXaXp7hrann` | form | `account_id` from the `id_token` claims |
+| provider | token endpoint | client id | refresh body | login flows | extra |
+|---|---|---|---|---|---|
+| `anthropic` | `https://console.anthropic.com/v1/oauth/token` | `9d1c250a-…` | form | `pkce_redirect` (authorize `https://claude.ai/oauth/authorize`, code shown at `https://console.anthropic.com/oauth/code/callback`, JSON exchange) | — |
+| `codex` | `https://auth.openai.com/oauth/token` | `app_EMoamEEZ73f0CkXaXp7hrann` | form | `browser_redirect` (authorize `https://auth.openai.com/oauth/authorize`, loopback port 1455, else 1456–1485, path `/auth/callback`), `device_code` (OpenAI's `deviceauth` endpoints) | `account_id` from the `id_token` claims |
 
 Every field can be overridden, and whole providers added, by the providers
 file (`{config}/credd-providers.json`, or the path in
@@ -17,16 +17,26 @@ file (`{config}/credd-providers.json`, or the path in
 {"providers": {
   "anthropic": {"token_url": "https://sso.example.com/anthropic/token"},
   "acme": {"token_url": "https://idp.acme.example/oauth2/token", "client_id": "llxprt",
-           "client_secret": "...", "encoding": "form"}
+           "client_secret": "...", "encoding": "form",
+           "device_code_url": "https://idp.acme.example/oauth2/device", "scope": "openid offline_access"}
 }}
 ```
 
-and then by `LLXPRT_CREDD_<PROVIDER>_TOKEN_URL` / `LLXPRT_CREDD_<PROVIDER>_CLIENT_ID`
-(provider name upper-cased, anything not a letter or digit as `_`). A
-provider that only the file defines refreshes with plain RFC 6749 §6
-(`grant_type=refresh_token`, `refresh_token`, `client_id`, and
-`client_secret` when given). Plain `http://` is accepted for loopback hosts
-only, so a refresh token never crosses a network in clear.
+Login fields of an entry: `flows` (`pkce_redirect`, `device_code`,
+`browser_redirect`; the default first), `authorize_url`, `scope`,
+`redirect_uri` (the code-paste page), `authorize_params` (extra query
+parameters), `exchange_encoding`, `redirect_port` (0: any free port),
+`redirect_path`, `device_style` (`rfc8628`, the default, or `codex`),
+`device_code_url`, `device_poll_url`, `device_verification_url`.
+
+Then the environment: `LLXPRT_CREDD_<PROVIDER>_TOKEN_URL`, `_CLIENT_ID`,
+`_AUTHORIZE_URL`, `_DEVICE_CODE_URL`, `_DEVICE_POLL_URL`,
+`_DEVICE_VERIFICATION_URL` and `_REDIRECT_PORT` (provider name
+upper-cased, anything not a letter or digit as `_`). A provider that only
+the file defines refreshes with plain RFC 6749 §6 (`grant_type=refresh_token`,
+`refresh_token`, `client_id`, and `client_secret` when given) and logs in
+with RFC 8628 when it has a `device_code_url`. Plain `http://` is accepted
+for loopback hosts only, so a secret never crosses a network in clear.
 */
 #![forbid(unsafe_code)]
 
@@ -51,11 +61,12 @@ pub const PROVIDERS_FILE_ENV: &str = "LLXPRT_CREDD_PROVIDERS_FILE";
 /// (llxprt-code's rule).
 pub const DEFAULT_EXPIRES_IN_SECONDS: u64 = 3600;
 
-/// How a refresh request body is encoded.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+/// How a request body is encoded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Encoding {
     /// `application/x-www-form-urlencoded` (RFC 6749).
+    #[default]
     Form,
     /// `application/json`.
     Json,
@@ -78,6 +89,100 @@ pub struct Provider {
     pub account_id_from_id_token: bool,
     /// Lifetime when the answer has no usable `expires_in`.
     pub default_expires_in: u64,
+    /// How a user logs in to this provider (no login when `flows` is empty).
+    pub login: Login,
+}
+
+/// A login flow, named as on the wire (`flow_type`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FlowType {
+    /// Authorization code with PKCE; the user pastes `code#state` back
+    /// (`oauth_exchange`).
+    PkceRedirect,
+    /// Device authorization; the host polls the provider in the background
+    /// (`oauth_poll`).
+    DeviceCode,
+    /// Authorization code with PKCE; the browser comes back to a listener
+    /// on the host's loopback (`oauth_poll`).
+    BrowserRedirect,
+}
+
+impl FlowType {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FlowType::PkceRedirect => "pkce_redirect",
+            FlowType::DeviceCode => "device_code",
+            FlowType::BrowserRedirect => "browser_redirect",
+        }
+    }
+
+    /// Parses a wire name (llxprt-code's adapter also says `pkce`).
+    pub fn parse(s: &str) -> Option<FlowType> {
+        match s {
+            "pkce_redirect" | "pkce" => Some(FlowType::PkceRedirect),
+            "device_code" | "device" => Some(FlowType::DeviceCode),
+            "browser_redirect" | "browser" => Some(FlowType::BrowserRedirect),
+            _ => None,
+        }
+    }
+}
+
+/// Which device authorization protocol a provider speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceStyle {
+    /// RFC 8628: `device_code` from the device endpoint, polled at the token
+    /// endpoint with the device-code grant.
+    Rfc8628,
+    /// OpenAI's: a `device_auth_id` polled at its own endpoint, which
+    /// answers an authorization code and a server-generated PKCE verifier
+    /// that are then exchanged at the token endpoint.
+    Codex,
+}
+
+/// How a user logs in to a provider.
+#[derive(Clone, Debug, Default)]
+pub struct Login {
+    /// The flows offered, the default first.
+    pub flows: Vec<FlowType>,
+    /// The authorization endpoint (PKCE flows).
+    pub authorize_url: Option<String>,
+    /// Scopes asked for, space-separated.
+    pub scope: String,
+    /// The redirect URI of the code-paste flow (a provider page showing
+    /// `code#state`).
+    pub paste_redirect_uri: Option<String>,
+    /// Extra query parameters of the authorization URL.
+    pub authorize_params: Vec<(String, String)>,
+    /// How the authorization-code exchange body is encoded.
+    pub exchange_encoding: Encoding,
+    /// Random bytes in a PKCE verifier.
+    pub verifier_bytes: usize,
+    /// Loopback ports the browser-redirect listener tries, in order (`0`:
+    /// any free port).
+    pub redirect_ports: Vec<u16>,
+    /// The path of the browser-redirect callback.
+    pub redirect_path: String,
+    /// Device authorization, when offered.
+    pub device: Option<Device>,
+}
+
+/// A provider's device authorization endpoints.
+#[derive(Clone, Debug)]
+pub struct Device {
+    /// Which protocol.
+    pub style: DeviceStyle,
+    /// Where a device code (or device auth id) is asked for.
+    pub code_url: String,
+    /// Where it is polled ([`DeviceStyle::Codex`]; RFC 8628 polls the
+    /// token endpoint).
+    pub poll_url: Option<String>,
+    /// The page the user opens, when the provider does not say.
+    pub verification_url: Option<String>,
+    /// The redirect URI of the exchange ([`DeviceStyle::Codex`]).
+    pub exchange_redirect_uri: Option<String>,
 }
 
 impl fmt::Debug for Provider {
@@ -92,6 +197,17 @@ impl fmt::Debug for Provider {
     }
 }
 
+/// Loopback ports of the browser-redirect listener when none are given.
+pub const DEFAULT_REDIRECT_PORTS: [u16; 1] = [0];
+/// Path of the browser-redirect callback when none is given.
+pub const DEFAULT_REDIRECT_PATH: &str = "/callback";
+/// Random bytes of a PKCE verifier when the provider does not say.
+pub const DEFAULT_VERIFIER_BYTES: usize = 32;
+
+fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {
+    p.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+}
+
 fn anthropic() -> Provider {
     Provider {
         name: "anthropic".into(),
@@ -101,10 +217,24 @@ fn anthropic() -> Provider {
         encoding: Encoding::Form,
         account_id_from_id_token: false,
         default_expires_in: DEFAULT_EXPIRES_IN_SECONDS,
+        login: Login {
+            flows: vec![FlowType::PkceRedirect],
+            authorize_url: Some("https://claude.ai/oauth/authorize".into()),
+            scope: "org:create_api_key user:profile user:inference".into(),
+            paste_redirect_uri: Some("https://console.anthropic.com/oauth/code/callback".into()),
+            authorize_params: pairs(&[("code", "true")]),
+            exchange_encoding: Encoding::Json,
+            verifier_bytes: 32,
+            redirect_ports: DEFAULT_REDIRECT_PORTS.to_vec(),
+            redirect_path: DEFAULT_REDIRECT_PATH.into(),
+            device: None,
+        },
     }
 }
 
 fn codex() -> Provider {
+    let mut ports = vec![1455];
+    ports.extend(1456..=1485);
     Provider {
         name: "codex".into(),
         token_url: "https://auth.openai.com/oauth/token".into(),
@@ -113,6 +243,28 @@ fn codex() -> Provider {
         encoding: Encoding::Form,
         account_id_from_id_token: true,
         default_expires_in: DEFAULT_EXPIRES_IN_SECONDS,
+        login: Login {
+            flows: vec![FlowType::BrowserRedirect, FlowType::DeviceCode],
+            authorize_url: Some("https://auth.openai.com/oauth/authorize".into()),
+            scope: "openid profile email offline_access".into(),
+            paste_redirect_uri: None,
+            authorize_params: pairs(&[
+                ("id_token_add_organizations", "true"),
+                ("codex_cli_simplified_flow", "true"),
+                ("originator", "codex_cli_rs"),
+            ]),
+            exchange_encoding: Encoding::Form,
+            verifier_bytes: 64,
+            redirect_ports: ports,
+            redirect_path: "/auth/callback".into(),
+            device: Some(Device {
+                style: DeviceStyle::Codex,
+                code_url: "https://auth.openai.com/api/accounts/deviceauth/usercode".into(),
+                poll_url: Some("https://auth.openai.com/api/accounts/deviceauth/token".into()),
+                verification_url: Some("https://auth.openai.com/deviceauth/callback".into()),
+                exchange_redirect_uri: Some("https://auth.openai.com/deviceauth/callback".into()),
+            }),
+        },
     }
 }
 
@@ -127,6 +279,18 @@ struct ProviderEntry {
     encoding: Option<Encoding>,
     account_id_from_id_token: Option<bool>,
     default_expires_in: Option<u64>,
+    flows: Option<Vec<FlowType>>,
+    authorize_url: Option<String>,
+    scope: Option<String>,
+    redirect_uri: Option<String>,
+    authorize_params: Option<BTreeMap<String, String>>,
+    exchange_encoding: Option<Encoding>,
+    redirect_port: Option<u16>,
+    redirect_path: Option<String>,
+    device_style: Option<DeviceStyle>,
+    device_code_url: Option<String>,
+    device_poll_url: Option<String>,
+    device_verification_url: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -134,6 +298,99 @@ struct ProviderEntry {
 struct ProvidersFile {
     #[serde(default)]
     providers: BTreeMap<String, ProviderEntry>,
+}
+
+impl ProviderEntry {
+    /// The login part of a provider: `base` with this entry's fields over it.
+    fn apply_login(&self, mut login: Login, name: &str) -> Result<Login> {
+        let url = |u: &Option<String>, what: &str| -> Result<Option<String>> {
+            match u {
+                Some(u) => check_url(u, &format!("provider {name} {what}")).map(|()| Some(u.clone())),
+                None => Ok(None),
+            }
+        };
+        if let Some(u) = url(&self.authorize_url, "authorize_url")? {
+            login.authorize_url = Some(u);
+        }
+        if let Some(u) = url(&self.redirect_uri, "redirect_uri")? {
+            login.paste_redirect_uri = Some(u);
+        }
+        if let Some(s) = &self.scope {
+            login.scope = s.clone();
+        }
+        if let Some(p) = &self.authorize_params {
+            login.authorize_params = p.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        }
+        if let Some(e) = self.exchange_encoding {
+            login.exchange_encoding = e;
+        }
+        if let Some(p) = self.redirect_port {
+            login.redirect_ports = vec![p];
+        }
+        if let Some(p) = &self.redirect_path {
+            if !p.starts_with('/') || p.contains(['?', '#', ' ']) {
+                return Err(Error::Usage(format!("provider {name}: redirect_path must be a plain path")));
+            }
+            login.redirect_path = p.clone();
+        }
+        if let Some(code_url) = url(&self.device_code_url, "device_code_url")? {
+            let style = self.device_style.unwrap_or(DeviceStyle::Rfc8628);
+            login.device = Some(Device {
+                style,
+                code_url,
+                poll_url: None,
+                verification_url: None,
+                exchange_redirect_uri: None,
+            });
+        }
+        if let Some(device) = login.device.as_mut() {
+            if let Some(style) = self.device_style {
+                device.style = style;
+            }
+            if let Some(u) = url(&self.device_poll_url, "device_poll_url")? {
+                device.poll_url = Some(u);
+            }
+            if let Some(u) = url(&self.device_verification_url, "device_verification_url")? {
+                device.verification_url = Some(u);
+            }
+        }
+        match &self.flows {
+            Some(flows) => login.flows = flows.clone(),
+            None if login.flows.is_empty() => {
+                if login.device.is_some() {
+                    login.flows.push(FlowType::DeviceCode);
+                }
+                if login.authorize_url.is_some() && login.paste_redirect_uri.is_some() {
+                    login.flows.push(FlowType::PkceRedirect);
+                }
+            }
+            None => {}
+        }
+        for flow in &login.flows {
+            let missing = match flow {
+                FlowType::PkceRedirect => login.authorize_url.is_none() || login.paste_redirect_uri.is_none(),
+                FlowType::BrowserRedirect => login.authorize_url.is_none(),
+                FlowType::DeviceCode => login.device.is_none(),
+            };
+            if missing {
+                return Err(Error::Usage(format!(
+                    "provider {name}: flow {} needs {}",
+                    flow.as_str(),
+                    match flow {
+                        FlowType::PkceRedirect => "authorize_url and redirect_uri",
+                        FlowType::BrowserRedirect => "authorize_url",
+                        FlowType::DeviceCode => "device_code_url",
+                    }
+                )));
+            }
+        }
+        if login.device.as_ref().is_some_and(|d| d.style == DeviceStyle::Codex && d.poll_url.is_none()) {
+            return Err(Error::Usage(format!(
+                "provider {name}: a codex-style device flow needs device_poll_url"
+            )));
+        }
+        Ok(login)
+    }
 }
 
 /// The providers the daemon can refresh.
@@ -220,8 +477,16 @@ impl Providers {
                     encoding: Encoding::Form,
                     account_id_from_id_token: false,
                     default_expires_in: DEFAULT_EXPIRES_IN_SECONDS,
+                    login: Login {
+                        exchange_encoding: Encoding::Form,
+                        verifier_bytes: DEFAULT_VERIFIER_BYTES,
+                        redirect_ports: DEFAULT_REDIRECT_PORTS.to_vec(),
+                        redirect_path: DEFAULT_REDIRECT_PATH.into(),
+                        ..Login::default()
+                    },
                 },
             };
+            let login = entry.apply_login(base.login.clone(), &name)?;
             let provider = Provider {
                 token_url: entry.token_url.unwrap_or(base.token_url),
                 client_id: entry.client_id.unwrap_or(base.client_id),
@@ -232,6 +497,7 @@ impl Providers {
                     .unwrap_or(base.account_id_from_id_token),
                 default_expires_in: entry.default_expires_in.unwrap_or(base.default_expires_in).max(1),
                 name: name.clone(),
+                login,
             };
             check_url(&provider.token_url, &format!("provider {name} token_url"))?;
             if provider.client_id.is_empty() {
@@ -253,6 +519,36 @@ impl Providers {
             }
             if let Some(id) = var(&env_name(&provider.name, "CLIENT_ID")).filter(|v| !v.is_empty()) {
                 provider.client_id = id;
+            }
+            let name = provider.name.clone();
+            let url = |field: &str| -> Result<Option<String>> {
+                let var_name = env_name(&name, field);
+                match var(&var_name).filter(|v| !v.is_empty()) {
+                    Some(u) => check_url(&u, &var_name).map(|()| Some(u)),
+                    None => Ok(None),
+                }
+            };
+            let login = &mut provider.login;
+            if let Some(u) = url("AUTHORIZE_URL")? {
+                login.authorize_url = Some(u);
+            }
+            if let Some(device) = login.device.as_mut() {
+                if let Some(u) = url("DEVICE_CODE_URL")? {
+                    device.code_url = u;
+                }
+                if let Some(u) = url("DEVICE_POLL_URL")? {
+                    device.poll_url = Some(u);
+                }
+                if let Some(u) = url("DEVICE_VERIFICATION_URL")? {
+                    device.verification_url = Some(u);
+                }
+            }
+            let port_var = env_name(&name, "REDIRECT_PORT");
+            if let Some(p) = var(&port_var).filter(|v| !v.is_empty()) {
+                let port = p.parse::<u16>().map_err(|_| {
+                    Error::Usage(format!("{port_var} must be a port number (0: any free port), not {p:?}"))
+                })?;
+                login.redirect_ports = vec![port];
             }
         }
         Ok(())
@@ -387,6 +683,56 @@ mod tests {
         assert_eq!(p.get("acme").unwrap().token_url, "https://other.example/t");
         assert_eq!(p.get("codex").unwrap().client_id, "app_test");
         assert_eq!(env_name("my.idp-1", "TOKEN_URL"), "LLXPRT_CREDD_MY_IDP_1_TOKEN_URL");
+    }
+
+    #[test]
+    fn login_data_is_built_in_and_overridable() {
+        let mut p = Providers::builtin();
+        let a = &p.get("anthropic").unwrap().login;
+        assert_eq!(a.flows, [FlowType::PkceRedirect]);
+        assert_eq!(a.exchange_encoding, Encoding::Json);
+        let c = &p.get("codex").unwrap().login;
+        assert_eq!(c.flows, [FlowType::BrowserRedirect, FlowType::DeviceCode]);
+        assert_eq!(
+            (c.redirect_ports[0], c.redirect_ports.len(), c.redirect_path.as_str()),
+            (1455, 31, "/auth/callback")
+        );
+        assert_eq!(c.device.as_ref().unwrap().style, DeviceStyle::Codex);
+        p.apply_file(
+            r#"{"providers":{"acme":{"token_url":"https://idp.example/token","client_id":"cid",
+                "device_code_url":"https://idp.example/device","scope":"openid offline_access"}}}"#,
+        )
+        .unwrap();
+        let acme = &p.get("acme").unwrap().login;
+        assert_eq!(acme.flows, [FlowType::DeviceCode]);
+        assert_eq!(acme.device.as_ref().unwrap().style, DeviceStyle::Rfc8628);
+        p.apply_env(|name| match name {
+            "LLXPRT_CREDD_CODEX_REDIRECT_PORT" => Some("0".into()),
+            "LLXPRT_CREDD_CODEX_DEVICE_CODE_URL" => Some("http://127.0.0.1:9/usercode".into()),
+            "LLXPRT_CREDD_ANTHROPIC_AUTHORIZE_URL" => Some("http://localhost:9/authorize".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(p.get("codex").unwrap().login.redirect_ports, [0]);
+        assert_eq!(
+            p.get("codex").unwrap().login.device.as_ref().unwrap().code_url,
+            "http://127.0.0.1:9/usercode"
+        );
+        assert_eq!(
+            p.get("anthropic").unwrap().login.authorize_url.as_deref(),
+            Some("http://localhost:9/authorize")
+        );
+        for bad in [
+            r#"{"providers":{"x":{"token_url":"https://i/t","client_id":"c","flows":["pkce_redirect"]}}}"#,
+            r#"{"providers":{"x":{"token_url":"https://i/t","client_id":"c","flows":["device_code"]}}}"#,
+            r#"{"providers":{"x":{"token_url":"https://i/t","client_id":"c","device_code_url":"http://evil.example/d"}}}"#,
+            r#"{"providers":{"x":{"token_url":"https://i/t","client_id":"c","device_code_url":"https://i/d","device_style":"codex"}}}"#,
+            r#"{"providers":{"codex":{"redirect_path":"no-slash"}}}"#,
+        ] {
+            assert!(Providers::builtin().apply_file(bad).is_err(), "{bad}");
+        }
+        let bad_port = |n: &str| (n == "LLXPRT_CREDD_CODEX_REDIRECT_PORT").then(|| "99999".to_owned());
+        assert!(Providers::builtin().apply_env(bad_port).is_err());
     }
 
     #[test]

@@ -9,6 +9,7 @@ a wrong type or a hostile name never reaches a store: it becomes
 use serde_json::{Map, Value, json};
 
 use super::PROTOCOL_VERSION;
+pub use crate::oauth::provider::FlowType;
 use crate::store::names::{is_valid_key_name, is_valid_provider_name};
 
 /// Wire error codes.
@@ -146,8 +147,8 @@ pub enum Op {
     HasApiKey { name: String },
     /// `refresh_token`
     RefreshToken { provider: String, bucket: Option<String> },
-    /// `oauth_initiate`
-    OauthInitiate { provider: String, bucket: Option<String> },
+    /// `oauth_initiate` (`flow_type` absent: the provider's default flow)
+    OauthInitiate { provider: String, bucket: Option<String>, flow_type: Option<FlowType> },
     /// `oauth_exchange`
     OauthExchange { session_id: String, code: String },
     /// `oauth_poll`
@@ -261,7 +262,17 @@ pub fn parse_request(bytes: &[u8]) -> Result<Request, RequestError> {
         "list_api_keys" => Op::ListApiKeys,
         "has_api_key" => Op::HasApiKey { name: f.key_name()? },
         "refresh_token" => Op::RefreshToken { provider: f.provider()?, bucket: f.bucket()? },
-        "oauth_initiate" => Op::OauthInitiate { provider: f.provider()?, bucket: f.bucket()? },
+        "oauth_initiate" => {
+            let (provider, bucket) = (f.provider()?, f.bucket()?);
+            let flow_type = match payload.get("flow_type") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(s)) => {
+                    Some(FlowType::parse(s).ok_or_else(|| invalid(&id, "Unknown flow_type"))?)
+                }
+                Some(_) => return Err(invalid(&id, "flow_type must be a string")),
+            };
+            Op::OauthInitiate { provider, bucket, flow_type }
+        }
         "oauth_exchange" => {
             Op::OauthExchange { session_id: f.string("session_id")?, code: f.string("code")? }
         }
@@ -352,6 +363,12 @@ mod tests {
             Request { id: "a".into(), op: Op::GetToken { provider: "anthropic".into(), bucket: None } }
         );
         assert_eq!(req(r#"{"id":"b","op":"list_providers"}"#).unwrap().op, Op::ListProviders);
+        assert_eq!(
+            req(r#"{"id":"c","op":"oauth_initiate","payload":{"provider":"codex","flow_type":"device_code","redirect_uri":"x"}}"#)
+                .unwrap()
+                .op,
+            Op::OauthInitiate { provider: "codex".into(), bucket: None, flow_type: Some(FlowType::DeviceCode) }
+        );
         let cases = [
             ("null", "unknown", "Frame must be a JSON object"),
             ("\"x\"", "unknown", "Frame must be a JSON object"),
@@ -377,6 +394,17 @@ mod tests {
                 "token must be an object",
             ),
             (r#"{"id":"i","op":"cancel","payload":{}}"#, "i", "Missing targetId"),
+            (
+                r#"{"id":"i","op":"oauth_initiate","payload":{"provider":"codex","flow_type":"magic"}}"#,
+                "i",
+                "Unknown flow_type",
+            ),
+            (r#"{"id":"i","op":"oauth_exchange","payload":{"session_id":"s"}}"#, "i", "Missing code"),
+            (
+                r#"{"id":"i","op":"oauth_poll","payload":{"session_id":5}}"#,
+                "i",
+                "session_id must be a string",
+            ),
         ];
         for (input, id, message) in cases {
             let e = req(input).unwrap_err();

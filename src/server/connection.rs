@@ -5,7 +5,7 @@ per-connection rate limit.
 */
 #![forbid(unsafe_code)]
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::Ordering;
@@ -13,120 +13,12 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-use super::{FAILED_HANDSHAKE_DELAY, PARTIAL_FRAME_TIMEOUT, Shared, dispatch};
-use crate::protocol::frame::{self, FrameError, HEADER_LEN};
+use super::reader::{FrameReader, ReadError};
+use super::{FAILED_HANDSHAKE_DELAY, Shared, dispatch};
+use crate::oauth::Owner;
+use crate::protocol::frame;
 use crate::protocol::message::{self, ErrorCode};
 use crate::sys::{self, PeerCred};
-
-/// Why reading a frame stopped.
-#[derive(Debug)]
-enum ReadError {
-    /// The peer closed the connection between frames.
-    Closed,
-    /// Nothing arrived for the idle timeout.
-    Idle,
-    /// A frame started but did not finish in time.
-    Partial,
-    /// The header announced an unacceptable length.
-    Bad(FrameError),
-    /// Another socket error.
-    Io(io::Error),
-}
-
-fn is_timeout(e: &io::Error) -> bool {
-    matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
-}
-
-/// Bytes read ahead on one connection. A frame usually arrives in one
-/// `read`; frames a client pipelines stay here for the next call. The
-/// socket's read timeout is changed only when it must be, so a busy
-/// connection costs one `read` per request.
-struct FrameReader {
-    buf: Vec<u8>,
-    start: usize,
-    timeout: Option<Duration>,
-}
-
-/// Smallest read.
-const READ_CHUNK: usize = 4096;
-
-impl FrameReader {
-    fn new() -> Self {
-        FrameReader { buf: Vec::with_capacity(READ_CHUNK), start: 0, timeout: None }
-    }
-
-    fn buffered(&self) -> &[u8] {
-        &self.buf[self.start..]
-    }
-
-    fn set_timeout(&mut self, stream: &UnixStream, t: Duration) -> Result<(), ReadError> {
-        if self.timeout != Some(t) {
-            stream.set_read_timeout(Some(t)).map_err(ReadError::Io)?;
-            self.timeout = Some(t);
-        }
-        Ok(())
-    }
-
-    /// One `read` of at least `want` more bytes' room; the count read.
-    fn fill(&mut self, stream: &mut UnixStream, want: usize) -> io::Result<usize> {
-        if self.start > 0 {
-            self.buf.drain(..self.start);
-            self.start = 0;
-        }
-        let old = self.buf.len();
-        self.buf.resize(old + want.max(READ_CHUNK), 0);
-        let got = loop {
-            match stream.read(&mut self.buf[old..]) {
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                other => break other,
-            }
-        };
-        self.buf.truncate(old + *got.as_ref().unwrap_or(&0));
-        got
-    }
-
-    /// Reads one frame's body. The first byte may take up to `idle`; from
-    /// then on the whole frame must arrive within [`PARTIAL_FRAME_TIMEOUT`].
-    fn next(&mut self, stream: &mut UnixStream, idle: Duration) -> Result<&[u8], ReadError> {
-        if self.buffered().is_empty() {
-            self.set_timeout(stream, idle)?;
-            match self.fill(stream, READ_CHUNK) {
-                Ok(0) => return Err(ReadError::Closed),
-                Ok(_) => {}
-                Err(e) if is_timeout(&e) => return Err(ReadError::Idle),
-                Err(e) => return Err(ReadError::Io(e)),
-            }
-        }
-        let deadline = Instant::now() + PARTIAL_FRAME_TIMEOUT;
-        loop {
-            let have = self.buffered();
-            let need = match <[u8; HEADER_LEN]>::try_from(have.get(..HEADER_LEN).unwrap_or(&[])) {
-                Ok(header) => {
-                    let need = HEADER_LEN + frame::frame_len(header).map_err(ReadError::Bad)?;
-                    if have.len() >= need {
-                        let body = self.start + HEADER_LEN..self.start + need;
-                        self.start += need;
-                        return Ok(&self.buf[body]);
-                    }
-                    need
-                }
-                Err(_) => HEADER_LEN,
-            };
-            let missing = need - have.len();
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(ReadError::Partial);
-            }
-            self.set_timeout(stream, left)?;
-            match self.fill(stream, missing) {
-                Ok(0) => return Err(ReadError::Partial),
-                Ok(_) => {}
-                Err(e) if is_timeout(&e) => return Err(ReadError::Partial),
-                Err(e) => return Err(ReadError::Io(e)),
-            }
-        }
-    }
-}
 
 fn send(stream: &mut UnixStream, payload: &[u8]) -> io::Result<()> {
     let framed = frame::encode_frame(payload).unwrap_or_else(|| {
@@ -221,7 +113,7 @@ pub fn serve(shared: &Shared, conn: u64, mut stream: UnixStream) {
             return;
         }
     };
-    match message::parse_handshake(&first) {
+    let owner = match message::parse_handshake(&first) {
         Ok(h) => {
             if let Some(expected) = &shared.config.capability_token
                 && !token_matches(expected.expose(), h.capability_token.as_deref())
@@ -237,6 +129,10 @@ pub fn serve(shared: &Shared, conn: u64, mut stream: UnixStream) {
             if send(&mut stream, &message::handshake_ok()).is_err() {
                 return;
             }
+            // Login sessions belong to this identity: the uid plus the
+            // capability token, when the daemon requires one.
+            let capability = shared.config.capability_token.as_ref().and(h.capability_token.as_deref());
+            Owner::new(peer.uid.0, capability)
         }
         Err(e) => {
             crate::log_info!("audit {who} op=handshake outcome={}", e.code.as_str());
@@ -249,7 +145,7 @@ pub fn serve(shared: &Shared, conn: u64, mut stream: UnixStream) {
             let _ = send(&mut stream, &reply);
             return;
         }
-    }
+    };
     let mut limiter = shared.config.rate_limit.map(RateLimiter::new);
     loop {
         if shared.stopping.load(Ordering::SeqCst) {
@@ -285,7 +181,7 @@ pub fn serve(shared: &Shared, conn: u64, mut stream: UnixStream) {
                 message::error_response(&req.id, ErrorCode::RateLimited, "Too many requests", Some(1))
             }
             Ok(req) => {
-                let (reply, outcome, target) = dispatch::handle(shared, &req);
+                let (reply, outcome, target) = dispatch::handle(shared, &req, owner);
                 crate::log_info!(
                     "audit {who} op={} target={target} outcome={outcome} duration_us={}",
                     req.op.name(),

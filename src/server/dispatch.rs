@@ -7,6 +7,14 @@ item exists, and lists are filtered, so a peer cannot probe what lies
 outside its profile. `get_token` and `refresh_token` go through
 [`crate::oauth::OAuthHost`] (refresh on read, on request, renewal timers);
 [`refresh_failed`] is where a refresh error becomes a wire code.
+
+The `oauth_*` ops go to the login sessions ([`crate::oauth::Logins`]),
+bound to the peer's [`Owner`]; [`login_failed`] maps their errors. A
+flow's outcome is `ok:true` with a `status`; only protocol and session
+problems are `ok:false`. Both spellings llxprt-code uses are sent where
+its server and its adapter differ (`verification_url` and
+`verification_uri`; flat token fields and `token`). Audit targets name a
+session by a short prefix of its id only.
 */
 #![forbid(unsafe_code)]
 
@@ -16,7 +24,7 @@ use serde_json::{Map, Value, json};
 
 use super::Shared;
 use crate::error::Error;
-use crate::oauth::RefreshError;
+use crate::oauth::{FlowType, Initiated, LoginError, Owner, Poll, RefreshError};
 use crate::protocol::message::{self, ErrorCode, Op, Request};
 use crate::store::names::DEFAULT_BUCKET;
 use crate::store::{KeyStore, TokenStore};
@@ -69,14 +77,85 @@ fn refresh_failed(id: &str, e: &RefreshError, target: String) -> Reply {
     (message::error_response(id, code, &text, retry_after), code.as_str(), target)
 }
 
+/// The wire code of a login error.
+pub fn login_error_code(e: &LoginError) -> ErrorCode {
+    match e {
+        LoginError::UnknownProvider => ErrorCode::ProviderNotFound,
+        LoginError::FlowNotOffered(_) | LoginError::WrongOp { .. } => ErrorCode::InvalidRequest,
+        LoginError::NotFound => ErrorCode::SessionNotFound,
+        LoginError::WrongPeer => ErrorCode::Unauthorized,
+        LoginError::AlreadyUsed => ErrorCode::SessionAlreadyUsed,
+        LoginError::Expired => ErrorCode::SessionExpired,
+        LoginError::TooMany => ErrorCode::RateLimited,
+        LoginError::Exchange(_) => ErrorCode::ExchangeFailed,
+        _ => ErrorCode::InternalError,
+    }
+}
+
+/// A login error as a wire answer (fixed texts only).
+fn login_failed(id: &str, e: &LoginError, target: String) -> Reply {
+    let code = login_error_code(e);
+    let retry_after = (code == ErrorCode::RateLimited).then_some(60);
+    (message::error_response(id, code, &e.to_string(), retry_after), code.as_str(), target)
+}
+
+/// `oauth_initiate`'s data: the plan's fields and llxprt-code's.
+fn initiated(i: &Initiated) -> Map<String, Value> {
+    let mut data = object(json!({
+        "session_id": i.session_id,
+        "flow_type": i.flow.as_str(),
+        "auth_url": i.auth_url,
+        "pollIntervalMs": i.poll_interval.as_millis() as u64,
+        "expires_in": i.expires_in.as_secs(),
+    }));
+    if i.flow == FlowType::DeviceCode {
+        data.insert("user_code".into(), json!(i.user_code));
+        data.insert("verification_url".into(), json!(i.verification_uri));
+        data.insert("verification_uri".into(), json!(i.verification_uri));
+        if let Some(c) = &i.verification_uri_complete {
+            data.insert("verification_uri_complete".into(), json!(c));
+        }
+    }
+    data
+}
+
+/// `oauth_poll`'s data.
+fn polled(poll: Poll) -> Map<String, Value> {
+    match poll {
+        Poll::Pending { interval } => object(json!({
+            "status": "pending",
+            "pollIntervalMs": interval.as_millis() as u64,
+            "interval": interval.as_secs_f64().ceil().max(1.0) as u64,
+        })),
+        Poll::Complete(token) => {
+            let flat = token.sanitize().into_map();
+            let mut data = flat.clone();
+            data.insert("status".into(), json!("complete"));
+            data.insert("token".into(), Value::Object(flat));
+            data
+        }
+        Poll::Failed(e) => object(json!({"status": "error", "code": e.code, "error": e.message})),
+    }
+}
+
+/// Whether a session's provider:bucket is still in scope (a SIGHUP may
+/// have narrowed it since the login started); unknown sessions pass, to
+/// get `SESSION_NOT_FOUND`.
+fn session_in_scope(shared: &Shared, scope: &crate::profile::Scope, session_id: &str) -> bool {
+    match shared.oauth.logins().login_of(session_id) {
+        Some((p, b)) => scope.allows_token(&p, b.as_deref()),
+        None => true,
+    }
+}
+
 fn internal(id: &str, e: &Error, target: String) -> Reply {
     crate::log_warn!("{target}: {e}");
     err(id, ErrorCode::InternalError, "The credential store failed on the host", target)
 }
 
-/// Answers one request: the response bytes, an outcome word for the audit
-/// line and the audit target (never a secret).
-pub fn handle(shared: &Shared, req: &Request) -> Reply {
+/// Answers one request from `owner`: the response bytes, an outcome word
+/// for the audit line and the audit target (never a secret).
+pub fn handle(shared: &Shared, req: &Request, owner: Owner) -> Reply {
     let id = req.id.as_str();
     let scope = shared.scope();
     let tokens = &shared.store.tokens;
@@ -215,15 +294,52 @@ pub fn handle(shared: &Shared, req: &Request) -> Reply {
                 Err(e) => refresh_failed(id, &e, t),
             }
         }
-        Op::OauthInitiate { provider, bucket } => {
+        Op::OauthInitiate { provider, bucket, flow_type } => {
             let t = target(provider, bucket);
             if !scope.allows_token(provider, bucket.as_deref()) {
                 return denied(t);
             }
-            err(id, ErrorCode::ProviderNotFound, "OAuth login on the host is not available in this build", t)
+            match shared.oauth.logins().initiate(owner, provider, bucket.as_deref(), *flow_type) {
+                Ok(i) => {
+                    let t = format!("{t} session={}", crate::oauth::sessions::short_id(&i.session_id));
+                    ok(id, initiated(&i), t)
+                }
+                Err(e) => login_failed(id, &e, t),
+            }
         }
-        Op::OauthExchange { .. } | Op::OauthPoll { .. } | Op::OauthCancel { .. } => {
-            err(id, ErrorCode::SessionNotFound, "Unknown OAuth session", "-".into())
+        Op::OauthExchange { session_id, code } => {
+            let t = shared.oauth.logins().target(session_id);
+            if !session_in_scope(shared, &scope, session_id) {
+                return denied(t);
+            }
+            match shared.oauth.exchange(owner, session_id, code) {
+                Ok(token) => ok(id, token.sanitize().into_map(), t),
+                Err(e) => login_failed(id, &e, t),
+            }
+        }
+        Op::OauthPoll { session_id } => {
+            let t = shared.oauth.logins().target(session_id);
+            if !session_in_scope(shared, &scope, session_id) {
+                return denied(t);
+            }
+            match shared.oauth.poll(owner, session_id) {
+                Ok(poll) => {
+                    let outcome = match &poll {
+                        Poll::Pending { .. } => "pending",
+                        Poll::Complete(_) => "complete",
+                        Poll::Failed(_) => "flow_error",
+                    };
+                    (message::ok_response(id, polled(poll)), outcome, t)
+                }
+                Err(e) => login_failed(id, &e, t),
+            }
+        }
+        Op::OauthCancel { session_id } => {
+            let t = shared.oauth.logins().target(session_id);
+            match shared.oauth.logins().cancel(owner, session_id) {
+                Ok(()) => ok(id, Map::new(), t),
+                Err(e) => login_failed(id, &e, t),
+            }
         }
     }
 }

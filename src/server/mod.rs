@@ -10,6 +10,7 @@ errors to wire codes.
 
 pub mod connection;
 pub mod dispatch;
+pub mod reader;
 pub mod socket;
 
 use std::collections::HashMap;

@@ -1,7 +1,9 @@
 /*!
 The listening socket: a 0700 per-user directory we own, a 0600 socket with
 a random nonce in its name, a stale socket at our path removed only when
-nothing answers on it, and the `sun_path` length checked up front.
+nothing answers on it, and the `sun_path` length checked up front. Or,
+under socket activation, the listening socket a service manager passed
+(`LISTEN_PID`/`LISTEN_FDS`), which the daemon then never binds or removes.
 */
 #![forbid(unsafe_code)]
 
@@ -75,6 +77,57 @@ pub fn bind(path: &Path) -> Result<UnixListener> {
     Ok(listener)
 }
 
+/// The first descriptor a service manager passes (`SD_LISTEN_FDS_START`).
+pub const LISTEN_FDS_START: i32 = 3;
+/// The socket-activation variables, removed once the socket is taken.
+pub const LISTEN_ENV: [&str; 3] = ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"];
+
+/// How many descriptors a service manager passed to process `pid`
+/// (`LISTEN_FDS` when `LISTEN_PID` is `pid`); `None` when none were, or
+/// the variables are meant for another process or malformed.
+pub fn activation_fd_count(listen_pid: Option<&str>, listen_fds: Option<&str>, pid: i32) -> Option<i32> {
+    let for_us = listen_pid?.trim().parse::<i32>().ok()? == pid;
+    let count = listen_fds?.trim().parse::<i32>().ok()?;
+    (for_us && count >= 1).then_some(count)
+}
+
+/// [`activation_fd_count`] for this process, from its environment.
+pub fn activation_fd_count_from_env() -> Option<i32> {
+    let var = |name| std::env::var(name).ok();
+    activation_fd_count(var("LISTEN_PID").as_deref(), var("LISTEN_FDS").as_deref(), sys::current_pid().0)
+}
+
+/// A listening socket passed by a service manager.
+pub struct Activated {
+    /// The listener (descriptor 3).
+    pub listener: UnixListener,
+    /// The path it is bound to.
+    pub path: PathBuf,
+}
+
+/// Takes the `count` descriptors a service manager passed: the first
+/// must be a listening Unix stream socket bound to a path (the daemon
+/// wakes its accept loop by connecting to the path); the others are
+/// closed. Removes the `LISTEN_*` variables so no child sees them. Call
+/// before any thread starts.
+pub fn take_activated(count: i32) -> Result<Activated> {
+    let what = || format!("socket activation: descriptor {LISTEN_FDS_START}");
+    let listener = sys::adopt_listening_unix_socket(LISTEN_FDS_START).map_err(|e| Error::io(what(), e))?;
+    for extra in LISTEN_FDS_START + 1..LISTEN_FDS_START.saturating_add(count) {
+        crate::log_warn!("socket activation: descriptor {extra} is not used; closing it");
+        drop(sys::adopt_fd(extra));
+    }
+    sys::remove_env_vars(&LISTEN_ENV).map_err(|e| Error::io("socket activation", e))?;
+    let addr = listener.local_addr().map_err(|e| Error::io(what(), e))?;
+    let path = addr.as_pathname().map(Path::to_path_buf).ok_or_else(|| {
+        Error::Usage(format!(
+            "{}: the socket has no path (abstract or unnamed); use a socket in the file system",
+            what()
+        ))
+    })?;
+    Ok(Activated { listener, path })
+}
+
 fn remove_stale(path: &Path) -> Result<()> {
     use std::os::unix::fs::FileTypeExt;
     let meta = match fs::symlink_metadata(path) {
@@ -89,4 +142,21 @@ fn remove_stale(path: &Path) -> Result<()> {
         return Err(Error::Usage(format!("{} is in use by a running daemon", path.display())));
     }
     fs::remove_file(path).map_err(|e| Error::io(format!("cannot remove stale socket {}", path.display()), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn activation_variables() {
+        assert_eq!(activation_fd_count(Some("42"), Some("1"), 42), Some(1));
+        assert_eq!(activation_fd_count(Some("42"), Some("2"), 42), Some(2));
+        assert_eq!(activation_fd_count(Some("41"), Some("1"), 42), None, "for another process");
+        assert_eq!(activation_fd_count(Some("42"), Some("0"), 42), None);
+        assert_eq!(activation_fd_count(None, Some("1"), 42), None);
+        assert_eq!(activation_fd_count(Some("42"), None, 42), None);
+        assert_eq!(activation_fd_count(Some("x"), Some("1"), 42), None);
+        assert_eq!(activation_fd_count(Some("42"), Some("-1"), 42), None);
+    }
 }

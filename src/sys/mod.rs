@@ -101,13 +101,23 @@ pub enum Liveness {
     Unknown,
 }
 
-/// Probes a process with signal 0.
+/// Whether `pid` has exited and waits only to be reaped (Linux
+/// `/proc/PID/stat` state `Z`): it holds nothing and will never run again.
+fn is_zombie(pid: ProcessId) -> bool {
+    std::fs::read_to_string(format!("/proc/{}/stat", pid.0))
+        .ok()
+        .and_then(|stat| stat.rfind(')').and_then(|i| stat.get(i + 2..i + 3).map(|s| s == "Z")))
+        .unwrap_or(false)
+}
+
+/// Probes a process with signal 0; a zombie counts as dead.
 pub fn process_liveness(pid: ProcessId) -> Liveness {
     if pid.0 <= 0 {
         return Liveness::Unknown;
     }
     // SAFETY: signal 0 performs only the existence and permission checks.
     match cerr(unsafe { libc::kill(pid.0, 0) }) {
+        Ok(_) if is_zombie(pid) => Liveness::Dead,
         Ok(_) => Liveness::Alive,
         Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Liveness::Dead,
         Err(e) if e.raw_os_error() == Some(libc::EPERM) => Liveness::Alive,
@@ -299,6 +309,27 @@ impl SignalSet {
     }
 }
 
+/// Makes the child of `cmd` start with an empty signal mask. The daemon
+/// blocks the signals its signal thread waits for, a child inherits the
+/// mask across exec, and std's `Command` does not reset it: a command that
+/// does not reset it either (bash, for one) would never see the SIGTERM the
+/// daemon passes on.
+pub fn spawn_with_empty_signal_mask(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    let reset = || {
+        let mut set = MaybeUninit::<libc::sigset_t>::uninit();
+        // SAFETY: sigemptyset initialises the set it is given.
+        unsafe { libc::sigemptyset(set.as_mut_ptr()) };
+        // SAFETY: `set` was initialised above; the old mask is not needed.
+        let rc = unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, set.as_ptr(), std::ptr::null_mut()) };
+        if rc == 0 { Ok(()) } else { Err(io::Error::from_raw_os_error(rc)) }
+    };
+    // SAFETY: the closure runs in the child between fork and exec. It
+    // allocates nothing, takes no lock and calls only sigemptyset and
+    // pthread_sigmask, which are async-signal-safe.
+    unsafe { cmd.pre_exec(reset) };
+}
+
 /// Sends `sig` to `pid`.
 pub fn send_signal(pid: ProcessId, sig: i32) -> io::Result<()> {
     // SAFETY: kill has no memory arguments.
@@ -400,6 +431,76 @@ pub fn adopt_fd(fd: i32) -> io::Result<std::fs::File> {
     // process on the command line for this one use; nothing else in the
     // process owns it, so the File may close it.
     Ok(unsafe { std::fs::File::from_raw_fd(fd) })
+}
+
+/// An integer socket option of `fd` at `SOL_SOCKET`.
+fn socket_option(fd: i32, option: libc::c_int) -> io::Result<libc::c_int> {
+    let mut value: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `value` is valid for writes of `len` bytes and `len` is a
+    // valid in/out length; the kernel writes at most `len` bytes.
+    cerr(unsafe {
+        libc::getsockopt(fd, libc::SOL_SOCKET, option, (&mut value as *mut libc::c_int).cast(), &mut len)
+    })?;
+    Ok(value)
+}
+
+/// Takes ownership of descriptor `fd`, passed by a service manager
+/// (socket activation), after checking that it is a listening `AF_UNIX`
+/// stream socket. The descriptor is marked close-on-exec and put in
+/// blocking mode, which the accept loop expects.
+pub fn adopt_listening_unix_socket(fd: i32) -> io::Result<std::os::unix::net::UnixListener> {
+    use std::os::fd::FromRawFd;
+    let invalid = |what: &str| io::Error::new(io::ErrorKind::InvalidInput, format!("descriptor {fd} {what}"));
+    if fd <= libc::STDERR_FILENO {
+        return Err(invalid("is a standard descriptor"));
+    }
+    if socket_option(fd, libc::SO_TYPE)? != libc::SOCK_STREAM {
+        return Err(invalid("is not a stream socket"));
+    }
+    let mut addr = MaybeUninit::<libc::sockaddr_storage>::zeroed();
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: `addr` is valid for writes of `len` bytes; the kernel writes
+    // at most `len` bytes and updates `len`.
+    cerr(unsafe { libc::getsockname(fd, addr.as_mut_ptr().cast(), &mut len) })?;
+    // SAFETY: zero-initialised and then (partly) filled by getsockname;
+    // every bit pattern is a valid sockaddr_storage.
+    let family = unsafe { addr.assume_init() }.ss_family;
+    if libc::c_int::from(family) != libc::AF_UNIX {
+        return Err(invalid("is not a Unix domain socket"));
+    }
+    if socket_option(fd, libc::SO_ACCEPTCONN)? == 0 {
+        return Err(invalid("is not listening"));
+    }
+    // SAFETY: F_GETFD/F_SETFD take no pointers; the descriptor is open
+    // (getsockopt succeeded on it).
+    let flags = cerr(unsafe { libc::fcntl(fd, libc::F_GETFD) })?;
+    // SAFETY: as above.
+    cerr(unsafe { libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC) })?;
+    // SAFETY: the descriptor is an open listening socket handed to this
+    // process by its service manager for this one use; nothing else in the
+    // process owns it, so the listener may close it.
+    let listener = unsafe { std::os::unix::net::UnixListener::from_raw_fd(fd) };
+    listener.set_nonblocking(false)?;
+    Ok(listener)
+}
+
+/// Removes variables from this process's environment. Refused while the
+/// process runs more than one thread (where that can be seen): another
+/// thread reading the environment at the same time is undefined behaviour.
+pub fn remove_env_vars(names: &[&str]) -> io::Result<()> {
+    if thread_count().is_some_and(|n| n > 1) {
+        return Err(io::Error::other(
+            "cannot change the environment: the process already runs several threads",
+        ));
+    }
+    for name in names {
+        // SAFETY: the process is single-threaded (checked above where the
+        // OS tells us, and by construction: the daemon calls this before it
+        // starts any thread), so nothing reads the environment concurrently.
+        unsafe { std::env::remove_var(name) };
+    }
+    Ok(())
 }
 
 /// The command name of process `pid` (Linux `/proc/PID/comm`); `None`

@@ -1,8 +1,23 @@
-//! A real OAuth token endpoint on 127.0.0.1 that behaves like the
-//! providers: it counts calls, records what it was sent, and answers from a
-//! script (a rotated token, a 5xx, `invalid_grant`, garbage, or nothing at
-//! all). Its own refresh tokens carry the `CANARY` marker so tests can
-//! prove none ever leaves the host.
+//! A real OAuth provider on 127.0.0.1 that behaves like the real ones: it
+//! counts calls, records what it was sent, and answers from a script (a
+//! rotated token, a 5xx, `invalid_grant`, garbage, or nothing at all).
+//! Its own refresh tokens carry the `CANARY` marker so tests can prove
+//! none ever leaves the host.
+//!
+//! For logins it also serves, each with its own script ([`FakeProvider::script_at`]):
+//! - `GET /authorize`: the user's browser. It answers like a provider whose
+//!   user approved (or denied): a loopback `redirect_uri` gets a 302 to it
+//!   with `code` and `state`; any other (the code-paste page) gets a page
+//!   whose body is `code#state`.
+//! - `POST /oauth/token`: refresh, `authorization_code` and RFC 8628
+//!   device-code grants (a token by default).
+//! - `POST /api/accounts/deviceauth/usercode` and `/token`: OpenAI's device
+//!   flow (a device auth id and user code; then, by default, approval with
+//!   an authorization code and a server-generated verifier).
+//! - `POST /device/code`: an RFC 8628 device authorization endpoint.
+//!
+//! Every code it issues (device codes, authorization codes, verifiers)
+//! carries `CANARY` too.
 
 #![allow(dead_code)]
 
@@ -25,6 +40,10 @@ pub enum Reply {
     Hang,
     /// 200 with a body that is not JSON.
     Garbage,
+    /// This status and JSON body.
+    Json(u16, serde_json::Value),
+    /// `/authorize`: the user approves (`true`) or denies.
+    Authorize(bool),
 }
 
 impl Reply {
@@ -36,6 +55,14 @@ impl Reply {
         Reply::Status(
             code,
             r#"{"error":"server_error","error_description":"rt-CANARY-in-an-error-body"}"#.into(),
+        )
+    }
+
+    /// An OAuth error answer with this `error` code.
+    pub fn oauth_error(status: u16, code: &str) -> Reply {
+        Reply::Json(
+            status,
+            serde_json::json!({"error": code, "error_description": "dev-CANARY in a description"}),
         )
     }
 
@@ -96,6 +123,7 @@ fn percent_decode(s: &str) -> String {
 
 struct State {
     script: VecDeque<Reply>,
+    by_path: std::collections::HashMap<String, VecDeque<Reply>>,
     calls: Vec<Call>,
     delay: Duration,
 }
@@ -111,8 +139,12 @@ impl FakeProvider {
     pub fn start() -> FakeProvider {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the fake provider");
         let base = format!("http://{}", listener.local_addr().unwrap());
-        let state =
-            Arc::new(Mutex::new(State { script: VecDeque::new(), calls: Vec::new(), delay: Duration::ZERO }));
+        let state = Arc::new(Mutex::new(State {
+            script: VecDeque::new(),
+            by_path: Default::default(),
+            calls: Vec::new(),
+            delay: Duration::ZERO,
+        }));
         let stopping = Arc::new(AtomicBool::new(false));
         let (s, stop) = (state.clone(), stopping.clone());
         std::thread::spawn(move || {
@@ -137,6 +169,18 @@ impl FakeProvider {
     /// [`Reply::token`].
     pub fn script(&self, replies: impl IntoIterator<Item = Reply>) {
         self.state.lock().unwrap().script.extend(replies);
+    }
+
+    /// Queues answers for calls to `path` (without the query); they win
+    /// over [`script`](Self::script). Once they run out, calls to `path`
+    /// get its default answer.
+    pub fn script_at(&self, path: &str, replies: impl IntoIterator<Item = Reply>) {
+        self.state.lock().unwrap().by_path.entry(path.to_owned()).or_default().extend(replies);
+    }
+
+    /// Calls to `path` (without the query) so far.
+    pub fn calls_to(&self, path: &str) -> Vec<Call> {
+        self.calls().into_iter().filter(|c| c.path.split('?').next() == Some(path)).collect()
     }
 
     /// Delays every answer by `d` (the upstream round trip).
@@ -206,15 +250,102 @@ fn read_request(stream: &mut TcpStream) -> Option<(String, String, String)> {
     Some((path, header("content-type").unwrap_or_default(), body))
 }
 
+/// The answer a path gets when nothing is scripted for it.
+fn default_reply(path: &str, n: usize) -> Reply {
+    match path {
+        "/authorize" => Reply::Authorize(true),
+        "/api/accounts/deviceauth/usercode" => Reply::Json(
+            200,
+            serde_json::json!({"device_auth_id": format!("dev-CANARY-{n}"), "user_code": "WXYZ-1234", "interval": "5"}),
+        ),
+        "/api/accounts/deviceauth/token" => Reply::Json(
+            200,
+            serde_json::json!({"authorization_code": format!("ac-CANARY-device-{n}"),
+                "code_verifier": format!("ver-CANARY-server-{n}"), "code_challenge": "unused"}),
+        ),
+        "/device/code" => Reply::Json(
+            200,
+            serde_json::json!({"device_code": format!("dev-CANARY-rfc-{n}"), "user_code": "RFC-4242",
+                "verification_uri": "https://idp.example/device", "expires_in": 900, "interval": 5}),
+        ),
+        _ => Reply::token(),
+    }
+}
+
+/// A plain HTTP GET (the user's browser, without following redirects):
+/// the status, the `Location` header and the body. `None` when nothing
+/// answers at that address.
+pub fn browser_get(url: &str) -> Option<(u16, Option<String>, String)> {
+    let rest = url.strip_prefix("http://")?;
+    let (host, path) = rest.split_once('/').map_or((rest, "/".to_owned()), |(h, p)| (h, format!("/{p}")));
+    let addr = host.replace("localhost", "127.0.0.1");
+    let mut stream = TcpStream::connect(&addr).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(15))).ok()?;
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    stream.write_all(req.as_bytes()).ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).ok()?;
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    let location = head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim().eq_ignore_ascii_case("location").then(|| v.trim().to_owned())
+    });
+    Some((status, location, body.to_owned()))
+}
+
+/// A query parameter of a request target.
+pub fn query_param(target: &str, name: &str) -> Option<String> {
+    let query = target.split_once('?')?.1;
+    query.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=')?;
+        (k == name).then(|| percent_decode(v))
+    })
+}
+
+/// The `/authorize` answer: where the browser goes next, or the page with
+/// the code to paste.
+fn authorize(target: &str, approve: bool, n: usize) -> String {
+    let redirect = query_param(target, "redirect_uri").unwrap_or_default();
+    let state = query_param(target, "state").unwrap_or_default();
+    let code = format!("ac-CANARY-{n}");
+    let loopback = redirect.starts_with("http://localhost:") || redirect.starts_with("http://127.0.0.1:");
+    let (status, location, body) = match (loopback, approve) {
+        (true, true) => (302, format!("{redirect}?code={code}&state={state}"), String::new()),
+        (true, false) => (302, format!("{redirect}?error=access_denied&state={state}"), String::new()),
+        (false, true) => (200, String::new(), format!("{code}#{state}")),
+        (false, false) => (200, String::new(), "error=access_denied".into()),
+    };
+    let location = if location.is_empty() { String::new() } else { format!("Location: {location}\r\n") };
+    format!(
+        "HTTP/1.1 {status} X\r\n{location}Content-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
 fn serve(mut stream: TcpStream, state: &Mutex<State>, stopping: &AtomicBool) {
     let Some((path, content_type, body)) = read_request(&mut stream) else { return };
+    let bare = path.split('?').next().unwrap_or_default().to_owned();
+    let target = path.clone();
     let (reply, n, delay) = {
         let mut s = state.lock().unwrap();
         s.calls.push(Call { path, content_type, body, at: Instant::now() });
-        (s.script.pop_front().unwrap_or_else(Reply::token), s.calls.len(), s.delay)
+        let n = s.calls.len();
+        let scripted = s.by_path.get_mut(&bare).and_then(VecDeque::pop_front);
+        let reply = match scripted {
+            Some(r) => r,
+            None if bare == "/oauth/token" => s.script.pop_front().unwrap_or_else(Reply::token),
+            None => default_reply(&bare, n),
+        };
+        (reply, n, s.delay)
     };
     std::thread::sleep(delay);
     let (status, body) = match reply {
+        Reply::Json(code, v) => (code, v.to_string()),
+        Reply::Authorize(approve) => {
+            let _ = stream.write_all(authorize(&target, approve, n).as_bytes());
+            return;
+        }
         Reply::Token { expires_in, rotate, id_token } => {
             let mut v = serde_json::json!({"access_token": format!("at-refreshed-{n}"), "token_type": "Bearer",
                 "expires_in": expires_in, "scope": "user:inference"});

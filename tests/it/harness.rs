@@ -417,3 +417,20 @@ impl Raw {
         r
     }
 }
+
+/// Whether an external tool that some tests need (mandoc, man,
+/// systemd-socket-activate, make) is installed. Like the keyring tests,
+/// those tests fail rather than skip when it is missing, unless the caller
+/// opted out with LLXPRT_CREDD_SKIP_TOOL_TESTS=1.
+pub fn tool_tests_enabled(tool: &str, package: &str) -> bool {
+    if which(tool).is_some() {
+        return true;
+    }
+    if std::env::var("LLXPRT_CREDD_SKIP_TOOL_TESTS").as_deref() == Ok("1") {
+        eprintln!("{tool} is missing: test skipped on request (LLXPRT_CREDD_SKIP_TOOL_TESTS=1)");
+        return false;
+    }
+    panic!(
+        "{tool} is not installed: run .ci/run (or apt-get install {package}), or set LLXPRT_CREDD_SKIP_TOOL_TESTS=1"
+    );
+}

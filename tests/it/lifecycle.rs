@@ -337,3 +337,15 @@ fn sighup_reloads_the_profile_and_keeps_the_old_scope_when_the_new_one_is_broken
     }
     assert_eq!(c.request("has_api_key", json!({"name":"OTHER"}))["ok"], true, "old scope kept");
 }
+
+#[test]
+fn exec_mode_command_starts_with_no_blocked_signals() {
+    // bash keeps the signal mask it inherits; dash resets it, which is why
+    // this test runs bash. A blocked SIGTERM would never reach the command.
+    let dir = with_key("execmask");
+    let out = credd(&dir)
+        .args(["--allow-key", "OPENAI", "--", "bash", "-c", "grep SigBlk /proc/$$/status"])
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&out).split_whitespace().last(), Some("0000000000000000"), "{}", stderr(&out));
+}

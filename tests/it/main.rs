@@ -1,12 +1,18 @@
 //! The one integration test binary: the real `llxprt-cred` (and later the
 //! daemon) in private directories, against real gnome-keyring instances.
 
+mod activation;
 mod client;
 mod daemon;
+mod docs;
+mod doctor;
 mod fake_provider;
 mod harness;
+mod install;
 mod lifecycle;
+mod login;
 mod refresh;
+mod sandbox;
 mod store_file;
 mod store_keyring;
 mod store_processes;

@@ -1,0 +1,307 @@
+//! The man pages, `--help` and the parsers in step: every flag a parser
+//! accepts is in its `--help` and its man page, every flag the man page or
+//! `--help` shows is accepted by the real binary, and the pages pass
+//! `mandoc -T lint` and `man --warnings`.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::harness::*;
+
+const CREDD: &str = env!("CARGO_BIN_EXE_llxprt-credd");
+const CRED: &str = env!("CARGO_BIN_EXE_llxprt-cred");
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(repo(path)).unwrap()
+}
+
+/// The body of `pub fn parse` in a parser module.
+fn parse_fn(source: &str) -> &str {
+    let start = source.find("pub fn parse(").expect("a parse function");
+    let end = source[start..].find("\n}\n").expect("end of parse") + start;
+    &source[start..end]
+}
+
+/// Flags the parser matches: `Long("x")` and `Short('x')` patterns.
+fn parser_flags(source: &str) -> BTreeSet<String> {
+    let body = parse_fn(source);
+    let mut flags = BTreeSet::new();
+    for (open, close, dashes) in [("Long(\"", '"', "--"), ("Short('", '\'', "-")] {
+        for (i, _) in body.match_indices(open) {
+            let rest = &body[i + open.len()..];
+            flags.insert(format!("{dashes}{}", &rest[..rest.find(close).unwrap()]));
+        }
+    }
+    flags
+}
+
+/// Command words the parser matches: the string literals of slice patterns
+/// such as `["key", "set", name]` or `["login", spec] | ["logout", spec]`.
+fn parser_words(source: &str) -> BTreeSet<String> {
+    let mut words = BTreeSet::new();
+    for line in parse_fn(source).lines().filter(|l| l.trim_start().starts_with('[')) {
+        for group in line.split('[').skip(1) {
+            let pattern = group.split(']').next().unwrap_or_default();
+            for part in pattern.split(',') {
+                if let Some(w) = part.trim().strip_prefix('"').and_then(|w| w.strip_suffix('"')) {
+                    words.insert(w.to_string());
+                }
+            }
+        }
+    }
+    words
+}
+
+/// Flags named in help text: `-x` or `--xyz` after a space, `[`, `|`,
+/// `(` or `,`, or at the start of a line.
+fn help_flags(help: &str) -> BTreeSet<String> {
+    let mut flags = BTreeSet::new();
+    let bytes = help.as_bytes();
+    for (i, _) in help.match_indices('-') {
+        let before = if i == 0 { b'\n' } else { bytes[i - 1] };
+        if !b" \n[|(,".contains(&before) {
+            continue;
+        }
+        let token: String =
+            help[i..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '-').collect();
+        let name = token.trim_start_matches('-');
+        if !name.is_empty()
+            && name.starts_with(|c: char| c.is_ascii_alphabetic())
+            && token.len() - name.len() <= 2
+        {
+            flags.insert(token.trim_end_matches('-').to_string());
+        }
+    }
+    flags
+}
+
+/// Whether a token is an mdoc macro name (`Ar`, `Op`, `Ns`, `Cm`, ...).
+fn is_macro(token: &str) -> bool {
+    (2..=3).contains(&token.len())
+        && token.starts_with(|c: char| c.is_ascii_uppercase())
+        && token[1..].chars().all(|c| c.is_ascii_lowercase())
+}
+
+/// A flag named with `Fl` in a man page, and the placeholder of its value
+/// (`Ar X` or `Cm x`) when one follows on the same line.
+fn man_flags(page: &str) -> Vec<(String, Option<String>)> {
+    let mut flags = Vec::new();
+    for line in page.lines().filter(|l| l.starts_with('.') && !l.starts_with(".\\\"")) {
+        let tokens: Vec<&str> = line[1..].split_whitespace().collect();
+        let mut i = 0;
+        while i < tokens.len() {
+            if tokens[i] != "Fl" {
+                i += 1;
+                continue;
+            }
+            i += 1;
+            while i < tokens.len() && !is_macro(tokens[i]) {
+                let t = tokens[i];
+                // `Fl -` alone is the `--` before exec mode's COMMAND.
+                if t.trim_start_matches('-').starts_with(|c: char| c.is_ascii_alphabetic()) {
+                    let value = match (tokens.get(i + 1), tokens.get(i + 2)) {
+                        (Some(&"Ar") | Some(&"Cm"), Some(v)) => Some(v.to_string()),
+                        _ => None,
+                    };
+                    flags.push((format!("-{t}"), value));
+                }
+                i += 1;
+            }
+        }
+    }
+    flags
+}
+
+/// `Cm` words in a man page's SYNOPSIS (the command words).
+fn synopsis_commands(page: &str) -> BTreeSet<String> {
+    let start = page.find(".Sh SYNOPSIS").unwrap();
+    let end = page[start..].find(".Sh DESCRIPTION").unwrap() + start;
+    let mut words = BTreeSet::new();
+    for line in page[start..end].lines() {
+        if let Some(rest) = line.strip_prefix(".Cm ") {
+            for w in rest.split_whitespace().filter(|w| *w != "|" && !is_macro(w)) {
+                words.insert(w.to_string());
+            }
+        }
+    }
+    for value in ["auto", "keyring", "file"] {
+        words.remove(value);
+    }
+    words
+}
+
+fn help_of(binary: &str) -> String {
+    let out = Command::new(binary).arg("--help").output().unwrap();
+    assert!(out.status.success());
+    stdout(&out)
+}
+
+/// A value for a flag, by the placeholder the man page gives it.
+fn sample(placeholder: &str) -> &'static str {
+    match placeholder {
+        "NAME" => "work",
+        "PROVIDER" => "codex",
+        "BUCKET" => "team",
+        "PATH" => "/nonexistent/x",
+        "N" => "5",
+        "UID" => "1000",
+        "LEVEL" => "debug",
+        "FLOW" => "device_code",
+        "auto" => "file",
+        other => panic!("no sample value for placeholder {other}: add one to docs.rs"),
+    }
+}
+
+struct Binary {
+    path: &'static str,
+    source: &'static str,
+    page: &'static str,
+}
+
+const BINARIES: [Binary; 2] = [
+    Binary { path: CREDD, source: "src/cli/credd.rs", page: "man/llxprt-credd.1" },
+    Binary { path: CRED, source: "src/cli/cred.rs", page: "man/llxprt-cred.1" },
+];
+
+#[test]
+fn parser_help_and_man_page_name_the_same_flags() {
+    for b in &BINARIES {
+        let parser = parser_flags(&read(b.source));
+        let help = help_flags(&help_of(b.path));
+        let page = read(b.page);
+        let man: BTreeSet<String> = man_flags(&page).into_iter().map(|(f, _)| f).collect();
+        assert!(parser.len() >= 8, "{}: flag extraction found too little: {parser:?}", b.source);
+        for flag in &parser {
+            assert!(help.contains(flag), "{}: {flag} is accepted but not in --help", b.source);
+            assert!(man.contains(flag), "{}: {flag} is accepted but not in {}", b.source, b.page);
+        }
+        for flag in &help {
+            assert!(
+                parser.contains(flag),
+                "{}: --help shows {flag}, which the parser does not accept",
+                b.source
+            );
+        }
+        for flag in &man {
+            assert!(parser.contains(flag), "{} shows {flag}, which {} does not accept", b.page, b.source);
+        }
+    }
+    // The section 7 page names flags of both binaries only.
+    let all: BTreeSet<String> = BINARIES.iter().flat_map(|b| parser_flags(&read(b.source))).collect();
+    for (flag, _) in man_flags(&read("man/llxprt-credd.7")) {
+        assert!(all.contains(&flag), "llxprt-credd.7 shows {flag}, which no parser accepts");
+    }
+}
+
+#[test]
+fn every_documented_flag_is_accepted_by_the_real_binary() {
+    for b in &BINARIES {
+        let help = help_of(b.path);
+        let mut tried = BTreeSet::new();
+        for (flag, placeholder) in man_flags(&read(b.page)) {
+            if !tried.insert(flag.clone()) {
+                continue;
+            }
+            // Flags before --help are parsed, then the help is printed and
+            // nothing runs; an unknown flag or a bad value is a usage error.
+            let mut cmd = Command::new(b.path);
+            cmd.arg(&flag);
+            if let Some(p) = &placeholder {
+                cmd.arg(sample(p));
+            }
+            let out = cmd.arg("--help").output().unwrap();
+            // -V wins over --help in llxprt-cred; either way, nothing ran.
+            let meta = ["-h", "--help", "-V", "--version"].contains(&flag.as_str());
+            assert!(
+                out.status.success() && (meta || stdout(&out) == help),
+                "{} {flag} {placeholder:?}: not accepted: {}",
+                b.path,
+                stderr(&out)
+            );
+        }
+        let bogus = Command::new(b.path).args(["--no-such-flag", "--help"]).output().unwrap();
+        assert_eq!(bogus.status.code(), Some(2), "an unknown flag is a usage error");
+    }
+}
+
+#[test]
+fn cred_commands_in_parser_help_and_man_page_agree() {
+    let parser = parser_words(&read("src/cli/cred.rs"));
+    let help = help_of(CRED);
+    let man = synopsis_commands(&read("man/llxprt-cred.1"));
+    assert!(parser.contains("key") && parser.contains("get-key"), "word extraction: {parser:?}");
+    for word in &parser {
+        assert!(help.split_whitespace().any(|w| w == word), "command word {word} is not in --help");
+        assert!(man.contains(word), "command word {word} is not in the SYNOPSIS of llxprt-cred.1");
+    }
+    for word in &man {
+        assert!(
+            parser.contains(word),
+            "llxprt-cred.1 shows command {word}, which the parser does not accept"
+        );
+    }
+}
+
+fn pages() -> Vec<PathBuf> {
+    let mut pages: Vec<PathBuf> =
+        std::fs::read_dir(repo("man")).unwrap().flatten().map(|e| e.path()).collect();
+    pages.sort();
+    assert_eq!(pages.len(), 3, "{pages:?}");
+    pages
+}
+
+#[test]
+fn man_pages_pass_mandoc_lint() {
+    if !tool_tests_enabled("mandoc", "mandoc") {
+        return;
+    }
+    for page in pages() {
+        let out = Command::new("mandoc").args(["-T", "lint", "-W", "style"]).arg(&page).output().unwrap();
+        // Cross references are looked up among the manuals installed on
+        // this machine, which our own pages are not (yet): not a defect of
+        // the page.
+        let complaints: Vec<String> = stdout(&out)
+            .lines()
+            .chain(stderr(&out).lines())
+            .filter(|l| !l.contains("referenced manual not found") && !l.contains("outdated mandoc.db"))
+            .map(str::to_owned)
+            .collect();
+        assert!(complaints.is_empty(), "{}:\n{}", page.display(), complaints.join("\n"));
+    }
+}
+
+#[test]
+fn man_pages_render_without_warnings() {
+    if !tool_tests_enabled("man", "man-db") {
+        return;
+    }
+    for page in pages() {
+        let out = Command::new("man")
+            .args(["--warnings", "-l"])
+            .arg(&page)
+            .env("MANWIDTH", "80")
+            .env("MANPAGER", "cat")
+            .env("PAGER", "cat")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}: {}", page.display(), stderr(&out));
+        assert_eq!(stderr(&out), "", "{}", page.display());
+        assert!(stdout(&out).contains("NAME"), "{}", page.display());
+    }
+    // Cross references to our own pages name pages that exist.
+    for page in pages() {
+        for line in std::fs::read_to_string(&page).unwrap().lines() {
+            if let Some(rest) = line.strip_prefix(".Xr llxprt-") {
+                let mut parts = rest.split_whitespace();
+                let (name, section) = (parts.next().unwrap(), parts.next().unwrap());
+                let target = repo(&format!("man/llxprt-{name}.{section}"));
+                assert!(target.exists(), "{}: .Xr to missing {}", page.display(), target.display());
+            }
+        }
+    }
+}

@@ -24,7 +24,7 @@ MANPAGES = $(wildcard man/*.1 man/*.5 man/*.7)
 UNITS    = contrib/systemd/llxprt-credd@.socket contrib/systemd/llxprt-credd@.service
 EXAMPLES = contrib/llxprt-sandbox
 
-.PHONY: all build test demo lint bench install uninstall deb clean
+.PHONY: all build test demo lint bench soak install uninstall deb clean
 
 all: build
 
@@ -47,6 +47,12 @@ bench: build
 	scripts/with-keyring.sh target/release/llxprt-cred bench store
 	target/release/llxprt-cred bench daemon
 	target/release/llxprt-cred bench refresh
+
+# The soak test (not CI): 64 connections at the rate limit for SOAK_MINUTES
+# (default 10); fails if the daemon's memory, descriptors or threads grow.
+SOAK_MINUTES ?= 10
+soak:
+	scripts/soak.sh $(SOAK_MINUTES)
 
 install:
 	@for b in $(BINARIES); do test -x $(BUILD_DIR)/$$b || { echo "run 'make build' first ($(BUILD_DIR)/$$b is missing)" >&2; exit 1; }; done

@@ -51,6 +51,8 @@ Host store commands (run on the host, never in the sandbox):
   bench store                  measure store reads and writes
   bench daemon                 measure the daemon: readiness, memory, get_token round trips
   bench refresh                measure a refresh storm: 256 clients on one expired token
+  bench soak [--minutes N]     64 connections of mixed requests at the rate limit for N minutes
+                               (default 10); fails if memory, descriptors or threads grow
 
 Daemon commands (ask the running llxprt-credd, as the sandbox does):
   status                       show the socket, the protocol version, and what the daemon serves
@@ -109,6 +111,8 @@ pub enum Command {
     BenchDaemon,
     /// `bench refresh`
     BenchRefresh,
+    /// `bench soak --minutes N`
+    BenchSoak(u64),
     /// `status`
     Status,
     /// `get P[:B]`
@@ -158,6 +162,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
     let mut profile = None;
     let mut flow = None;
     let mut bucket: Option<String> = None;
+    let mut minutes: Option<u64> = None;
     while let Some(arg) = parser.next().map_err(usage)? {
         match arg {
             Short('h') | Long("help") => {
@@ -217,6 +222,15 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
                     .filter(|n| *n > 0)
                     .ok_or_else(|| Error::Usage("--iterations needs a positive number".into()))?;
             }
+            Long("minutes") => {
+                let v = string_value(parser.value().map_err(usage)?, "--minutes")?;
+                minutes = Some(
+                    v.parse()
+                        .ok()
+                        .filter(|n| *n > 0)
+                        .ok_or_else(|| Error::Usage("--minutes needs a positive number".into()))?,
+                );
+            }
             Value(v) => words.push(string_value(v, "argument")?),
             _ => return Err(usage(arg.unexpected())),
         }
@@ -245,6 +259,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
         ["bench", "store"] => Command::BenchStore,
         ["bench", "daemon"] => Command::BenchDaemon,
         ["bench", "refresh"] => Command::BenchRefresh,
+        ["bench", "soak"] => Command::BenchSoak(minutes.take().unwrap_or(10)),
         ["status"] => Command::Status,
         ["get", spec] => {
             let (p, b) = pb(spec);
@@ -266,6 +281,9 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
     };
     if bucket.is_some() {
         return Err(Error::Usage("--bucket goes with login or logout".into()));
+    }
+    if minutes.is_some() {
+        return Err(Error::Usage("--minutes goes with bench soak".into()));
     }
     if flow.is_some() && !matches!(command, Command::Login(..)) {
         return Err(Error::Usage("--flow goes with login".into()));
@@ -331,6 +349,7 @@ fn run(args: &Args) -> Result<i32> {
             super::bench_refresh::refresh(None)?;
             return Ok(EXIT_OK);
         }
+        Command::BenchSoak(minutes) => return super::bench_soak::soak(*minutes, None),
         _ => {}
     }
     let backend = resolve_backend(args.store)?;
@@ -382,7 +401,8 @@ fn run(args: &Args) -> Result<i32> {
         | Command::Login(..)
         | Command::Logout(..)
         | Command::BenchDaemon
-        | Command::BenchRefresh => {
+        | Command::BenchRefresh
+        | Command::BenchSoak(_) => {
             unreachable!("handled above")
         }
     }
@@ -899,6 +919,8 @@ mod tests {
             "bench store",
             "bench daemon",
             "bench refresh",
+            "bench soak",
+            "--minutes",
             "status",
             "get PROVIDER",
             "get-key",

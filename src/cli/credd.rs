@@ -368,6 +368,7 @@ fn run(args: &Args) -> Result<i32> {
         }
     }
     sys::harden_process().map_err(|e| Error::io("cannot disable core dumps", e))?;
+    sys::tune_allocator();
     let mut watched = vec![libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
     if exec_mode {
         watched.push(libc::SIGCHLD);
@@ -428,6 +429,7 @@ fn run(args: &Args) -> Result<i32> {
         capability_token,
         scope,
         idle_timeout: idle_timeout(),
+        write_timeout: write_timeout(),
         oauth,
     };
     let server = Server::new(listener, config, store)?;
@@ -541,6 +543,17 @@ fn idle_timeout() -> Duration {
         .and_then(|v| v.parse().ok())
         .map(Duration::from_secs)
         .unwrap_or(server::IDLE_TIMEOUT)
+}
+
+/// The write timeout of a response; `LLXPRT_CREDD_WRITE_TIMEOUT_MS`
+/// overrides it (tests: a client that never reads its responses).
+fn write_timeout() -> Duration {
+    std::env::var("LLXPRT_CREDD_WRITE_TIMEOUT_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&ms: &u64| ms > 0)
+        .map(Duration::from_millis)
+        .unwrap_or(server::WRITE_TIMEOUT)
 }
 
 fn announce(how: Announce, socket: &std::path::Path, capability: Option<&std::path::Path>) -> Result<()> {

@@ -9,6 +9,7 @@ results on stdout, problems on stderr, and maps errors to exit codes
 pub mod bench;
 pub mod bench_daemon;
 pub mod bench_refresh;
+pub mod bench_soak;
 pub mod cred;
 pub mod credd;
 pub mod lifecycle;

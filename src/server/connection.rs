@@ -102,7 +102,7 @@ pub fn serve(shared: &Shared, conn: u64, mut stream: UnixStream) {
         crate::log_warn!("audit {who} op=connect outcome=refused reason=peer_uid");
         return;
     }
-    let _ = stream.set_write_timeout(Some(Duration::from_secs(30)));
+    let _ = stream.set_write_timeout(Some(shared.config.write_timeout));
     crate::log_debug!("{who} connected");
     let idle = shared.config.idle_timeout;
     let mut reader = FrameReader::new();
@@ -126,7 +126,8 @@ pub fn serve(shared: &Shared, conn: u64, mut stream: UnixStream) {
                 );
                 return;
             }
-            if send(&mut stream, &message::handshake_ok()).is_err() {
+            if let Err(e) = send(&mut stream, &message::handshake_ok()) {
+                crate::log_info!("audit {who} op=handshake outcome=closed reason=\"write: {e}\"");
                 return;
             }
             // Login sessions belong to this identity: the uid plus the
@@ -190,7 +191,8 @@ pub fn serve(shared: &Shared, conn: u64, mut stream: UnixStream) {
                 reply
             }
         };
-        if send(&mut stream, &reply).is_err() {
+        if let Err(e) = send(&mut stream, &reply) {
+            crate::log_info!("audit {who} op=write outcome=closed reason=\"{e}\"");
             return;
         }
     }

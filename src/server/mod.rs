@@ -36,6 +36,9 @@ pub const DEFAULT_RATE_LIMIT_PER_SECOND: u32 = 60;
 /// longer than the client library's 5-minute idle close, so a well-behaved
 /// client always closes first.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(360);
+/// A response that cannot be written (the peer does not read and its
+/// socket buffer is full) within this closes the connection.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Once a frame has started, the rest must arrive within this.
 pub const PARTIAL_FRAME_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long shutdown waits for in-flight requests.
@@ -59,6 +62,8 @@ pub struct ServerConfig {
     pub scope: Scope,
     /// Idle timeout (overridable for tests).
     pub idle_timeout: Duration,
+    /// Write timeout of one response (overridable for tests).
+    pub write_timeout: Duration,
     /// OAuth providers and refresh timing.
     pub oauth: OAuthConfig,
 }

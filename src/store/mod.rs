@@ -217,7 +217,9 @@ impl HostStore {
     pub fn open_at(paths: Paths, backend: Backend) -> Result<HostStore> {
         let keyring = match backend {
             Backend::File => None,
-            _ => keyring::platform_keyring().map(KeyringAccess::new),
+            _ => {
+                keyring::platform_keyring().map(|k| KeyringAccess::with_fallback(k, backend == Backend::Auto))
+            }
         };
         if backend == Backend::Keyring && keyring.is_none() {
             return Err(Error::Usage("--store keyring: this platform has no supported OS keyring".into()));

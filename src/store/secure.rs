@@ -109,6 +109,12 @@ pub struct SecureStore {
     secret: Arc<MachineSecret>,
     lock_dir: PathBuf,
     cache: Mutex<HashMap<String, CacheEntry>>,
+    /// Held while a cache miss is filled: one cold read at a time, and
+    /// whoever waited for it finds the value cached. Without it, a
+    /// rewritten file (another process's write, or ours before its cache
+    /// update) sent every connection thread into its own scrypt decrypt
+    /// at once: 16 MiB each, 64 threads, over a gigabyte in the soak test.
+    filling: Mutex<()>,
 }
 
 impl SecureStore {
@@ -122,7 +128,16 @@ impl SecureStore {
         lock_dir: PathBuf,
     ) -> Self {
         let keyring = if backend == Backend::File { None } else { keyring };
-        SecureStore { service, dir, backend, keyring, secret, lock_dir, cache: Mutex::new(HashMap::new()) }
+        SecureStore {
+            service,
+            dir,
+            backend,
+            keyring,
+            secret,
+            lock_dir,
+            cache: Mutex::new(HashMap::new()),
+            filling: Mutex::new(()),
+        }
     }
 
     /// The service name.
@@ -185,17 +200,14 @@ impl SecureStore {
     pub fn get_with_source(&self, key: &str) -> StoreResult<Option<(SecretString, Source)>> {
         envelope::check_store_key(key)?;
         let paths = self.paths(key);
-        let stamps = [stamp(&paths[0]), stamp(&paths[1])];
-        {
-            let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(entry) = cache.get(key) {
-                let fresh = entry.stamps == stamps
-                    && (self.keyring.is_none() || entry.fetched.elapsed() < KEYRING_READ_TTL);
-                if fresh {
-                    return Ok(entry.value.clone());
-                }
-            }
+        if let Some(hit) = self.cached(key, &paths) {
+            return Ok(hit);
         }
+        let _filling = self.filling.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(hit) = self.cached(key, &paths) {
+            return Ok(hit);
+        }
+        let stamps = [stamp(&paths[0]), stamp(&paths[1])];
         let (service, account) = (self.service, key.to_owned());
         let from_keyring = self.keyring_call(move |k| k.get(service, &account))?;
         let found = match from_keyring.flatten() {
@@ -205,6 +217,16 @@ impl SecureStore {
         let entry = CacheEntry { value: found.clone(), fetched: Instant::now(), stamps };
         self.cache.lock().unwrap_or_else(|p| p.into_inner()).insert(key.to_owned(), entry);
         Ok(found)
+    }
+
+    /// The cached value of `key`, if still fresh.
+    fn cached(&self, key: &str, paths: &[PathBuf; 2]) -> Option<Option<(SecretString, Source)>> {
+        let stamps = [stamp(&paths[0]), stamp(&paths[1])];
+        let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = cache.get(key)?;
+        let fresh =
+            entry.stamps == stamps && (self.keyring.is_none() || entry.fetched.elapsed() < KEYRING_READ_TTL);
+        fresh.then(|| entry.value.clone())
     }
 
     fn key_inputs<'a>(&self, secret: Option<&'a [u8; 32]>) -> KeyInputs<'a> {

@@ -1,15 +1,99 @@
 //! The integration harness: private temp homes, the real binaries, and
 //! private Secret Services (a dbus-daemon plus gnome-keyring per test).
+//!
+//! It also holds the canaries: every secret a test plants is registered
+//! here ([`plant`], plus anything carrying the `CANARY` or `PLANTED`
+//! markers, plus every capability token a daemon writes), and the harness
+//! itself checks every frame [`Raw`] receives and every daemon log file,
+//! so a change that leaks one fails whichever test sees it.
 
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// Where a planted secret may appear.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Exposure {
+    /// In an answer to the sandbox (an API key, an access token, the
+    /// session id and state of the login it started), never in a log line.
+    Served,
+    /// Nowhere outside the host store and the provider: not in any answer,
+    /// not in any log line (refresh tokens, PKCE verifiers, device and
+    /// authorization codes, capability tokens).
+    Never,
+}
+
+/// Markers the existing tests put in their secrets: `CANARY` marks
+/// refresh tokens, codes and verifiers (the fake provider's too);
+/// `PLANTED` marks API keys and tokens a test stored.
+const MARKERS: [(&str, Exposure); 2] = [("CANARY", Exposure::Never), ("PLANTED", Exposure::Served)];
+
+/// Secrets planted by this test process (nextest runs each test in its
+/// own process).
+static PLANTED: Mutex<Vec<(String, Exposure)>> = Mutex::new(Vec::new());
+
+/// Registers `secret` for the harness-wide leak checks; returns it.
+pub fn plant(secret: impl Into<String>, exposure: Exposure) -> String {
+    let secret = secret.into();
+    assert!(secret.len() >= 6, "a canary this short would match by chance: {secret:?}");
+    let mut planted = PLANTED.lock().unwrap_or_else(|e| e.into_inner());
+    if !planted.iter().any(|(s, _)| *s == secret) {
+        planted.push((secret.clone(), exposure));
+    }
+    secret
+}
+
+/// The registered secrets (and markers) found in `text`: in an answer
+/// (`in_answer`) only those that may never cross, in a log all of them.
+pub fn leaks(text: &str, in_answer: bool) -> Vec<String> {
+    let planted = PLANTED.lock().unwrap_or_else(|e| e.into_inner());
+    let markers = MARKERS.iter().map(|(m, e)| (m.to_string(), *e));
+    markers
+        .chain(planted.iter().cloned())
+        .filter(|(s, e)| (!in_answer || *e == Exposure::Never) && text.contains(s.as_str()))
+        .map(|(s, e)| format!("{s} ({e:?})"))
+        .collect()
+}
+
+/// Panics (unless already panicking) when `text`, a log of `what`, holds
+/// any registered secret. Secrets are shown only by their registered
+/// value, which is a test fixture.
+#[track_caller]
+pub fn check_log(what: &str, text: &str) {
+    let found = leaks(text, false);
+    if !found.is_empty() && !std::thread::panicking() {
+        let lines: Vec<&str> = text.lines().filter(|l| !leaks(l, false).is_empty()).take(5).collect();
+        panic!("canary: {what} leaked {found:?}; lines:\n{}", lines.join("\n"));
+    }
+}
+
+/// Panics when an answer the daemon sent holds a secret that must never
+/// cross the socket.
+#[track_caller]
+pub fn check_answer(text: &str) {
+    let found = leaks(text, true);
+    assert!(found.is_empty(), "canary: an answer leaked {found:?}: {text}");
+}
+
+/// Checks every `*.log` file directly in `dir`.
+fn check_logs_in(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let path = e.path();
+        if path.extension().is_some_and(|x| x == "log")
+            && let Ok(text) = std::fs::read_to_string(&path)
+        {
+            check_log(&path.display().to_string(), &text);
+        }
+    }
+}
 
 /// A fresh directory with data, log, config and home roots.
 pub struct TestDir {
@@ -81,8 +165,11 @@ impl TestDir {
 }
 
 impl Drop for TestDir {
+    /// Checks every log file left in the directory (daemons started by
+    /// hand included) for planted secrets, then removes it.
     fn drop(&mut self) {
         if !std::thread::panicking() {
+            check_logs_in(&self.root);
             let _ = std::fs::remove_dir_all(&self.root);
         }
     }
@@ -325,8 +412,19 @@ impl TestDir {
             panic!("daemon did not start: {}", String::from_utf8_lossy(&out.stderr));
         }
         assert_eq!(Path::new(line.trim()), socket);
+        if let Some(i) = args.iter().position(|a| *a == "--capability-file") {
+            plant_capability(Path::new(args[i + 1]));
+        }
         Daemon { child, socket, log }
     }
+}
+
+/// Registers the capability token in an env file the daemon wrote (it
+/// never crosses back and is never logged); returns it.
+pub fn plant_capability(file: &Path) -> String {
+    let text = std::fs::read_to_string(file).expect("capability file");
+    let token = text.trim().strip_prefix("LLXPRT_CAPABILITY_TOKEN=").expect("capability env file");
+    plant(token, Exposure::Never)
 }
 
 impl Daemon {
@@ -338,16 +436,34 @@ impl Daemon {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// SIGTERM, waits, and checks the whole log for planted secrets.
+    #[track_caller]
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
-        self.child.wait().unwrap()
+        let status = self.child.wait().unwrap();
+        self.check_log();
+        status
+    }
+
+    /// Fails the test when the log so far holds a planted secret.
+    #[track_caller]
+    pub fn check_log(&self) {
+        check_log(&format!("the daemon log {}", self.log.display()), &self.log_text());
+    }
+
+    /// The daemon's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 }
 
 impl Drop for Daemon {
+    /// Kills the daemon, then checks its whole log (not when the test is
+    /// already failing: a second panic would abort).
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        self.check_log();
     }
 }
 
@@ -364,6 +480,12 @@ impl Raw {
         Raw { stream, next: 0 }
     }
 
+    /// A client on a stream the test connected itself.
+    pub fn from_stream(stream: std::os::unix::net::UnixStream) -> Raw {
+        stream.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        Raw { stream, next: 0 }
+    }
+
     pub fn send_bytes(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         self.stream.write_all(bytes)
     }
@@ -375,12 +497,15 @@ impl Raw {
     }
 
     /// The next response, or `None` when the daemon closed the connection.
+    /// Every frame is checked for secrets that must never cross.
+    #[track_caller]
     pub fn recv(&mut self) -> Option<serde_json::Value> {
         use std::io::Read;
         let mut header = [0u8; 4];
         self.stream.read_exact(&mut header).ok()?;
         let mut body = vec![0u8; u32::from_be_bytes(header) as usize];
         self.stream.read_exact(&mut body).ok()?;
+        check_answer(&String::from_utf8_lossy(&body));
         Some(serde_json::from_slice(&body).expect("daemon sends JSON"))
     }
 
@@ -433,4 +558,23 @@ pub fn tool_tests_enabled(tool: &str, package: &str) -> bool {
     panic!(
         "{tool} is not installed: run .ci/run (or apt-get install {package}), or set LLXPRT_CREDD_SKIP_TOOL_TESTS=1"
     );
+}
+
+/// The canary check itself can fail: markers and planted secrets are
+/// found where they may not be, and only there.
+#[test]
+fn canaries_catch_what_they_should_and_only_that() {
+    let key = plant("sk-test-served-key-42", Exposure::Served);
+    let verifier = plant("ver-test-never-42", Exposure::Never);
+    assert!(
+        leaks(&format!(r#"{{"data":{{"key":"{key}"}}}}"#), true).is_empty(),
+        "a served key may be answered"
+    );
+    assert_eq!(leaks(&format!("audit op=get_api_key key={key}"), false).len(), 1, "but never logged");
+    assert_eq!(leaks(&format!(r#"{{"error":"{verifier}"}}"#), true).len(), 1, "a verifier never crosses");
+    assert_eq!(leaks(r#"{"refresh_token":"rt-CANARY-x"}"#, true).len(), 1, "the CANARY marker never crosses");
+    assert_eq!(leaks("key sk-PLANTED-KEY", false).len(), 1, "the PLANTED marker is never logged");
+    assert!(leaks("audit conn=1 op=get_token target=anthropic:default outcome=ok", false).is_empty());
+    let logged = std::panic::catch_unwind(|| check_log("a test log", "debug: leaked ver-test-never-42"));
+    assert!(logged.is_err(), "check_log fails the test");
 }

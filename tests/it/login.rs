@@ -109,9 +109,9 @@ impl Client {
         let sid = data["session_id"].as_str().unwrap().to_owned();
         assert_eq!(sid.len(), 32, "16 bytes as hex");
         assert!(sid.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
-        self.secrets.push(sid);
+        self.secrets.push(plant(sid, Exposure::Served));
         if let Some(state) = query_param(data["auth_url"].as_str().unwrap(), "state") {
-            self.secrets.push(state);
+            self.secrets.push(plant(state, Exposure::Served));
         }
         data
     }
@@ -182,7 +182,7 @@ fn verifier_of(fake: &FakeProvider, nth: usize) -> String {
         .into_iter()
         .filter(|c| c.field("grant_type").as_deref() == Some("authorization_code"))
         .collect();
-    calls[nth].field("code_verifier").unwrap()
+    plant(calls[nth].field("code_verifier").unwrap(), Exposure::Never)
 }
 
 fn s256(verifier: &str) -> String {
@@ -222,7 +222,7 @@ fn pkce_code_paste_logs_in_and_the_session_is_single_use() {
     let (status, _, pasted) = browser_get(url).unwrap();
     assert_eq!(status, 200);
     assert!(pasted.ends_with(&format!("#{state}")), "{pasted}");
-    c.secrets.push(pasted.split('#').next().unwrap().to_owned());
+    c.secrets.push(plant(pasted.split('#').next().unwrap(), Exposure::Never));
     let r = c.exchange(&sid(&data), &pasted);
     assert_eq!(r["ok"], true, "{r}");
     assert!(r["data"]["access_token"].as_str().unwrap().starts_with("at-refreshed-"));
@@ -509,7 +509,7 @@ fn browser_redirect_logs_in_through_the_loopback_listener() {
     assert_eq!(verifier.len(), 86, "64 bytes");
     assert_eq!(query_param(&url, "code_challenge").unwrap(), s256(&verifier));
     assert_eq!(fake.calls_to("/oauth/token").len(), 1, "the forged code was never exchanged");
-    c.secrets.push(verifier);
+    c.secrets.push(plant(verifier, Exposure::Never));
     // the listener is gone
     assert!(browser_get(&redirect).is_none(), "the port is closed");
     assert_eq!(code_of(&c.poll(&sid(&data))), "SESSION_ALREADY_USED");

@@ -1,12 +1,14 @@
 //! The one integration test binary: the real `llxprt-cred` (and later the
 //! daemon) in private directories, against real gnome-keyring instances.
 
+mod abuse;
 mod activation;
 mod client;
 mod daemon;
 mod docs;
 mod doctor;
 mod fake_provider;
+mod faults;
 mod harness;
 mod install;
 mod lifecycle;

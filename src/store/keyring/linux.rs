@@ -35,25 +35,43 @@ impl SecretServiceKeyring {
         SecretServiceKeyring { conn: Mutex::new(None) }
     }
 
-    fn connection(&self) -> StoreResult<Arc<SecretService<'static>>> {
+    /// The connection, and whether it was opened before this call.
+    fn connection(&self) -> StoreResult<(Arc<SecretService<'static>>, bool)> {
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(ss) = conn.as_ref() {
-            return Ok(ss.clone());
+            return Ok((ss.clone(), true));
         }
         let ss = SecretService::connect(EncryptionType::Dh).map_err(|e| {
             StoreError::new(StoreErrorKind::Unavailable, format!("cannot reach the Secret Service: {e}"))
         })?;
         let ss = Arc::new(ss);
         *conn = Some(ss.clone());
-        Ok(ss)
+        Ok((ss, false))
     }
 
     /// Runs `op` on the default collection, checking it is unlocked first.
+    /// A connection opened before the keyring daemon restarted fails with
+    /// a connection-level error (its session is gone): it is dropped and
+    /// `op` is tried once more on a fresh one.
     fn with_collection<T>(
         &self,
-        op: impl FnOnce(&Collection<'_>) -> Result<T, secret_service::Error>,
+        op: impl Fn(&Collection<'_>) -> Result<T, secret_service::Error>,
     ) -> StoreResult<T> {
-        let ss = self.connection()?;
+        match self.try_with_collection(&op) {
+            Err((e, true)) if e.kind == StoreErrorKind::Unavailable => {
+                self.try_with_collection(&op).map_err(|(e, _)| e)
+            }
+            result => result.map_err(|(e, _)| e),
+        }
+    }
+
+    /// One try of [`with_collection`](Self::with_collection); an error says
+    /// whether the connection had been opened before.
+    fn try_with_collection<T>(
+        &self,
+        op: &impl Fn(&Collection<'_>) -> Result<T, secret_service::Error>,
+    ) -> Result<T, (StoreError, bool)> {
+        let (ss, reused) = self.connection().map_err(|e| (e, false))?;
         let result = (|| {
             let service: &SecretService<'_> = &ss;
             let collection = service.get_default_collection()?;
@@ -67,7 +85,7 @@ impl SecretServiceKeyring {
             if err.kind == StoreErrorKind::Unavailable {
                 *self.conn.lock().unwrap_or_else(|p| p.into_inner()) = None;
             }
-            err
+            (err, reused)
         })
     }
 }

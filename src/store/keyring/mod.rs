@@ -11,6 +11,9 @@ every store shares and which makes the keyring safe to call from a request:
   at most once per [`PROBE_RETRY`];
 - a `LOCKED` or `DENIED` answer latches the process onto the file fallback
   for the rest of its life, with one notice on the log, as llxprt-code does;
+  without a fallback (`--store keyring`) nothing latches: each request asks
+  again and gets its error, so unlocking the collection (or restarting the
+  keyring) brings the process back without a restart;
 - nothing here ever unlocks a collection or creates one: both may pop up a
   prompt, and a request path must never wait on a human.
 */
@@ -100,11 +103,20 @@ pub struct KeyringAccess {
     probe_timeout: Duration,
     health: Mutex<Health>,
     stuck_calls: Arc<AtomicUsize>,
+    /// Whether a `LOCKED`/`DENIED` answer latches (only when a file
+    /// fallback exists to latch onto).
+    latch_on_refusal: bool,
 }
 
 impl KeyringAccess {
     /// Wraps `backend` with the default timeouts (or `TIMEOUT_ENV`).
     pub fn new(backend: Arc<dyn Keyring>) -> Arc<Self> {
+        Self::with_fallback(backend, true)
+    }
+
+    /// Wraps `backend`; `has_fallback: false` (`--store keyring`) means a
+    /// `LOCKED`/`DENIED` answer is returned each time instead of latching.
+    pub fn with_fallback(backend: Arc<dyn Keyring>, has_fallback: bool) -> Arc<Self> {
         let env =
             std::env::var(TIMEOUT_ENV).ok().and_then(|v| v.parse::<u64>().ok()).map(Duration::from_millis);
         Arc::new(KeyringAccess {
@@ -113,6 +125,7 @@ impl KeyringAccess {
             probe_timeout: env.unwrap_or(KEYRING_PROBE_TIMEOUT),
             health: Mutex::new(Health::Unprobed),
             stuck_calls: Arc::new(AtomicUsize::new(0)),
+            latch_on_refusal: has_fallback,
         })
     }
 
@@ -175,6 +188,11 @@ impl KeyringAccess {
         match result {
             Ok(_) if probing => *health = Health::Ready,
             Ok(_) => {}
+            // no fallback to latch onto: the next call asks again (a refused
+            // call is quick and never prompts)
+            Err(e)
+                if matches!(e.kind, StoreErrorKind::Locked | StoreErrorKind::Denied)
+                    && !self.latch_on_refusal => {}
             Err(e) if matches!(e.kind, StoreErrorKind::Locked | StoreErrorKind::Denied) => {
                 let reason = format!(
                     "the OS keyring answered {}; using the encrypted file store for the rest of this process",

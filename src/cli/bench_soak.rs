@@ -1,0 +1,433 @@
+/*!
+`llxprt-cred bench soak`: does the real daemon stay the same size under
+hours of ordinary traffic?
+
+It stores a token and two API keys in a private temporary file store,
+starts the real `llxprt-credd` binary on it (default limits: 64
+connections, 60 requests/s each; audit log at the default level, to a
+file in the temporary directory), and runs 64 connections of mixed
+requests, each paced at the rate limit, for the given minutes: reads of the
+token and the keys, lists, stats, a request outside the scope, a malformed
+request, and once a minute per connection a `save_token` (a real encrypted
+write). Every connection reconnects every 30 s (staggered), so connection
+threads come and go all the time.
+
+It samples the daemon's resident memory (`VmRSS`), open descriptors
+(`/proc/PID/fd`) and threads (`/proc/PID/status`) idle before the load,
+once the load runs, every minute, at the end of the load and idle after
+it, prints a Markdown table, and fails when memory grew by more than
+[`RSS_GROWTH_KIB`] or descriptors or threads did not come back.
+*/
+#![forbid(unsafe_code)]
+
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use super::EXIT_FAILURE;
+use super::bench::{fmt_duration, summarise, temp_root};
+use crate::error::{Error, Result};
+use crate::protocol::frame;
+use crate::store::{Backend, HostStore, KeyStore, Paths, TokenStore};
+use crate::sys::{self, ProcessId};
+use crate::token::OAuthToken;
+
+const TOKEN: &str = r#"{"access_token":"soak-access-token","refresh_token":"soak-refresh","expiry":1893456000,"token_type":"Bearer"}"#;
+/// Connections, as many as the daemon's default cap.
+const CONNECTIONS: usize = 64;
+/// Requests per second per connection: the daemon's default rate limit.
+const RATE_PER_SECOND: u32 = 60;
+/// Each connection closes and reconnects this often.
+const RECONNECT_EVERY: Duration = Duration::from_secs(30);
+/// Allowed growth of resident memory from the start of the load to its
+/// end, and from idle before to idle after.
+pub const RSS_GROWTH_KIB: u64 = 4096;
+/// Descriptors and threads may differ this much between two samples under
+/// load (a connection may be between its close and its reconnect).
+const UNDER_LOAD_SLACK: i64 = 4;
+
+fn io(what: &str) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |e| Error::io(what, e)
+}
+
+/// The requests one connection cycles through; `save_token` is sent
+/// separately, once a minute.
+fn mix() -> Vec<(&'static str, serde_json::Value)> {
+    use serde_json::json;
+    vec![
+        ("get_token", json!({"provider": "anthropic"})),
+        ("get_api_key", json!({"name": "OPENAI"})),
+        ("has_api_key", json!({"name": "GEMINI"})),
+        ("list_api_keys", json!({})),
+        ("list_providers", json!({})),
+        ("list_buckets", json!({"provider": "anthropic"})),
+        ("get_bucket_stats", json!({"provider": "anthropic"})),
+        ("get_api_key", json!({"name": "OUTSIDE"})),
+        ("get_token", json!({"provider": ""})),
+    ]
+}
+
+/// One request/response exchange; the response body.
+fn exchange(stream: &mut UnixStream, payload: &[u8]) -> std::io::Result<Vec<u8>> {
+    stream
+        .write_all(&frame::encode_frame(payload).ok_or_else(|| std::io::Error::other("frame too large"))?)?;
+    let mut header = [0u8; frame::HEADER_LEN];
+    stream.read_exact(&mut header)?;
+    let len = frame::frame_len(header).map_err(|e| std::io::Error::other(e.to_string()))?;
+    let mut body = vec![0u8; len];
+    stream.read_exact(&mut body)?;
+    Ok(body)
+}
+
+fn connect(socket: &Path) -> std::io::Result<UnixStream> {
+    let mut s = UnixStream::connect(socket)?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let r = exchange(&mut s, br#"{"v":1,"op":"handshake","payload":{"minVersion":1,"maxVersion":2}}"#)?;
+    if !contains(&r, br#""ok":true"#) {
+        return Err(std::io::Error::other(format!("handshake refused: {}", String::from_utf8_lossy(&r))));
+    }
+    Ok(s)
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Counters shared by the load threads.
+#[derive(Default)]
+struct Counters {
+    requests: AtomicU64,
+    rate_limited: AtomicU64,
+    unexpected: AtomicU64,
+    reconnects: AtomicU64,
+    /// Reconnects refused at the cap (the old connection's thread had not
+    /// ended yet): retried after 100 ms.
+    refused: AtomicU64,
+    /// The first few unexpected answers or errors, for the report.
+    examples: std::sync::Mutex<Vec<String>>,
+}
+
+impl Counters {
+    fn unexpected(&self, what: String) {
+        self.unexpected.fetch_add(1, Ordering::Relaxed);
+        let mut examples = self.examples.lock().unwrap_or_else(|e| e.into_inner());
+        if examples.len() < 5 {
+            examples.push(what);
+        }
+    }
+}
+
+/// One connection's loop until `stop`; its round-trip times.
+fn load(socket: PathBuf, index: usize, stop: Arc<AtomicBool>, counters: Arc<Counters>) -> Vec<Duration> {
+    let mix = mix();
+    let interval = Duration::from_secs(1) / RATE_PER_SECOND;
+    let mut samples = Vec::new();
+    // Stagger the reconnects and the writes over their periods.
+    let phase = RECONNECT_EVERY.mul_f64(index as f64 / CONNECTIONS as f64);
+    let mut reconnect_at = Instant::now() + phase;
+    let mut save_at = Instant::now() + Duration::from_secs(60).mul_f64(index as f64 / CONNECTIONS as f64);
+    let mut stream = None;
+    let mut next = Instant::now();
+    let mut n: u64 = 0;
+    while !stop.load(Ordering::Relaxed) {
+        let now = Instant::now();
+        if next > now {
+            std::thread::sleep(next - now);
+        } else if now - next > Duration::from_secs(1) {
+            next = now; // fell far behind: do not burst past the bucket
+        }
+        next += interval;
+        if now >= reconnect_at {
+            stream = None;
+            reconnect_at += RECONNECT_EVERY;
+            counters.reconnects.fetch_add(1, Ordering::Relaxed);
+        }
+        let s = match stream.as_mut() {
+            Some(s) => s,
+            None => match connect(&socket) {
+                Ok(s) => stream.insert(s),
+                Err(e)
+                    if e.to_string().contains("Too many connections")
+                        || matches!(e.kind(), ErrorKind::BrokenPipe | ErrorKind::ConnectionReset) =>
+                {
+                    // our previous connection's thread has not ended yet: refused
+                    // at the cap (the refusal may close before our handshake is written)
+                    counters.refused.fetch_add(1, Ordering::Relaxed);
+                    std::thread::sleep(Duration::from_millis(100));
+                    continue;
+                }
+                Err(e) => {
+                    counters.unexpected(format!("connect: {e}"));
+                    std::thread::sleep(Duration::from_millis(100));
+                    continue;
+                }
+            },
+        };
+        n += 1;
+        let (op, payload) = if Instant::now() >= save_at {
+            save_at += Duration::from_secs(60);
+            let token = serde_json::json!({"access_token": format!("soak-{index}-{n}"), "expiry": 1893456000,
+                "token_type": "Bearer"});
+            ("save_token", serde_json::json!({"provider": "anthropic", "token": token}))
+        } else {
+            let (op, p) = &mix[(n as usize) % mix.len()];
+            (*op, p.clone())
+        };
+        let request =
+            serde_json::json!({"v": 1, "id": format!("s{index}-{n}"), "op": op, "payload": payload});
+        let t = Instant::now();
+        let body = match exchange(s, request.to_string().as_bytes()) {
+            Ok(b) => b,
+            Err(e) => {
+                counters.unexpected(format!("{op}: {e}"));
+                stream = None;
+                continue;
+            }
+        };
+        samples.push(t.elapsed());
+        counters.requests.fetch_add(1, Ordering::Relaxed);
+        let ok = contains(&body, br#""ok":true"#);
+        let expected_error =
+            (op == "get_api_key" && payload["name"] == "OUTSIDE" && contains(&body, b"UNAUTHORIZED"))
+                || (op == "get_token" && payload["provider"] == "" && contains(&body, b"INVALID_REQUEST"));
+        if contains(&body, b"RATE_LIMITED") {
+            counters.rate_limited.fetch_add(1, Ordering::Relaxed);
+        } else if !ok && !expected_error {
+            counters.unexpected(format!("{op}: {}", String::from_utf8_lossy(&body)));
+        }
+    }
+    samples
+}
+
+/// The daemon's resident memory, descriptors and threads.
+#[derive(Clone, Copy)]
+struct Sample {
+    rss_kib: u64,
+    fds: i64,
+    threads: i64,
+}
+
+fn sample(pid: ProcessId) -> Sample {
+    let fds = std::fs::read_dir(format!("/proc/{}/fd", pid.0)).map_or(-1, |d| d.count() as i64);
+    let threads = std::fs::read_to_string(format!("/proc/{}/status", pid.0))
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Threads:")).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(-1);
+    Sample { rss_kib: sys::rss_kib(pid).unwrap_or(0), fds, threads }
+}
+
+/// Samples idle `pid` until two in a row agree on descriptors and threads
+/// (connection threads finish a moment after their clients close), at
+/// most 5 s.
+fn settled(pid: ProcessId) -> Sample {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut last = sample(pid);
+    loop {
+        std::thread::sleep(Duration::from_millis(250));
+        let now = sample(pid);
+        if (now.fds == last.fds && now.threads == last.threads) || Instant::now() > deadline {
+            return now;
+        }
+        last = now;
+    }
+}
+
+fn row(label: &str, at: Duration, s: Sample, counters: &Counters) {
+    println!(
+        "| {label} | {:.0} s | {:.1} MiB | {} | {} | {} | {} | {} |",
+        at.as_secs_f64(),
+        s.rss_kib as f64 / 1024.0,
+        s.fds,
+        s.threads,
+        counters.requests.load(Ordering::Relaxed),
+        counters.rate_limited.load(Ordering::Relaxed),
+        counters.unexpected.load(Ordering::Relaxed),
+    );
+}
+
+/// A started daemon, stopped on drop.
+struct Daemon {
+    child: Child,
+    pid: ProcessId,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = sys::send_signal(self.pid, libc::SIGTERM);
+        let _ = self.child.wait();
+    }
+}
+
+fn start(credd: &Path, root: &Path) -> Result<(Daemon, PathBuf)> {
+    let socket = root.join("sock").join("soak.sock");
+    let mut child = Command::new(credd)
+        .args([
+            "-D",
+            "--store",
+            "file",
+            "--allow",
+            "anthropic",
+            "--allow-key",
+            "OPENAI",
+            "--allow-key",
+            "GEMINI",
+        ])
+        .args(["--print-socket", "--log-file"])
+        .arg(root.join("daemon.log"))
+        .arg("--socket")
+        .arg(&socket)
+        .env("LLXPRT_CONFIG_HOME", root.join("config"))
+        .env("LLXPRT_DATA_HOME", root.join("data"))
+        .env("LLXPRT_LOG_HOME", root.join("log"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| Error::io(format!("cannot run {}", credd.display()), e))?;
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line).map_err(io("daemon stdout"))?;
+    if line.trim() != socket.to_string_lossy() {
+        let _ = child.kill();
+        return Err(Error::Connection(format!("the daemon did not start (said {line:?})")));
+    }
+    let pid = ProcessId(child.id() as i32);
+    Ok((Daemon { child, pid }, socket))
+}
+
+/// Where `llxprt-credd` is: beside this program, else on `PATH`.
+fn find_credd() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|d| d.join("llxprt-credd")))
+        .filter(|p| p.exists())
+        .unwrap_or_else(|| PathBuf::from("llxprt-credd"))
+}
+
+/// Runs the soak for `minutes`; the exit code (1 when something grew or
+/// requests failed).
+pub fn soak(minutes: u64, credd: Option<PathBuf>) -> Result<i32> {
+    let credd = credd.unwrap_or_else(find_credd);
+    let root = temp_root()?;
+    let result = run(&credd, &root, Duration::from_secs(minutes * 60));
+    let _ = std::fs::remove_dir_all(&root);
+    result
+}
+
+fn run(credd: &Path, root: &Path, length: Duration) -> Result<i32> {
+    let paths = Paths { data: root.join("data"), log: root.join("log"), config: root.join("config") };
+    let host = HostStore::open_at(paths, Backend::File)?;
+    let token: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(TOKEN).map_err(|e| Error::Usage(e.to_string()))?;
+    host.tokens.save_token("anthropic", None, &OAuthToken::from_map(token)?)?;
+    host.keys.save_key("OPENAI", "sk-soak-openai")?;
+    host.keys.save_key("GEMINI", "soak-gemini")?;
+    let (daemon, socket) = start(credd, root)?;
+
+    // Warm the cache (the first read decrypts: scrypt), then the idle baseline.
+    let mut warm = connect(&socket).map_err(io("warm-up"))?;
+    for op in [
+        &br#"{"v":1,"id":"w1","op":"get_token","payload":{"provider":"anthropic"}}"#[..],
+        br#"{"v":1,"id":"w2","op":"get_api_key","payload":{"name":"OPENAI"}}"#,
+    ] {
+        let r = exchange(&mut warm, op).map_err(io("warm-up"))?;
+        if !contains(&r, br#""ok":true"#) {
+            return Err(Error::Connection(format!("warm-up failed: {}", String::from_utf8_lossy(&r))));
+        }
+    }
+    drop(warm);
+    let idle_before = settled(daemon.pid);
+
+    println!(
+        "Soak: {} connections × {} requests/s for {} min against {} (file store, default limits, audit log to a file)\n",
+        CONNECTIONS,
+        RATE_PER_SECOND,
+        length.as_secs() / 60,
+        credd.display()
+    );
+    println!("| sample | time | RSS | fds | threads | requests | rate limited | unexpected |");
+    println!("|---|---|---|---|---|---|---|---|");
+    let counters = Arc::new(Counters::default());
+    let started = Instant::now();
+    row("idle before", Duration::ZERO, idle_before, &counters);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let threads: Vec<_> = (0..CONNECTIONS)
+        .map(|i| {
+            let (socket, stop, counters) = (socket.clone(), stop.clone(), counters.clone());
+            std::thread::spawn(move || load(socket, i, stop, counters))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(10).min(length / 4));
+    let load_start = sample(daemon.pid);
+    row("load start", started.elapsed(), load_start, &counters);
+    let mut minute = 1;
+    while started.elapsed() < length {
+        let next_minute = Duration::from_secs(60 * minute);
+        let until = next_minute.min(length).saturating_sub(started.elapsed());
+        std::thread::sleep(until);
+        if started.elapsed() >= next_minute && next_minute < length {
+            row(&format!("minute {minute}"), started.elapsed(), sample(daemon.pid), &counters);
+        }
+        minute += 1;
+    }
+    let load_end = sample(daemon.pid);
+    row("load end", started.elapsed(), load_end, &counters);
+    stop.store(true, Ordering::Relaxed);
+    let mut latencies = Vec::new();
+    for t in threads {
+        latencies.extend(t.join().map_err(|_| Error::Connection("a load thread panicked".into()))?);
+    }
+    let idle_after = settled(daemon.pid);
+    row("idle after", started.elapsed(), idle_after, &counters);
+
+    let requests = counters.requests.load(Ordering::Relaxed);
+    let lat = summarise(&mut latencies);
+    println!(
+        "\n{requests} requests ({:.0}/s), {} reconnects ({} refused at the cap and retried); round trip p50 {}, p99 {}.",
+        requests as f64 / length.as_secs_f64(),
+        counters.reconnects.load(Ordering::Relaxed),
+        counters.refused.load(Ordering::Relaxed),
+        fmt_duration(lat.p50),
+        fmt_duration(lat.p99)
+    );
+    let mut failures = Vec::new();
+    let grew = |a: Sample, b: Sample| b.rss_kib.saturating_sub(a.rss_kib);
+    if grew(load_start, load_end) > RSS_GROWTH_KIB {
+        failures.push(format!("memory grew {} KiB under load", grew(load_start, load_end)));
+    }
+    if grew(idle_before, idle_after) > RSS_GROWTH_KIB {
+        failures.push(format!("idle memory grew {} KiB", grew(idle_before, idle_after)));
+    }
+    if (load_end.fds - load_start.fds).abs() > UNDER_LOAD_SLACK
+        || (load_end.threads - load_start.threads).abs() > UNDER_LOAD_SLACK
+    {
+        failures.push("descriptors or threads drifted under load".into());
+    }
+    if idle_after.fds != idle_before.fds || idle_after.threads != idle_before.threads {
+        failures.push(format!(
+            "idle descriptors/threads {}/{} before, {}/{} after",
+            idle_before.fds, idle_before.threads, idle_after.fds, idle_after.threads
+        ));
+    }
+    for e in counters.examples.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        println!("unexpected: {e}");
+    }
+    if counters.unexpected.load(Ordering::Relaxed) > 0 {
+        failures
+            .push(format!("{} unexpected answers or errors", counters.unexpected.load(Ordering::Relaxed)));
+    }
+    let log_size = std::fs::metadata(root.join("daemon.log")).map_or(0, |m| m.len());
+    println!("Audit log: {:.1} MiB.", log_size as f64 / (1024.0 * 1024.0));
+    if failures.is_empty() {
+        println!("PASS: no growth in memory (limit {RSS_GROWTH_KIB} KiB), descriptors or threads.");
+        Ok(super::EXIT_OK)
+    } else {
+        for f in &failures {
+            println!("FAIL: {f}");
+        }
+        Ok(EXIT_FAILURE)
+    }
+}

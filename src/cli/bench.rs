@@ -6,7 +6,10 @@ credentials. Prints a Markdown table of percentiles.
 */
 #![forbid(unsafe_code)]
 
-use std::path::PathBuf;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -127,4 +130,89 @@ pub fn store(host: &HostStore, iterations: usize) -> Result<()> {
         println!("\n(no OS keyring reachable: keyring rows skipped)");
     }
     Ok(())
+}
+
+/// Maps an I/O error to the crate's error with context.
+pub fn io(what: &str) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |e| Error::io(what, e)
+}
+
+/// Where `llxprt-credd` is: beside this program, else on `PATH`.
+pub fn find_credd() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|d| d.join("llxprt-credd")))
+        .filter(|p| p.exists())
+        .unwrap_or_else(|| PathBuf::from("llxprt-credd"))
+}
+
+/// A daemon started by a benchmark; stopped with SIGTERM when dropped.
+pub struct BenchDaemon {
+    child: Child,
+    /// Its socket.
+    pub socket: PathBuf,
+    /// Its pid.
+    pub pid: crate::sys::ProcessId,
+    /// Time from exec to the socket path on stdout (listening).
+    pub ready: Duration,
+}
+
+impl Drop for BenchDaemon {
+    fn drop(&mut self) {
+        let _ = crate::sys::send_signal(self.pid, libc::SIGTERM);
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `credd -D --store file` on the store under `root` (config, data
+/// and log homes beside each other), listening on `root/sock/NAME.sock`
+/// and logging to `root/NAME.log`, with `args` and `env` added; returns
+/// once it listens.
+pub fn start_daemon(
+    credd: &Path,
+    root: &Path,
+    name: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Result<BenchDaemon> {
+    let socket = root.join("sock").join(format!("{name}.sock"));
+    let started = Instant::now();
+    let mut child = Command::new(credd)
+        .args(["-D", "--store", "file", "--print-socket", "--log-file"])
+        .arg(root.join(format!("{name}.log")))
+        .arg("--socket")
+        .arg(&socket)
+        .args(args)
+        .env("LLXPRT_CONFIG_HOME", root.join("config"))
+        .env("LLXPRT_DATA_HOME", root.join("data"))
+        .env("LLXPRT_LOG_HOME", root.join("log"))
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| Error::io(format!("cannot run {}", credd.display()), e))?;
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line).map_err(io("daemon stdout"))?;
+    let ready = started.elapsed();
+    if line.trim() != socket.to_string_lossy() {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(Error::Connection(format!("the daemon did not start (said {line:?})")));
+    }
+    let pid = crate::sys::ProcessId(child.id() as i32);
+    Ok(BenchDaemon { child, socket, pid, ready })
+}
+
+/// Sends one request body as a frame and returns the answer's body.
+pub fn exchange(stream: &mut UnixStream, body: &[u8]) -> std::io::Result<Vec<u8>> {
+    stream.write_all(
+        &crate::protocol::frame::encode_frame(body)
+            .ok_or_else(|| std::io::Error::other("frame too large"))?,
+    )?;
+    let mut header = [0u8; crate::protocol::frame::HEADER_LEN];
+    stream.read_exact(&mut header)?;
+    let len = crate::protocol::frame::frame_len(header).map_err(|e| std::io::Error::other(e.to_string()))?;
+    let mut answer = vec![0u8; len];
+    stream.read_exact(&mut answer)?;
+    Ok(answer)
 }

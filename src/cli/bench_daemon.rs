@@ -17,14 +17,13 @@ Prints Markdown tables. Never touches real credentials.
 */
 #![forbid(unsafe_code)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use super::bench::{Summary, fmt_duration, summarise, temp_root};
+use super::bench::{BenchDaemon, Summary, find_credd, fmt_duration, io, start_daemon, summarise, temp_root};
 use crate::error::{Error, Result};
 use crate::protocol::frame;
 use crate::store::{Backend, HostStore, Paths, TokenStore};
@@ -36,10 +35,6 @@ const HANDSHAKE: &[u8] = br#"{"v":1,"op":"handshake","payload":{"minVersion":1,"
 const REQUEST: &[u8] =
     br#"{"v":1,"id":"00000000-0000-4000-8000-000000000000","op":"get_token","payload":{"provider":"anthropic"}}"#;
 const STARTS: usize = 20;
-
-fn io(what: &str) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |e| Error::io(what, e)
-}
 
 /// One request/response exchange on a blocking stream.
 fn exchange(stream: &mut UnixStream, request: &[u8], buf: &mut Vec<u8>) -> std::io::Result<()> {
@@ -58,45 +53,9 @@ fn connect(socket: &Path) -> Result<UnixStream> {
     Ok(s)
 }
 
-/// A started daemon.
-struct Daemon {
-    child: Child,
-    socket: PathBuf,
-    pid: ProcessId,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = sys::send_signal(self.pid, libc::SIGTERM);
-        let _ = self.child.wait();
-    }
-}
-
-fn start(credd: &Path, root: &Path, n: usize) -> Result<(Daemon, Duration)> {
-    let socket = root.join("sock").join(format!("d{n}.sock"));
-    let started = Instant::now();
-    let mut child = Command::new(credd)
-        .args(["-D", "--store", "file", "--allow", "anthropic", "--rate-limit", "0"])
-        .args(["--max-connections", "128", "--print-socket", "--log-file"])
-        .arg(root.join(format!("daemon{n}.log")))
-        .arg("--socket")
-        .arg(&socket)
-        .env("LLXPRT_CONFIG_HOME", root.join("config"))
-        .env("LLXPRT_DATA_HOME", root.join("data"))
-        .env("LLXPRT_LOG_HOME", root.join("log"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .map_err(|e| Error::io(format!("cannot run {}", credd.display()), e))?;
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line).map_err(io("daemon stdout"))?;
-    let ready = started.elapsed();
-    if line.trim() != socket.to_string_lossy() {
-        let _ = child.kill();
-        return Err(Error::Connection(format!("the daemon did not start (said {line:?})")));
-    }
-    let pid = ProcessId(child.id() as i32);
-    Ok((Daemon { child, socket, pid }, ready))
+fn start(credd: &Path, root: &Path, n: usize) -> Result<BenchDaemon> {
+    let args = ["--allow", "anthropic", "--rate-limit", "0", "--max-connections", "128"];
+    start_daemon(credd, root, &format!("d{n}"), &args, &[])
 }
 
 /// Pins every thread of `pid` (and so the connection threads it starts
@@ -193,15 +152,6 @@ fn latency_row(what: &str, conns: usize, pinning: &str, s: &Summary, floor: Opti
     );
 }
 
-/// Where `llxprt-credd` is: beside this program, else on `PATH`.
-fn find_credd() -> PathBuf {
-    std::env::current_exe()
-        .ok()
-        .and_then(|exe| exe.parent().map(|d| d.join("llxprt-credd")))
-        .filter(|p| p.exists())
-        .unwrap_or_else(|| PathBuf::from("llxprt-credd"))
-}
-
 /// Runs the daemon benchmark with `per_conn` timed round trips per
 /// connection.
 pub fn daemon(per_conn: usize, credd: Option<PathBuf>) -> Result<()> {
@@ -221,10 +171,10 @@ fn run(credd: &Path, root: &Path, per_conn: usize) -> Result<()> {
 
     let mut ready = Vec::new();
     for n in 0..STARTS {
-        ready.push(start(credd, root, n)?.1);
+        ready.push(start(credd, root, n)?.ready);
     }
     let ready = summarise(&mut ready);
-    let (daemon, _) = start(credd, root, STARTS)?;
+    let daemon = start(credd, root, STARTS)?;
     std::thread::sleep(Duration::from_millis(100));
     let idle_start = rss(daemon.pid);
 

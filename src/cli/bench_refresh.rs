@@ -18,20 +18,19 @@ provider calls.
 */
 #![forbid(unsafe_code)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use super::bench::{Summary, fmt_duration, summarise, temp_root};
+use super::bench::{
+    BenchDaemon, Summary, exchange, find_credd, fmt_duration, io, start_daemon, summarise, temp_root,
+};
 use crate::error::{Error, Result};
-use crate::protocol::frame;
 use crate::store::{Backend, HostStore, Paths, TokenStore};
-use crate::sys::{self, ProcessId};
 use crate::token::{OAuthToken, now_unix_seconds};
 
 /// Clients in one storm.
@@ -43,10 +42,6 @@ const ROUNDS: usize = 5;
 /// The margin a storm may add to one refresh.
 const MARGIN: Duration = Duration::from_millis(20);
 const HANDSHAKE: &[u8] = br#"{"v":1,"op":"handshake","payload":{"minVersion":1,"maxVersion":1}}"#;
-
-fn io(what: &str) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |e| Error::io(what, e)
-}
 
 /// The in-process token endpoint: `/oauth/token` counts as a refresh,
 /// any other path only measures the round trip.
@@ -122,53 +117,11 @@ impl Upstream {
     }
 }
 
-struct Daemon {
-    child: Child,
-    socket: PathBuf,
+fn start_refresh_daemon(credd: &Path, root: &Path, token_url: &str) -> Result<BenchDaemon> {
+    let cap = (STORM_CLIENTS + 16).to_string();
+    let args = ["--allow", "anthropic", "--rate-limit", "0", "--max-connections", &cap];
+    start_daemon(credd, root, "refresh", &args, &[("LLXPRT_CREDD_ANTHROPIC_TOKEN_URL", token_url)])
 }
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = sys::send_signal(ProcessId(self.child.id() as i32), libc::SIGTERM);
-        let _ = self.child.wait();
-    }
-}
-
-fn start_daemon(credd: &Path, root: &Path, token_url: &str) -> Result<Daemon> {
-    let socket = root.join("sock").join("refresh.sock");
-    let mut child = Command::new(credd)
-        .args(["-D", "--store", "file", "--allow", "anthropic", "--rate-limit", "0"])
-        .args(["--max-connections", &(STORM_CLIENTS + 16).to_string(), "--print-socket", "--log-file"])
-        .arg(root.join("daemon.log"))
-        .arg("--socket")
-        .arg(&socket)
-        .env("LLXPRT_CONFIG_HOME", root.join("config"))
-        .env("LLXPRT_DATA_HOME", root.join("data"))
-        .env("LLXPRT_LOG_HOME", root.join("log"))
-        .env("LLXPRT_CREDD_ANTHROPIC_TOKEN_URL", token_url)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .map_err(|e| Error::io(format!("cannot run {}", credd.display()), e))?;
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line).map_err(io("daemon stdout"))?;
-    if line.trim() != socket.to_string_lossy() {
-        let _ = child.kill();
-        return Err(Error::Connection(format!("the daemon did not start (said {line:?})")));
-    }
-    Ok(Daemon { child, socket })
-}
-
-fn exchange(stream: &mut UnixStream, request: &[u8]) -> std::io::Result<Vec<u8>> {
-    stream
-        .write_all(&frame::encode_frame(request).ok_or_else(|| std::io::Error::other("frame too large"))?)?;
-    let mut header = [0u8; frame::HEADER_LEN];
-    stream.read_exact(&mut header)?;
-    let mut body = vec![0u8; frame::frame_len(header).map_err(|e| std::io::Error::other(e.to_string()))?];
-    stream.read_exact(&mut body)?;
-    Ok(body)
-}
-
 fn connect(socket: &Path) -> Result<UnixStream> {
     let mut s = UnixStream::connect(socket).map_err(io("connect"))?;
     exchange(&mut s, HANDSHAKE).map_err(io("handshake"))?;
@@ -236,15 +189,6 @@ fn row(what: &str, s: &Summary, max: Duration) {
     );
 }
 
-/// Where `llxprt-credd` is: beside this program, else on `PATH`.
-fn find_credd() -> PathBuf {
-    std::env::current_exe()
-        .ok()
-        .and_then(|exe| exe.parent().map(|d| d.join("llxprt-credd")))
-        .filter(|p| p.exists())
-        .unwrap_or_else(|| PathBuf::from("llxprt-credd"))
-}
-
 /// Runs the refresh-storm benchmark.
 pub fn refresh(credd: Option<PathBuf>) -> Result<()> {
     let credd = credd.unwrap_or_else(find_credd);
@@ -258,7 +202,7 @@ fn run(credd: &Path, root: &Path) -> Result<()> {
     let paths = Paths { data: root.join("data"), log: root.join("log"), config: root.join("config") };
     let host = HostStore::open_at(paths, Backend::File)?;
     let upstream = Upstream::start()?;
-    let daemon = start_daemon(credd, root, &format!("{}/oauth/token", upstream.base))?;
+    let daemon = start_refresh_daemon(credd, root, &format!("{}/oauth/token", upstream.base))?;
 
     let mut rtt = (0..20).map(|_| upstream.round_trip()).collect::<Result<Vec<_>>>()?;
     let rtt = summarise(&mut rtt);

@@ -20,18 +20,16 @@ it, prints a Markdown table, and fails when memory grew by more than
 */
 #![forbid(unsafe_code)]
 
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::io::ErrorKind;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::EXIT_FAILURE;
-use super::bench::{fmt_duration, summarise, temp_root};
+use super::bench::{BenchDaemon, exchange, find_credd, fmt_duration, io, start_daemon, summarise, temp_root};
 use crate::error::{Error, Result};
-use crate::protocol::frame;
 use crate::store::{Backend, HostStore, KeyStore, Paths, TokenStore};
 use crate::sys::{self, ProcessId};
 use crate::token::OAuthToken;
@@ -49,10 +47,6 @@ pub const RSS_GROWTH_KIB: u64 = 4096;
 /// Descriptors and threads may differ this much between two samples under
 /// load (a connection may be between its close and its reconnect).
 const UNDER_LOAD_SLACK: i64 = 4;
-
-fn io(what: &str) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |e| Error::io(what, e)
-}
 
 /// The requests one connection cycles through; `save_token` is sent
 /// separately, once a minute.
@@ -72,17 +66,6 @@ fn mix() -> Vec<(&'static str, serde_json::Value)> {
 }
 
 /// One request/response exchange; the response body.
-fn exchange(stream: &mut UnixStream, payload: &[u8]) -> std::io::Result<Vec<u8>> {
-    stream
-        .write_all(&frame::encode_frame(payload).ok_or_else(|| std::io::Error::other("frame too large"))?)?;
-    let mut header = [0u8; frame::HEADER_LEN];
-    stream.read_exact(&mut header)?;
-    let len = frame::frame_len(header).map_err(|e| std::io::Error::other(e.to_string()))?;
-    let mut body = vec![0u8; len];
-    stream.read_exact(&mut body)?;
-    Ok(body)
-}
-
 fn connect(socket: &Path) -> std::io::Result<UnixStream> {
     let mut s = UnixStream::connect(socket)?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
@@ -249,63 +232,10 @@ fn row(label: &str, at: Duration, s: Sample, counters: &Counters) {
     );
 }
 
-/// A started daemon, stopped on drop.
-struct Daemon {
-    child: Child,
-    pid: ProcessId,
+fn start(credd: &Path, root: &Path) -> Result<BenchDaemon> {
+    let args = ["--allow", "anthropic", "--allow-key", "OPENAI", "--allow-key", "GEMINI"];
+    start_daemon(credd, root, "daemon", &args, &[])
 }
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = sys::send_signal(self.pid, libc::SIGTERM);
-        let _ = self.child.wait();
-    }
-}
-
-fn start(credd: &Path, root: &Path) -> Result<(Daemon, PathBuf)> {
-    let socket = root.join("sock").join("soak.sock");
-    let mut child = Command::new(credd)
-        .args([
-            "-D",
-            "--store",
-            "file",
-            "--allow",
-            "anthropic",
-            "--allow-key",
-            "OPENAI",
-            "--allow-key",
-            "GEMINI",
-        ])
-        .args(["--print-socket", "--log-file"])
-        .arg(root.join("daemon.log"))
-        .arg("--socket")
-        .arg(&socket)
-        .env("LLXPRT_CONFIG_HOME", root.join("config"))
-        .env("LLXPRT_DATA_HOME", root.join("data"))
-        .env("LLXPRT_LOG_HOME", root.join("log"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .map_err(|e| Error::io(format!("cannot run {}", credd.display()), e))?;
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line).map_err(io("daemon stdout"))?;
-    if line.trim() != socket.to_string_lossy() {
-        let _ = child.kill();
-        return Err(Error::Connection(format!("the daemon did not start (said {line:?})")));
-    }
-    let pid = ProcessId(child.id() as i32);
-    Ok((Daemon { child, pid }, socket))
-}
-
-/// Where `llxprt-credd` is: beside this program, else on `PATH`.
-fn find_credd() -> PathBuf {
-    std::env::current_exe()
-        .ok()
-        .and_then(|exe| exe.parent().map(|d| d.join("llxprt-credd")))
-        .filter(|p| p.exists())
-        .unwrap_or_else(|| PathBuf::from("llxprt-credd"))
-}
-
 /// Runs the soak for `minutes`; the exit code (1 when something grew or
 /// requests failed).
 pub fn soak(minutes: u64, credd: Option<PathBuf>) -> Result<i32> {
@@ -324,7 +254,8 @@ fn run(credd: &Path, root: &Path, length: Duration) -> Result<i32> {
     host.tokens.save_token("anthropic", None, &OAuthToken::from_map(token)?)?;
     host.keys.save_key("OPENAI", "sk-soak-openai")?;
     host.keys.save_key("GEMINI", "soak-gemini")?;
-    let (daemon, socket) = start(credd, root)?;
+    let daemon = start(credd, root)?;
+    let socket = daemon.socket.clone();
 
     // Warm the cache (the first read decrypts: scrypt), then the idle baseline.
     let mut warm = connect(&socket).map_err(io("warm-up"))?;

@@ -163,33 +163,16 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
     let mut flow = None;
     let mut bucket: Option<String> = None;
     let mut minutes: Option<u64> = None;
+    let mut early = None;
     while let Some(arg) = parser.next().map_err(usage)? {
         match arg {
             Short('h') | Long("help") => {
-                let command = Command::Help;
-                return Ok(Args {
-                    command,
-                    store,
-                    log_level,
-                    iterations,
-                    socket,
-                    capability_file,
-                    profile,
-                    flow,
-                });
+                early = Some(Command::Help);
+                break;
             }
             Short('V') | Long("version") => {
-                let command = Command::Version;
-                return Ok(Args {
-                    command,
-                    store,
-                    log_level,
-                    iterations,
-                    socket,
-                    capability_file,
-                    profile,
-                    flow,
-                });
+                early = Some(Command::Version);
+                break;
             }
             Long("bucket") => bucket = Some(string_value(parser.value().map_err(usage)?, "--bucket")?),
             Long("flow") => {
@@ -234,6 +217,9 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
             Value(v) => words.push(string_value(v, "argument")?),
             _ => return Err(usage(arg.unexpected())),
         }
+    }
+    if let Some(command) = early {
+        return Ok(Args { command, store, log_level, iterations, socket, capability_file, profile, flow });
     }
     let w: Vec<&str> = words.iter().map(String::as_str).collect();
     let pb = |s: &str| provider_bucket(s);

@@ -15,7 +15,7 @@ export LLXPRT_DATA_HOME="$demo/data" LLXPRT_LOG_HOME="$demo/log" LLXPRT_CONFIG_H
 export LLXPRT_CREDD_STORE=file
 mkdir -p "$LLXPRT_CONFIG_HOME/profiles"
 cat > "$LLXPRT_CONFIG_HOME/profiles/demo.json" <<'JSON'
-{"version":1,"provider":"anthropic","model":"claude-sonnet-4","auth":{"type":"oauth","buckets":["default"]},"ephemeralSettings":{"auth-key-name":"DEMO_OPENAI_KEY"}}
+{"version":1,"provider":"claudecode","model":"claude-sonnet-4","auth":{"type":"oauth","buckets":["default"]},"ephemeralSettings":{"auth-key-name":"DEMO_OPENAI_KEY"}}
 JSON
 set -x
 printf 'sk-demo-not-a-real-key\n' | $cred key set DEMO_OPENAI_KEY
@@ -23,20 +23,20 @@ $cred key list
 $cred key get DEMO_OPENAI_KEY
 expiry=$(( $(date +%s) + 3600 ))
 printf '{"access_token":"demo-access","refresh_token":"demo-refresh-stays-on-host","expiry":%s,"token_type":"Bearer","scope":"user:inference"}' "$expiry" \
-  | $cred token import anthropic
+  | $cred token import claudecode
 $cred token list
-$cred token show anthropic
+$cred token show claudecode
 printf 'sk-outside-the-profile\n' | $cred key set OTHER_KEY
 $cred doctor --profile demo
 ls -l "$LLXPRT_DATA_HOME/secure-store/llxprt-code-oauth" "$LLXPRT_DATA_HOME/provider-keys"
-head -c 120 "$LLXPRT_DATA_HOME/secure-store/llxprt-code-oauth/anthropic%3Adefault.enc"; echo
+head -c 120 "$LLXPRT_DATA_HOME/secure-store/llxprt-code-oauth/claudecode%3Adefault.enc"; echo
 
 # The daemon, in exec mode: the command plays the sandbox.
 target/release/llxprt-credd --profile demo --capability-file "$demo/capability.env" -- sh -c '
   set -x
   cred=target/release/llxprt-cred
   $cred status
-  $cred get anthropic
+  $cred get claudecode
   $cred get-key DEMO_OPENAI_KEY
   $cred get-key OTHER_KEY || echo "OTHER_KEY is outside the demo profile: refused"
 '

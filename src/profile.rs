@@ -2,8 +2,9 @@
 llxprt-code profile files → the [`Scope`] a daemon serves.
 
 A profile lives at `{config}/profiles/{NAME}.json`. A standard profile
-names a `provider`; when `auth.type` is `"oauth"` its OAuth buckets are
-`auth.buckets` (trimmed, non-empty) or `["default"]`; a stored API key is
+names a `provider`; when `auth.type` is `"oauth"` (or the provider is
+`claudecode`, the Claude subscription, and there is no `auth.type`) its
+OAuth buckets are `auth.buckets` (trimmed, non-empty) or `["default"]`; a stored API key is
 named by `ephemeralSettings["auth-key-name"]`. A load-balancer profile
 (`"type": "loadbalancer"`) lists other profiles by name in `profiles`; its
 scope is the union of theirs. `--allow PROVIDER[:BUCKET]` and
@@ -18,6 +19,9 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::store::names::{DEFAULT_BUCKET, is_valid_key_name, is_valid_provider_name};
+
+/// The provider llxprt-code uses only with OAuth (the Claude subscription).
+const OAUTH_ONLY_PROVIDER: &str = "claudecode";
 
 /// How deep load-balancer profiles may nest.
 const MAX_PROFILE_DEPTH: usize = 8;
@@ -78,6 +82,28 @@ impl Scope {
         }
         self.keys.insert(name.to_owned());
         Ok(())
+    }
+
+    /// Whether nothing at all is in scope.
+    pub fn is_empty(&self) -> bool {
+        self.oauth.is_empty() && self.keys.is_empty()
+    }
+
+    /// What both scopes allow (a SIGHUP may only narrow, SPEC §11.4).
+    pub fn intersect(&self, other: &Scope) -> Scope {
+        let mut oauth = BTreeMap::new();
+        for (provider, mine) in &self.oauth {
+            let Some(theirs) = other.oauth.get(provider) else { continue };
+            let both = match (mine, theirs) {
+                (None, None) => None,
+                (None, Some(b)) | (Some(b), None) => Some(b.clone()),
+                (Some(a), Some(b)) => Some(a.intersection(b).cloned().collect::<BTreeSet<_>>()),
+            };
+            if both.as_ref().is_none_or(|b| !b.is_empty()) {
+                oauth.insert(provider.clone(), both);
+            }
+        }
+        Scope { oauth, keys: self.keys.intersection(&other.keys).cloned().collect() }
     }
 
     /// One line describing the scope, for logs and `doctor`.
@@ -148,7 +174,12 @@ fn add_profile_value(dir: &Path, name: &str, value: &Value, scope: &mut Scope, d
     }
     let provider = obj.get("provider").and_then(Value::as_str).map(str::trim).unwrap_or_default();
     let auth = obj.get("auth");
-    if auth.and_then(|a| a.get("type")).and_then(Value::as_str) == Some("oauth") {
+    let auth_type = auth.and_then(|a| a.get("type")).and_then(Value::as_str);
+    // `claudecode` is an OAuth-only identity in llxprt-code (the Claude
+    // subscription): a profile naming it logs in with OAuth even when it
+    // carries no `auth` object (`/profile save model` without buckets).
+    let oauth = auth_type == Some("oauth") || (provider == OAUTH_ONLY_PROVIDER && auth_type.is_none());
+    if oauth {
         if !is_valid_provider_name(provider) {
             return Err(Error::Usage(format!("profile {name:?}: provider {provider:?} is not a valid name")));
         }
@@ -225,6 +256,61 @@ mod tests {
         assert!(load_scope(&d, "loop").is_err());
         assert!(load_scope(&d, "../etc/passwd").is_err());
         assert!(load_scope(&d, "missing").is_err());
+    }
+
+    #[test]
+    fn claudecode_profiles_scope_their_buckets() {
+        let d = dir(&[
+            (
+                "max",
+                r#"{"version":1,"provider":"claudecode","model":"claude-opus-4","modelParams":{},"ephemeralSettings":{},"auth":{"type":"oauth","buckets":["work","personal"]}}"#,
+            ),
+            (
+                "bare",
+                r#"{"version":1,"provider":"claudecode","model":"m","modelParams":{},"ephemeralSettings":{}}"#,
+            ),
+            (
+                "api",
+                r#"{"version":1,"provider":"anthropic","model":"m","modelParams":{},"ephemeralSettings":{"auth-key-name":"mykey"}}"#,
+            ),
+            (
+                "lb",
+                r#"{"version":1,"type":"loadbalancer","policy":"failover","profiles":["max","api"],"provider":"","model":"","modelParams":{},"ephemeralSettings":{}}"#,
+            ),
+        ]);
+        let s = load_scope(&d, "max").unwrap();
+        assert_eq!(s.describe(), "oauth [claudecode:personal claudecode:work] keys []");
+        let s = load_scope(&d, "bare").unwrap();
+        assert_eq!(
+            s.describe(),
+            "oauth [claudecode:default] keys []",
+            "claudecode is OAuth without an auth object"
+        );
+        let s = load_scope(&d, "api").unwrap();
+        assert_eq!(s.describe(), "oauth [] keys [mykey]", "anthropic with a key name scopes the key only");
+        let s = load_scope(&d, "lb").unwrap();
+        assert_eq!(s.describe(), "oauth [claudecode:personal claudecode:work] keys [mykey]");
+    }
+
+    #[test]
+    fn intersect_only_narrows() {
+        let mut a = Scope::default();
+        a.allow("claudecode:work").unwrap();
+        a.allow("claudecode:home").unwrap();
+        a.allow("codex").unwrap();
+        a.allow_key("K1").unwrap();
+        a.allow_key("K2").unwrap();
+        let mut b = Scope::default();
+        b.allow("claudecode:work").unwrap();
+        b.allow("claudecode:extra").unwrap();
+        b.allow("codex:one").unwrap();
+        b.allow("gemini").unwrap();
+        b.allow_key("K2").unwrap();
+        b.allow_key("K3").unwrap();
+        assert_eq!(a.intersect(&b).describe(), "oauth [claudecode:work codex:one] keys [K2]");
+        assert_eq!(b.intersect(&a), a.intersect(&b));
+        assert!(a.intersect(&Scope::default()).is_empty());
+        assert_eq!(a.intersect(&a), a);
     }
 
     #[test]

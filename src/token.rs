@@ -12,6 +12,10 @@ llxprt-code can read, and the other way round.
 - [`OAuthToken::merge`] combines a stored token with a new one without ever
   losing the stored `refresh_token` (or any other field) to an absent, null
   or empty value.
+- [`OAuthToken::sandbox_update`] is what a save from the sandbox may do:
+  change the access token, its expiry, type and scope, nothing else.
+- [`OAuthToken::same_account`] decides whether a login from the sandbox may
+  replace a stored one.
 */
 #![forbid(unsafe_code)]
 
@@ -42,6 +46,8 @@ pub struct OAuthToken(Map<String, Value>);
 pub struct SanitizedToken(Map<String, Value>);
 
 const REFRESH_TOKEN: &str = "refresh_token";
+/// The only fields a save from the sandbox may change (SPEC §11.2).
+pub const SANDBOX_WRITABLE_FIELDS: [&str; 4] = ["access_token", "expiry", "token_type", "scope"];
 
 impl OAuthToken {
     /// Validates a JSON object as a token (llxprt-code's schema: string
@@ -142,6 +148,40 @@ impl OAuthToken {
             }
         }
         OAuthToken(merged)
+    }
+
+    /// What a save from the sandbox does to the stored record (SPEC §11.2):
+    /// only [`SANDBOX_WRITABLE_FIELDS`] come from `incoming`; every other
+    /// field (the refresh token, `account_id`, `id_token`, `resource_url`,
+    /// anything unknown) keeps the stored value or stays absent. So a
+    /// record never grows through the socket and a sandbox cannot re-point
+    /// the host's login. `None` when `incoming` lacks a valid
+    /// `access_token`/`expiry`/`token_type`.
+    pub fn sandbox_update(stored: Option<&OAuthToken>, incoming: &Map<String, Value>) -> Option<OAuthToken> {
+        let mut record = stored.map(|s| s.0.clone()).unwrap_or_default();
+        for field in SANDBOX_WRITABLE_FIELDS {
+            match incoming.get(field) {
+                Some(v) if !v.is_null() => {
+                    record.insert(field.to_owned(), v.clone());
+                }
+                _ if field == "scope" => {}
+                _ => return None,
+            }
+        }
+        OAuthToken::from_map(record).ok()
+    }
+
+    /// The account this login belongs to, where the provider names one
+    /// (Codex: `account_id`, taken from the id_token's claims).
+    pub fn account(&self) -> Option<&str> {
+        self.0.get("account_id").and_then(Value::as_str).filter(|a| !a.is_empty())
+    }
+
+    /// Whether `new`, a completed login, may replace `stored` when the
+    /// login came from the sandbox (SPEC §11.3): only over nothing, or over
+    /// a login of the same account; where either side names no account, no.
+    pub fn same_account(stored: &OAuthToken, new: &OAuthToken) -> bool {
+        matches!((stored.account(), new.account()), (Some(a), Some(b)) if a == b)
     }
 
     /// Whether the token expires within `seconds` of `now` (Unix seconds).
@@ -277,5 +317,53 @@ mod tests {
         let t = OAuthToken::from_json(text).unwrap();
         assert_eq!(OAuthToken::from_json(&t.to_json()).unwrap(), t);
         assert_eq!(t.fields()["nested"]["k"][1], 2);
+    }
+
+    #[test]
+    fn a_sandbox_update_changes_only_the_four_fields() {
+        let stored = OAuthToken::from_value(serde_json::json!({
+            "access_token":"old","expiry":100.0,"token_type":"Bearer","refresh_token":"rt-host",
+            "account_id":"acct-host","id_token":"idt","resource_url":"https://r","custom":1}))
+        .unwrap();
+        let incoming = serde_json::json!({
+            "access_token":"new","expiry":200.0,"token_type":"bearer","scope":"s",
+            "refresh_token":"rt-evil","account_id":"acct-evil","id_token":"evil","resource_url":"https://evil",
+            "planted":"x".repeat(100)});
+        let updated = OAuthToken::sandbox_update(Some(&stored), incoming.as_object().unwrap()).unwrap();
+        let f = updated.fields();
+        assert_eq!((f["access_token"].as_str(), f["expiry"].as_f64()), (Some("new"), Some(200.0)));
+        assert_eq!((f["token_type"].as_str(), f["scope"].as_str()), (Some("bearer"), Some("s")));
+        assert_eq!(updated.refresh_token(), Some("rt-host"));
+        assert_eq!((f["account_id"].as_str(), f["id_token"].as_str()), (Some("acct-host"), Some("idt")));
+        assert_eq!((f["resource_url"].as_str(), f["custom"].as_i64()), (Some("https://r"), Some(1)));
+        assert!(!f.contains_key("planted"));
+        let fresh = OAuthToken::sandbox_update(None, incoming.as_object().unwrap()).unwrap();
+        assert_eq!(
+            fresh.fields().len(),
+            4,
+            "into an empty bucket only the four fields: {:?}",
+            fresh.fields().keys()
+        );
+        let bad = serde_json::json!({"access_token":"a","expiry":1.0});
+        assert!(
+            OAuthToken::sandbox_update(Some(&stored), bad.as_object().unwrap()).is_none(),
+            "no token_type"
+        );
+    }
+
+    #[test]
+    fn same_account_needs_both_sides_to_name_the_same_account() {
+        let t = |acct: Option<&str>| {
+            let mut v = serde_json::json!({"access_token":"a","expiry":1.0,"token_type":"Bearer"});
+            if let Some(a) = acct {
+                v["account_id"] = a.into();
+            }
+            OAuthToken::from_value(v).unwrap()
+        };
+        assert!(OAuthToken::same_account(&t(Some("a1")), &t(Some("a1"))));
+        assert!(!OAuthToken::same_account(&t(Some("a1")), &t(Some("a2"))));
+        assert!(!OAuthToken::same_account(&t(None), &t(Some("a1"))));
+        assert!(!OAuthToken::same_account(&t(Some("a1")), &t(None)));
+        assert!(!OAuthToken::same_account(&t(None), &t(None)));
     }
 }

@@ -166,8 +166,9 @@ impl Drop for BenchDaemon {
 
 /// Starts `credd -D --store file` on the store under `root` (config, data
 /// and log homes beside each other), listening on `root/sock/NAME.sock`
-/// and logging to `root/NAME.log`, with `args` and `env` added; returns
-/// once it listens.
+/// and logging to `root/NAME.log`, without a capability token (the
+/// benchmarks measure requests, not the handshake), with `args` and `env`
+/// added; returns once it listens.
 pub fn start_daemon(
     credd: &Path,
     root: &Path,
@@ -178,7 +179,7 @@ pub fn start_daemon(
     let socket = root.join("sock").join(format!("{name}.sock"));
     let started = Instant::now();
     let mut child = Command::new(credd)
-        .args(["-D", "--store", "file", "--print-socket", "--log-file"])
+        .args(["-D", "--store", "file", "--no-capability", "--print-socket", "--log-file"])
         .arg(root.join(format!("{name}.log")))
         .arg("--socket")
         .arg(&socket)

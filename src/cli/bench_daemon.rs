@@ -33,7 +33,7 @@ use crate::token::OAuthToken;
 const TOKEN: &str = r#"{"access_token":"bench-access-token-0123456789abcdef","refresh_token":"bench-refresh","expiry":1893456000,"token_type":"Bearer","scope":"user:inference"}"#;
 const HANDSHAKE: &[u8] = br#"{"v":1,"op":"handshake","payload":{"minVersion":1,"maxVersion":2}}"#;
 const REQUEST: &[u8] =
-    br#"{"v":1,"id":"00000000-0000-4000-8000-000000000000","op":"get_token","payload":{"provider":"anthropic"}}"#;
+    br#"{"v":1,"id":"00000000-0000-4000-8000-000000000000","op":"get_token","payload":{"provider":"claudecode"}}"#;
 const STARTS: usize = 20;
 
 /// One request/response exchange on a blocking stream.
@@ -54,7 +54,7 @@ fn connect(socket: &Path) -> Result<UnixStream> {
 }
 
 fn start(credd: &Path, root: &Path, n: usize) -> Result<BenchDaemon> {
-    let args = ["--allow", "anthropic", "--rate-limit", "0", "--max-connections", "128"];
+    let args = ["--allow", "claudecode", "--rate-limit", "0", "--max-connections", "128"];
     start_daemon(credd, root, &format!("d{n}"), &args, &[])
 }
 
@@ -167,7 +167,7 @@ fn run(credd: &Path, root: &Path, per_conn: usize) -> Result<()> {
     let host = HostStore::open_at(paths, Backend::File)?;
     let token: serde_json::Map<String, serde_json::Value> =
         serde_json::from_str(TOKEN).map_err(|e| Error::Usage(e.to_string()))?;
-    host.tokens.save_token("anthropic", None, &OAuthToken::from_map(token)?)?;
+    host.tokens.save_token("claudecode", None, &OAuthToken::from_map(token)?)?;
 
     let mut ready = Vec::new();
     for n in 0..STARTS {

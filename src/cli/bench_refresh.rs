@@ -119,8 +119,8 @@ impl Upstream {
 
 fn start_refresh_daemon(credd: &Path, root: &Path, token_url: &str) -> Result<BenchDaemon> {
     let cap = (STORM_CLIENTS + 16).to_string();
-    let args = ["--allow", "anthropic", "--rate-limit", "0", "--max-connections", &cap];
-    start_daemon(credd, root, "refresh", &args, &[("LLXPRT_CREDD_ANTHROPIC_TOKEN_URL", token_url)])
+    let args = ["--allow", "claudecode", "--rate-limit", "0", "--max-connections", &cap];
+    start_daemon(credd, root, "refresh", &args, &[("LLXPRT_CREDD_CLAUDECODE_TOKEN_URL", token_url)])
 }
 fn connect(socket: &Path) -> Result<UnixStream> {
     let mut s = UnixStream::connect(socket).map_err(io("connect"))?;
@@ -129,7 +129,7 @@ fn connect(socket: &Path) -> Result<UnixStream> {
 }
 
 fn request(op: &str, bucket: &str) -> Vec<u8> {
-    format!(r#"{{"v":1,"id":"b","op":"{op}","payload":{{"provider":"anthropic","bucket":"{bucket}"}}}}"#)
+    format!(r#"{{"v":1,"id":"b","op":"{op}","payload":{{"provider":"claudecode","bucket":"{bucket}"}}}}"#)
         .into_bytes()
 }
 
@@ -142,7 +142,7 @@ fn ok_access(answer: &[u8]) -> Option<String> {
 fn prepare(host: &HostStore, socket: &Path, bucket: &str) -> Result<()> {
     let token = serde_json::json!({"access_token":"bench-expired","refresh_token":"bench-refresh",
         "expiry": (now_unix_seconds() - 60.0).floor(), "token_type":"Bearer"});
-    host.tokens.save_token("anthropic", Some(bucket), &OAuthToken::from_value(token)?)?;
+    host.tokens.save_token("claudecode", Some(bucket), &OAuthToken::from_value(token)?)?;
     let mut s = connect(socket)?;
     exchange(&mut s, &request("get_bucket_stats", bucket)).map_err(io("warm-up"))?;
     Ok(())
@@ -211,7 +211,7 @@ fn run(credd: &Path, root: &Path) -> Result<()> {
     let mut writes = Vec::new();
     for _ in 0..5 {
         let t = Instant::now();
-        host.tokens.save_token("anthropic", Some("bench-write"), &sample)?;
+        host.tokens.save_token("claudecode", Some("bench-write"), &sample)?;
         writes.push(t.elapsed());
     }
     let writes = summarise(&mut writes);

@@ -53,13 +53,13 @@ const UNDER_LOAD_SLACK: i64 = 4;
 fn mix() -> Vec<(&'static str, serde_json::Value)> {
     use serde_json::json;
     vec![
-        ("get_token", json!({"provider": "anthropic"})),
+        ("get_token", json!({"provider": "claudecode"})),
         ("get_api_key", json!({"name": "OPENAI"})),
         ("has_api_key", json!({"name": "GEMINI"})),
         ("list_api_keys", json!({})),
         ("list_providers", json!({})),
-        ("list_buckets", json!({"provider": "anthropic"})),
-        ("get_bucket_stats", json!({"provider": "anthropic"})),
+        ("list_buckets", json!({"provider": "claudecode"})),
+        ("get_bucket_stats", json!({"provider": "claudecode"})),
         ("get_api_key", json!({"name": "OUTSIDE"})),
         ("get_token", json!({"provider": ""})),
     ]
@@ -153,9 +153,10 @@ fn load(socket: PathBuf, index: usize, stop: Arc<AtomicBool>, counters: Arc<Coun
         n += 1;
         let (op, payload) = if Instant::now() >= save_at {
             save_at += Duration::from_secs(60);
-            let token = serde_json::json!({"access_token": format!("soak-{index}-{n}"), "expiry": 1893456000,
+            let expiry = (crate::token::now_unix_seconds() + 3600.0).floor();
+            let token = serde_json::json!({"access_token": format!("soak-{index}-{n}"), "expiry": expiry,
                 "token_type": "Bearer"});
-            ("save_token", serde_json::json!({"provider": "anthropic", "token": token}))
+            ("save_token", serde_json::json!({"provider": "claudecode", "token": token}))
         } else {
             let (op, p) = &mix[(n as usize) % mix.len()];
             (*op, p.clone())
@@ -233,7 +234,8 @@ fn row(label: &str, at: Duration, s: Sample, counters: &Counters) {
 }
 
 fn start(credd: &Path, root: &Path) -> Result<BenchDaemon> {
-    let args = ["--allow", "anthropic", "--allow-key", "OPENAI", "--allow-key", "GEMINI"];
+    let args =
+        ["--permit", "write", "--allow", "claudecode", "--allow-key", "OPENAI", "--allow-key", "GEMINI"];
     start_daemon(credd, root, "daemon", &args, &[])
 }
 /// Runs the soak for `minutes`; the exit code (1 when something grew or
@@ -251,7 +253,7 @@ fn run(credd: &Path, root: &Path, length: Duration) -> Result<i32> {
     let host = HostStore::open_at(paths, Backend::File)?;
     let token: serde_json::Map<String, serde_json::Value> =
         serde_json::from_str(TOKEN).map_err(|e| Error::Usage(e.to_string()))?;
-    host.tokens.save_token("anthropic", None, &OAuthToken::from_map(token)?)?;
+    host.tokens.save_token("claudecode", None, &OAuthToken::from_map(token)?)?;
     host.keys.save_key("OPENAI", "sk-soak-openai")?;
     host.keys.save_key("GEMINI", "soak-gemini")?;
     let daemon = start(credd, root)?;
@@ -260,7 +262,7 @@ fn run(credd: &Path, root: &Path, length: Duration) -> Result<i32> {
     // Warm the cache (the first read decrypts: scrypt), then the idle baseline.
     let mut warm = connect(&socket).map_err(io("warm-up"))?;
     for op in [
-        &br#"{"v":1,"id":"w1","op":"get_token","payload":{"provider":"anthropic"}}"#[..],
+        &br#"{"v":1,"id":"w1","op":"get_token","payload":{"provider":"claudecode"}}"#[..],
         br#"{"v":1,"id":"w2","op":"get_api_key","payload":{"name":"OPENAI"}}"#,
     ] {
         let r = exchange(&mut warm, op).map_err(io("warm-up"))?;

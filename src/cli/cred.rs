@@ -442,7 +442,8 @@ fn login(args: &Args, provider: &str, bucket: Option<&str>) -> Result<i32> {
         run_login(&adapter, provider, bucket, args.flow)?
     } else {
         let host = HostStore::open(resolve_backend(args.store)?)?;
-        let config = crate::oauth::OAuthConfig::load(&host.paths.config)?;
+        let mut config = crate::oauth::OAuthConfig::load(None)?;
+        config.login_origin = crate::oauth::LoginOrigin::Host;
         let driver = HostLogins { logins: config.logins(host.tokens.clone())? };
         run_login(&driver, provider, bucket, args.flow)?
     };
@@ -719,6 +720,7 @@ fn doctor(host: &HostStore, profile: Option<&str>) -> Result<i32> {
             Err((report, fix)) => f.problem(format!("{what}: {} ({report})", dir.display()), fix)?,
         }
     }
+    legacy_claude_note(host, &f)?;
     f.line(format!("oauth fallback dir: {}", host.tokens.secure_store().dir().display()))?;
     f.line(format!("api key fallback dir: {}", host.keys.secure_store().dir().display()))?;
     if let Some(name) = profile {
@@ -731,6 +733,30 @@ fn doctor(host: &HostStore, profile: Option<&str>) -> Result<i32> {
         f.line(format!("{} problem(s) found", f.problems))?;
         Ok(EXIT_FAILURE)
     }
+}
+
+/// A Claude subscription login stored only under the name older
+/// llxprt-code releases used (`anthropic:*`): current llxprt-code asks for
+/// `claudecode` and will not use it.
+fn legacy_claude_note(host: &HostStore, f: &Findings) -> Result<()> {
+    use crate::oauth::provider::{CLAUDE_SUBSCRIPTION, CLAUDE_SUBSCRIPTION_LEGACY};
+    let providers = host.tokens.list_providers().unwrap_or_default();
+    if providers.iter().any(|p| p == CLAUDE_SUBSCRIPTION)
+        || !providers.iter().any(|p| p == CLAUDE_SUBSCRIPTION_LEGACY)
+    {
+        return Ok(());
+    }
+    let buckets = host.tokens.list_buckets(CLAUDE_SUBSCRIPTION_LEGACY).unwrap_or_default();
+    let logins: Vec<String> = buckets.iter().map(|b| format!("{CLAUDE_SUBSCRIPTION_LEGACY}:{b}")).collect();
+    f.note(
+        format!(
+            "Claude subscription login stored as {} only: llxprt-code releases since its July 2026 split \
+             of Claude Code OAuth from Anthropic API access look for {CLAUDE_SUBSCRIPTION}:BUCKET and will \
+             not use it (older releases still do)",
+            logins.join(" ")
+        ),
+        format!("log in again for current llxprt-code: llxprt-cred login {CLAUDE_SUBSCRIPTION} (add --bucket NAME for a named bucket)"),
+    )
 }
 
 fn count_encrypted_files(host: &HostStore) -> usize {
@@ -756,6 +782,10 @@ fn doctor_profile(host: &HostStore, name: &str, f: &mut Findings) -> Result<()> 
         }
     };
     f.line(format!("profile {name}: {}", scope.describe()))?;
+    f.line(format!(
+        "profile {name}: a sandbox of llxprt-credd --profile {name} may read this scope only; \
+         refresh_token, logins and save/remove need --permit refresh|login|write"
+    ))?;
     if scope.oauth.is_empty() && scope.keys.is_empty() {
         f.problem(
             format!("profile {name}: serves nothing"),

@@ -18,6 +18,7 @@ use crate::error::{Error, Result};
 use crate::log::{self, Level};
 use crate::profile::{self, Scope};
 use crate::secret::SecretString;
+use crate::server::permit::Permits;
 use crate::server::{self, Server, ServerConfig, socket};
 use crate::store::{Backend, HostStore, resolve_backend};
 use crate::sys::{self, UserId};
@@ -40,12 +41,18 @@ Options:
   --allow PROVIDER[:BUCKET]
                           also serve this provider (all buckets) or bucket
   --allow-key NAME        also serve this API key
-  --allow-uid UID         also accept connections from this uid
-  --socket PATH           listen here (default: $TMPDIR/llxprt-cred-UID/llxprt-cred-PID-NONCE.sock)
+  --allow-uid UID         also accept connections from this uid (a POSIX ACL lets it reach the socket)
+  --permit CLASS[,CLASS]  also let the sandbox refresh (refresh_token), log in
+                          (oauth_*) or write (save_token, remove_token); default: read only
+  --socket PATH           listen here (default: $XDG_RUNTIME_DIR/llxprt-cred/, else
+                          $TMPDIR/llxprt-cred-UID/; file llxprt-cred-PID-NONCE.sock)
   --store auto|keyring|file
                           force a store backend (default: $LLXPRT_CREDD_STORE, else auto)
-  --capability-file PATH  require a capability token; write it to PATH as an env file
-  --capability-fd N       require a capability token; write it and a newline to descriptor N
+  --capability-file PATH  write the capability token to PATH as an env file
+  --capability-fd N       write the capability token and a newline to descriptor N
+  --no-capability         require no capability token (default: one is required; without
+                          the two flags above it goes to $XDG_RUNTIME_DIR/llxprt-cred-capability/)
+  --providers-file PATH   OAuth endpoints and clients from PATH (default: $LLXPRT_CREDD_PROVIDERS_FILE)
   --max-connections N     connection cap (default 64)
   --rate-limit N          requests per second per connection, 0 = off (default 60)
   --log-level LEVEL       error, warn, info or debug (default: info)
@@ -59,17 +66,21 @@ Options:
   -h, --help              print this help
   -V, --version           print the version
 
-Signals: SIGINT/SIGTERM stop it (5 s grace, socket removed); SIGHUP re-reads
-the profile (in exec mode all three go to the command instead).
+The sandbox is untrusted: by default it may only read what the profile
+names; a capability token is required; a profile that names nothing is
+refused. Signals: SIGINT/SIGTERM stop it (5 s grace, socket removed);
+SIGHUP re-reads the profile and applies it only where it narrows the scope
+(in exec mode all three go to the command instead).
 Socket activation: with -D or a COMMAND, when LISTEN_PID is this process,
 the listening socket on descriptor 3 (LISTEN_FDS) is served instead.
-OAuth tokens are refreshed on the host (on request, near expiry, and before
-expiry). Token endpoints: credd-providers.json in llxprt-code's config
-directory ($LLXPRT_CONFIG_HOME, else ~/.config/llxprt-code), then
-LLXPRT_CREDD_<PROVIDER>_TOKEN_URL and LLXPRT_CREDD_<PROVIDER>_CLIENT_ID.
-OAuth logins run on the host for the sandbox (oauth_initiate/exchange/poll/
-cancel; Anthropic code-paste, Codex browser redirect and device code); login
-sessions last 10 minutes ($LLXPRT_OAUTH_SESSION_TIMEOUT_SECONDS).
+OAuth tokens are refreshed on the host (near expiry and before expiry;
+on request with --permit refresh). Providers: claudecode (the Claude
+subscription; anthropic for stores of older llxprt-code) and codex, then
+the providers file, then LLXPRT_CREDD_<PROVIDER>_TOKEN_URL and
+LLXPRT_CREDD_<PROVIDER>_CLIENT_ID. With --permit login, OAuth logins run on
+the host for the sandbox (claudecode code-paste, Codex browser redirect and
+device code) and may fill an empty bucket or renew the same account only;
+login sessions last 10 minutes ($LLXPRT_OAUTH_SESSION_TIMEOUT_SECONDS).
 ";
 
 /// How to announce the socket on stdout.
@@ -96,6 +107,12 @@ pub struct Args {
     pub allow_keys: Vec<String>,
     /// `--allow-uid`.
     pub allow_uids: Vec<u32>,
+    /// `--permit`.
+    pub permits: Permits,
+    /// `--no-capability`.
+    pub no_capability: bool,
+    /// `--providers-file`.
+    pub providers_file: Option<PathBuf>,
     /// `--socket`.
     pub socket: Option<PathBuf>,
     /// `--store`.
@@ -140,6 +157,9 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
         allow: vec![],
         allow_keys: vec![],
         allow_uids: vec![],
+        permits: Permits::read_only(),
+        no_capability: false,
+        providers_file: None,
         socket: None,
         store: None,
         capability_file: None,
@@ -167,6 +187,9 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
                 a.allow_keys.push(string_value(parser.value().map_err(usage)?, "--allow-key")?)
             }
             Long("allow-uid") => a.allow_uids.push(number(&mut parser, "--allow-uid")?),
+            Long("permit") => a.permits.add(&string_value(parser.value().map_err(usage)?, "--permit")?)?,
+            Long("no-capability") => a.no_capability = true,
+            Long("providers-file") => a.providers_file = Some(parser.value().map_err(usage)?.into()),
             Long("socket") => a.socket = Some(parser.value().map_err(usage)?.into()),
             Long("store") => {
                 let v = string_value(parser.value().map_err(usage)?, "--store")?;
@@ -211,6 +234,11 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
     }
     if a.profile.is_none() && a.allow.is_empty() && a.allow_keys.is_empty() {
         return Err(Error::Usage("--profile NAME is required (or --allow/--allow-key)".into()));
+    }
+    if a.no_capability && (a.capability_file.is_some() || a.capability_fd.is_some()) {
+        return Err(Error::Usage(
+            "--no-capability does not mix with --capability-file or --capability-fd".into(),
+        ));
     }
     if a.max_connections == 0 {
         return Err(Error::Usage("--max-connections must be at least 1".into()));
@@ -374,6 +402,7 @@ fn run(args: &Args) -> Result<i32> {
         watched.push(libc::SIGCHLD);
     }
     let signals = sys::SignalSet::block(&watched).map_err(|e| Error::io("cannot block signals", e))?;
+    let mut cleanup = Cleanup::default();
     let socket_path = match (&activated, &args.socket) {
         (Some(a), Some(flag)) if absolute(flag)? != a.path => {
             return Err(Error::Usage(format!(
@@ -384,9 +413,26 @@ fn run(args: &Args) -> Result<i32> {
         }
         (Some(a), _) => a.path.clone(),
         (None, Some(p)) => absolute(p)?,
-        (None, None) => absolute(&socket::default_socket_path()?)?,
+        (None, None) => {
+            let dir = socket::default_socket_dir()?;
+            if dir.temporary {
+                cleanup.dirs.push(dir.path.clone());
+            }
+            socket::socket_path_in(&dir.path)?
+        }
     };
-    let capability_path = args.capability_file.as_deref().map(absolute).transpose()?;
+    let capability_path = match (&args.capability_file, args.capability_fd, args.no_capability) {
+        (Some(file), _, _) => Some(absolute(file)?),
+        (None, Some(_), _) | (None, None, true) => None,
+        (None, None, false) => {
+            let dir = socket::default_capability_dir()?;
+            if dir.temporary {
+                cleanup.dirs.push(dir.path.clone());
+            }
+            let name = socket_path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            Some(dir.path.join(format!("{name}.env")))
+        }
+    };
     let store = HostStore::open(resolve_backend(args.store)?)?;
     let scope_source = ScopeSource {
         profile: args.profile.clone(),
@@ -395,14 +441,40 @@ fn run(args: &Args) -> Result<i32> {
         profiles_dir: store.paths.profiles_dir(),
     };
     let scope = scope_source.load()?;
-    let oauth = crate::oauth::OAuthConfig::load(&store.paths.config)?;
+    if scope.is_empty() {
+        return Err(Error::Usage(format!(
+            "profile {:?} names nothing this daemon can serve (no auth of type oauth, no \
+             ephemeralSettings auth-key-name); log in with OAuth or store a key (llxprt-cred key set NAME) \
+             and name it in the profile, or start with --allow PROVIDER[:BUCKET] / --allow-key NAME",
+            args.profile.as_deref().unwrap_or_default()
+        )));
+    }
+    let unread = store.paths.config.join(crate::oauth::provider::PROVIDERS_FILE_NAME);
+    if unread.exists() && args.providers_file.as_deref() != Some(unread.as_path()) {
+        crate::log_warn!(
+            "{} is not read: llxprt-code's config directory can be written by a sandbox; \
+             name a providers file with --providers-file if you meant it",
+            unread.display()
+        );
+    }
+    let oauth = crate::oauth::OAuthConfig::load(args.providers_file.as_deref())?;
+    let allow_uids: Vec<UserId> = args.allow_uids.iter().map(|&u| UserId(u)).collect();
     // A socket passed by the service manager is its to keep: never removed.
-    let (listener, bound_here) = match activated {
-        Some(a) => (a.listener, None),
-        None => (socket::bind(&socket_path)?, Some(socket_path.clone())),
+    let listener = match activated {
+        Some(a) => a.listener,
+        None => {
+            let listener = socket::bind(&socket_path)?;
+            cleanup.socket = Some(socket_path.clone());
+            if !allow_uids.is_empty() {
+                socket::admit_uids(&socket_path, &allow_uids)?;
+            }
+            listener
+        }
     };
-    let cleanup = Cleanup { socket: bound_here, capability: capability_path.clone() };
-    let capability_token = if capability_path.is_some() || args.capability_fd.is_some() {
+    cleanup.capability = capability_path.clone();
+    let capability_token = if args.no_capability {
+        None
+    } else {
         let token = SecretString::new(crate::random::hex(32).map_err(|e| Error::io("random", e))?);
         if let Some(path) = &capability_path {
             write_capability_file(path, &token)?;
@@ -411,26 +483,26 @@ fn run(args: &Args) -> Result<i32> {
             write_capability_fd(fd, &token)?;
         }
         Some(token)
-    } else {
-        None
     };
     crate::log_info!(
-        "listening on {} (store {}, scope {}{})",
+        "listening on {} (store {}, scope {}, sandbox may {}{})",
         socket_path.display(),
         store.backend.name(),
         scope.describe(),
-        if capability_token.is_some() { ", capability token required" } else { "" }
+        args.permits.describe(),
+        if capability_token.is_some() { ", capability token required" } else { ", no capability token" }
     );
     let config = ServerConfig {
         socket_path: socket_path.clone(),
         max_connections: args.max_connections,
         rate_limit: (args.rate_limit > 0).then_some(args.rate_limit),
-        allow_uids: args.allow_uids.iter().map(|&u| UserId(u)).collect(),
+        allow_uids,
         capability_token,
         scope,
         idle_timeout: idle_timeout(),
         write_timeout: write_timeout(),
         oauth,
+        permits: args.permits.clone(),
     };
     let server = Server::new(listener, config, store)?;
     let handle = server.handle();
@@ -520,13 +592,22 @@ fn watch_signals(
                     crate::log_warn!("cannot pass signal {sig} to the command: {e}");
                 }
             }
-            (None, libc::SIGHUP) => match reload.load() {
-                Ok(scope) => {
-                    crate::log_info!("SIGHUP: scope reloaded: {}", scope.describe());
-                    handle.set_scope(scope);
+            (None, libc::SIGHUP) => {
+                // SPEC §11.4: a re-read profile may only narrow; a broken
+                // one narrows to nothing.
+                let reread = reload.load().unwrap_or_else(|e| {
+                    crate::log_error!("SIGHUP: cannot read the profile ({e}): serving nothing until it is fixed and the daemon restarted");
+                    Scope::default()
+                });
+                let (now, wider) = handle.narrow_scope(&reread);
+                if wider {
+                    crate::log_warn!(
+                        "SIGHUP: the profile now names more than at start ({}); what was added is ignored until a restart",
+                        reread.describe()
+                    );
                 }
-                Err(e) => crate::log_error!("SIGHUP: cannot reload the profile, keeping the old scope: {e}"),
-            },
+                crate::log_info!("SIGHUP: scope now {}", now.describe());
+            }
             (None, sig) => {
                 crate::log_info!("signal {sig}: shutting down");
                 handle.stop();
@@ -592,10 +673,13 @@ fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 
-/// Removes the socket and the capability file when the daemon ends.
+/// Removes the socket, the capability file and the private directories
+/// made for them when the daemon ends.
+#[derive(Default)]
 struct Cleanup {
     socket: Option<PathBuf>,
     capability: Option<PathBuf>,
+    dirs: Vec<PathBuf>,
 }
 
 impl Drop for Cleanup {
@@ -605,6 +689,9 @@ impl Drop for Cleanup {
         }
         if let Some(c) = &self.capability {
             let _ = std::fs::remove_file(c);
+        }
+        for d in &self.dirs {
+            let _ = std::fs::remove_dir(d);
         }
     }
 }

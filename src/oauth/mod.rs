@@ -38,7 +38,7 @@ use std::time::Duration;
 pub use provider::{FlowType, Provider, Providers};
 pub use refresh::{RefreshError, Refreshed, Refresher, Source, Trigger};
 pub use renewal::{Fired, Scheduler};
-pub use sessions::{Initiated, LoginError, Logins, Owner, Poll};
+pub use sessions::{Initiated, LoginError, LoginOrigin, Logins, Owner, Poll};
 
 use crate::error::{Error, Result};
 use crate::store::TokenStore;
@@ -133,6 +133,9 @@ pub struct OAuthConfig {
     /// Login session lifetime ([`sessions::SESSION_TTL`], or
     /// `LLXPRT_OAUTH_SESSION_TIMEOUT_SECONDS`).
     pub session_ttl: Duration,
+    /// Who starts the logins: the sandbox (the daemon, the default) or the
+    /// user on the host (`llxprt-cred login`).
+    pub login_origin: LoginOrigin,
 }
 
 impl OAuthConfig {
@@ -142,22 +145,26 @@ impl OAuthConfig {
             providers: Providers::builtin(),
             timing: Timing::default(),
             session_ttl: sessions::SESSION_TTL,
+            login_origin: LoginOrigin::Sandbox,
         }
     }
 
-    /// Providers from `config_dir`'s providers file and the environment,
+    /// Providers from the providers file the host named (`--providers-file`,
+    /// else `LLXPRT_CREDD_PROVIDERS_FILE`; never a file in llxprt-code's
+    /// config directory, which a sandbox may write) and the environment;
     /// timing knobs and the session lifetime from the environment.
-    pub fn load(config_dir: &Path) -> Result<OAuthConfig> {
+    pub fn load(providers_file: Option<&Path>) -> Result<OAuthConfig> {
         Ok(OAuthConfig {
-            providers: Providers::load(config_dir)?,
+            providers: Providers::load(providers_file)?,
             timing: Timing::from_env()?,
             session_ttl: sessions::session_ttl_from(|name| std::env::var(name).ok()),
+            login_origin: LoginOrigin::Sandbox,
         })
     }
 
     /// A login session table over `tokens` (with its GC thread).
     pub fn logins(&self, tokens: Arc<dyn TokenStore>) -> Result<Logins> {
-        Logins::start(tokens, self.providers.clone(), self.timing, self.session_ttl)
+        Logins::start(tokens, self.providers.clone(), self.timing, self.session_ttl, self.login_origin)
             .map_err(|e| Error::io("cannot start the login session thread", e))
     }
 }
@@ -283,6 +290,18 @@ impl OAuthHost {
             && self.refreshable(&provider, token)
         {
             self.renewal.arm(&provider, bucket.as_deref(), token.expiry());
+        }
+    }
+
+    /// Keeps only the logins in progress and the renewal timers whose
+    /// provider:bucket `keep` accepts (a SIGHUP narrowed the scope).
+    pub fn retain(&self, keep: &dyn Fn(&str, Option<&str>) -> bool) {
+        let sessions = self.logins.retain(keep);
+        let timers = self.renewal.retain(keep);
+        if sessions + timers > 0 {
+            crate::log_info!(
+                "scope narrowed: {sessions} login(s) cancelled, {timers} renewal timer(s) stopped"
+            );
         }
     }
 

@@ -2,16 +2,25 @@
 OAuth providers as data: where a refresh goes, how a user logs in, how
 requests are encoded, and how the provider's answer becomes a stored token.
 
-Two providers are built in (facts from llxprt-code, notes §6):
+Three names are built in, two of them one definition (facts from
+llxprt-code, notes §0 and §6):
 
 | provider | token endpoint | client id | refresh body | login flows | extra |
 |---|---|---|---|---|---|
-| `anthropic` | `https://console.anthropic.com/v1/oauth/token` | `9d1c250a-…` | form | `pkce_redirect` (authorize `https://claude.ai/oauth/authorize`, code shown at `https://console.anthropic.com/oauth/code/callback`, JSON exchange) | — |
+| `claudecode`, `anthropic` | `https://console.anthropic.com/v1/oauth/token` | `9d1c250a-…` | form | `pkce_redirect` (authorize `https://claude.ai/oauth/authorize`, code shown at `https://console.anthropic.com/oauth/code/callback`, JSON exchange) | — |
 | `codex` | `https://auth.openai.com/oauth/token` | `app_EMoamEEZ73f0CkXaXp7hrann` | form | `browser_redirect` (authorize `https://auth.openai.com/oauth/authorize`, loopback port 1455, else 1456–1485, path `/auth/callback`), `device_code` (OpenAI's `deviceauth` endpoints) | `account_id` from the `id_token` claims |
 
-Every field can be overridden, and whole providers added, by the providers
-file (`{config}/credd-providers.json`, or the path in
-`LLXPRT_CREDD_PROVIDERS_FILE`):
+`claudecode` is the Claude.ai subscription login as llxprt-code has named
+it since its July 2026 split of Claude Code OAuth from Anthropic API access
+(tokens `claudecode:<bucket>`); releases before the split stored the same
+login as `anthropic:<bucket>`, which keeps refreshing under its own name.
+Both names are built from [`claude_subscription`], so they cannot drift
+apart; each has its own store items, lock files, providers-file entry and
+environment overrides.
+
+Every field can be overridden, and whole providers added, by a providers
+file the host names (`--providers-file PATH`, or `LLXPRT_CREDD_PROVIDERS_FILE`;
+never a file in llxprt-code's config directory, which a sandbox can write):
 
 ```json
 {"providers": {
@@ -53,7 +62,10 @@ use crate::secret::SecretString;
 use crate::store::names::is_valid_provider_name;
 use crate::token::OAuthToken;
 
-/// Name of the providers file in llxprt-code's config directory.
+/// Name of the providers file older releases read from llxprt-code's
+/// config directory. It is no longer read (a sandbox can write there); the
+/// daemon warns when one is found, so that its owner names it with
+/// `--providers-file`.
 pub const PROVIDERS_FILE_NAME: &str = "credd-providers.json";
 /// Environment variable naming another providers file.
 pub const PROVIDERS_FILE_ENV: &str = "LLXPRT_CREDD_PROVIDERS_FILE";
@@ -208,9 +220,16 @@ fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {
     p.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
 }
 
-fn anthropic() -> Provider {
+/// The name of the Claude.ai subscription login in current llxprt-code.
+pub const CLAUDE_SUBSCRIPTION: &str = "claudecode";
+/// The name older llxprt-code releases stored the same login under (and,
+/// since the split, the Anthropic API-key identity).
+pub const CLAUDE_SUBSCRIPTION_LEGACY: &str = "anthropic";
+
+/// The Claude.ai subscription login (PKCE code-paste), stored under `name`.
+fn claude_subscription(name: &str) -> Provider {
     Provider {
-        name: "anthropic".into(),
+        name: name.into(),
         token_url: "https://console.anthropic.com/v1/oauth/token".into(),
         client_id: "9d1c250a-e61b-44d9-88ed-5944d1962f5e".into(),
         client_secret: None,
@@ -425,26 +444,35 @@ fn check_url(url: &str, what: &str) -> Result<()> {
 impl Providers {
     /// The built-in providers only.
     pub fn builtin() -> Providers {
-        let by_name = [anthropic(), codex()].into_iter().map(|p| (p.name.clone(), p)).collect();
+        let by_name = [
+            claude_subscription(CLAUDE_SUBSCRIPTION),
+            claude_subscription(CLAUDE_SUBSCRIPTION_LEGACY),
+            codex(),
+        ]
+        .into_iter()
+        .map(|p| (p.name.clone(), p))
+        .collect();
         Providers { by_name }
     }
 
-    /// The built-in providers, then the providers file, then the
-    /// environment. A missing file is fine; a malformed one is an error
-    /// naming the file.
-    pub fn load(config_dir: &Path) -> Result<Providers> {
-        let path = match std::env::var_os(PROVIDERS_FILE_ENV) {
-            Some(p) if !p.is_empty() => PathBuf::from(p),
-            _ => config_dir.join(PROVIDERS_FILE_NAME),
+    /// The built-in providers, then the providers file the host named
+    /// (`file`, else `LLXPRT_CREDD_PROVIDERS_FILE`), then the environment.
+    /// A named file that is missing or malformed is an error naming it. No
+    /// other file is read: llxprt-code's config directory is writable by a
+    /// sandbox (SPEC §11.4).
+    pub fn load(file: Option<&Path>) -> Result<Providers> {
+        let path = match file {
+            Some(p) => Some(p.to_path_buf()),
+            None => std::env::var_os(PROVIDERS_FILE_ENV).filter(|p| !p.is_empty()).map(PathBuf::from),
         };
         let mut providers = Providers::builtin();
-        match std::fs::read_to_string(&path) {
-            Ok(text) => providers.apply_file(&text).map_err(|e| match e {
+        if let Some(path) = path {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| Error::io(format!("cannot read the providers file {}", path.display()), e))?;
+            providers.apply_file(&text).map_err(|e| match e {
                 Error::Usage(m) => Error::Usage(format!("{}: {m}", path.display())),
                 other => other,
-            })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io(format!("cannot read {}", path.display()), e)),
+            })?;
         }
         providers.apply_env(|name| std::env::var(name).ok())?;
         Ok(providers)
@@ -659,6 +687,32 @@ mod tests {
         assert_eq!(c.client_id, "app_EMoamEEZ73f0CkXaXp7hrann");
         assert!(c.account_id_from_id_token);
         assert!(p.get("gemini").is_none() && p.get("qwen").is_none());
+    }
+
+    #[test]
+    fn claudecode_and_legacy_anthropic_are_one_definition_under_two_names() {
+        let p = Providers::builtin();
+        let (cc, legacy) = (p.get("claudecode").unwrap(), p.get("anthropic").unwrap());
+        assert_eq!((cc.name.as_str(), legacy.name.as_str()), ("claudecode", "anthropic"));
+        assert_eq!(cc.token_url, legacy.token_url);
+        assert_eq!(cc.client_id, "9d1c250a-e61b-44d9-88ed-5944d1962f5e");
+        assert_eq!(cc.client_id, legacy.client_id);
+        assert_eq!(cc.login.flows, vec![FlowType::PkceRedirect]);
+        assert_eq!(cc.login.flows, legacy.login.flows);
+        assert_eq!(cc.login.authorize_url, legacy.login.authorize_url);
+        assert_eq!(cc.login.scope, legacy.login.scope);
+        assert_eq!(cc.login.paste_redirect_uri, legacy.login.paste_redirect_uri);
+        // Each name is overridden on its own.
+        let mut p = Providers::builtin();
+        p.apply_env(|name| {
+            (name == "LLXPRT_CREDD_CLAUDECODE_TOKEN_URL").then(|| "http://127.0.0.1:9/cc".to_owned())
+        })
+        .unwrap();
+        assert_eq!(p.get("claudecode").unwrap().token_url, "http://127.0.0.1:9/cc");
+        assert_eq!(p.get("anthropic").unwrap().token_url, "https://console.anthropic.com/v1/oauth/token");
+        p.apply_file(r#"{"providers":{"claudecode":{"client_id":"cc-test"}}}"#).unwrap();
+        assert_eq!(p.get("claudecode").unwrap().client_id, "cc-test");
+        assert_eq!(p.get("anthropic").unwrap().client_id, "9d1c250a-e61b-44d9-88ed-5944d1962f5e");
     }
 
     #[test]

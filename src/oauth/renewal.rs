@@ -242,6 +242,16 @@ impl Scheduler {
         self.inner.schedule(&mut state, key, timer, delay);
     }
 
+    /// Drops the timers whose provider:bucket `keep` refuses; how many.
+    /// Their heap entries stay until they come up and are then skipped
+    /// (a stale generation).
+    pub fn retain(&self, keep: &dyn Fn(&str, Option<&str>) -> bool) -> usize {
+        let mut state = self.inner.lock();
+        let before = state.timers.len();
+        state.timers.retain(|_, t| keep(&t.provider, t.bucket.as_deref()));
+        before - state.timers.len()
+    }
+
     /// How many timers are armed (given-up ones not counted).
     pub fn armed(&self) -> usize {
         self.inner.lock().timers.values().filter(|t| t.generation != 0).count()

@@ -50,6 +50,31 @@ use crate::secret::SecretString;
 use crate::store::TokenStore;
 use crate::token::OAuthToken;
 
+/// The flow error code of a login that would replace another account's.
+pub const ACCOUNT_MISMATCH: &str = "ACCOUNT_MISMATCH";
+/// The flow error code of a login cancelled before its token was stored.
+const LOGIN_CANCELLED: &str = "CANCELLED";
+
+/// Who asked for the logins of a session table, which decides what a
+/// completed login may replace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LoginOrigin {
+    /// The sandbox, through the socket: only an empty bucket or the same
+    /// account (SPEC §11.3).
+    Sandbox,
+    /// The user on the host (`llxprt-cred login`): any login, which is how
+    /// accounts are switched.
+    Host,
+}
+
+/// What an authorization code is exchanged with.
+struct CodeGrant<'a> {
+    code: &'a str,
+    verifier: &'a str,
+    redirect_uri: &'a str,
+    state: Option<&'a str>,
+}
+
 /// Default session lifetime (SPEC §4).
 pub const SESSION_TTL: Duration = Duration::from_secs(600);
 /// Environment variable replacing [`SESSION_TTL`] (whole seconds > 0).
@@ -156,6 +181,9 @@ pub enum LoginError {
     Exchange(String),
     /// The token could not be stored (`INTERNAL_ERROR`).
     Store(String),
+    /// A login from the sandbox would replace another account's login
+    /// (`ACCOUNT_MISMATCH`); nothing was stored.
+    AccountMismatch,
 }
 
 impl std::fmt::Display for LoginError {
@@ -176,6 +204,9 @@ impl std::fmt::Display for LoginError {
             ),
             LoginError::TooMany => f.write_str("Too many OAuth logins in progress; try again later"),
             LoginError::Start(m) | LoginError::Exchange(m) | LoginError::Store(m) => f.write_str(m),
+            LoginError::AccountMismatch => {
+                f.write_str("This bucket holds another account's login; log in on the host to replace it")
+            }
         }
     }
 }
@@ -367,6 +398,7 @@ struct Inner {
     http: Http,
     timing: Timing,
     ttl: Duration,
+    origin: LoginOrigin,
     table: Mutex<Table>,
     gc_wake: Condvar,
 }
@@ -447,31 +479,52 @@ impl Inner {
         Ok(s)
     }
 
-    /// Stores a new login's token: under the refresh lock, merged over
-    /// what is stored (so fields only the old token had survive), the same
-    /// read-merge-save every writer does. The merged full token.
-    fn store(&self, provider: &str, bucket: Option<&str>, token: &OAuthToken) -> Result<OAuthToken, String> {
+    /// Stores a new login's token under the refresh lock. A login replaces
+    /// the stored record (a new login is not merged into the old one). A
+    /// login from the sandbox ([`LoginOrigin::Sandbox`]) is stored only
+    /// into an empty bucket or over a login of the same account (SPEC
+    /// §11.3); otherwise `ACCOUNT_MISMATCH` and nothing is stored. A
+    /// session cancelled meanwhile (by `oauth_cancel`, expiry, shutdown or a
+    /// narrowed scope) stores nothing.
+    fn store(
+        &self,
+        provider: &str,
+        bucket: Option<&str>,
+        token: &OAuthToken,
+        control: &Control,
+    ) -> Result<OAuthToken, FlowError> {
+        let target = format!("{provider}:{}", bucket.unwrap_or(crate::store::names::DEFAULT_BUCKET));
         let failed = |e: crate::error::Error| {
-            crate::log_error!(
-                "oauth {provider}:{}: cannot store the new token: {e}",
-                bucket.unwrap_or("default")
-            );
-            "Logged in, but the token could not be stored on the host".to_owned()
+            crate::log_error!("oauth {target}: cannot store the new token: {e}");
+            FlowError::new("INTERNAL_ERROR", "Logged in, but the token could not be stored on the host")
         };
         let lock =
             self.tokens.acquire_refresh_lock(provider, bucket, self.timing.lock_wait).map_err(failed)?;
         let result = (|| {
-            let merged = match self.tokens.get_token(provider, bucket)? {
-                Some(stored) => OAuthToken::merge(&stored, token),
-                None => token.clone(),
-            };
-            self.tokens.save_token(provider, bucket, &merged)?;
-            Ok(merged)
+            if control.cancelled() {
+                crate::log_info!("oauth {target}: the login was cancelled; nothing stored");
+                return Err(FlowError::new(LOGIN_CANCELLED, "The login was cancelled"));
+            }
+            if self.origin == LoginOrigin::Sandbox
+                && let Some(stored) = self.tokens.get_token(provider, bucket).map_err(failed)?
+                && !OAuthToken::same_account(&stored, token)
+            {
+                crate::log_warn!(
+                    "oauth {target}: a login from the sandbox would replace another account's login; \
+                     nothing stored (switch accounts on the host: llxprt-cred login)"
+                );
+                return Err(FlowError::new(
+                    ACCOUNT_MISMATCH,
+                    "This bucket holds another account's login; log in on the host to replace it",
+                ));
+            }
+            self.tokens.save_token(provider, bucket, token).map_err(failed)?;
+            Ok(token.clone())
         })();
         if let Err(e) = self.tokens.release_refresh_lock(lock) {
-            crate::log_warn!("oauth {provider}: cannot release the refresh lock: {e}");
+            crate::log_warn!("oauth {target}: cannot release the refresh lock: {e}");
         }
-        result.map_err(failed)
+        result
     }
 
     /// Exchanges a code and stores the token; the flow outcome.
@@ -479,21 +532,19 @@ impl Inner {
         &self,
         provider: &Provider,
         bucket: Option<&str>,
-        code: &str,
-        verifier: &str,
-        redirect_uri: &str,
-        state: Option<&str>,
+        grant: CodeGrant<'_>,
+        control: &Control,
     ) -> Result<OAuthToken, FlowError> {
         let token = login::exchange_code(
             &self.http,
             provider,
-            code,
-            verifier,
-            redirect_uri,
-            state,
+            grant.code,
+            grant.verifier,
+            grant.redirect_uri,
+            grant.state,
             self.timing.http_timeout,
         )?;
-        self.store(&provider.name, bucket, &token).map_err(|m| FlowError::new("INTERNAL_ERROR", m))
+        self.store(&provider.name, bucket, &token, control)
     }
 
     /// The device-code thread: polls until an outcome, expiry or cancel.
@@ -550,9 +601,9 @@ impl Inner {
                     if control.cancelled() {
                         break None;
                     }
-                    break Some(match self.store(&provider.name, bucket.as_deref(), &token) {
+                    break Some(match self.store(&provider.name, bucket.as_deref(), &token, &control) {
                         Ok(t) => Outcome::Complete(t),
-                        Err(m) => Outcome::Failed(FlowError::new("INTERNAL_ERROR", m)),
+                        Err(e) => Outcome::Failed(e),
                     });
                 }
                 DevicePoll::Approved { code, verifier } => {
@@ -564,10 +615,13 @@ impl Inner {
                         match self.finish_code(
                             &provider,
                             bucket.as_deref(),
-                            code.expose(),
-                            verifier.expose(),
-                            redirect,
-                            None,
+                            CodeGrant {
+                                code: code.expose(),
+                                verifier: verifier.expose(),
+                                redirect_uri: redirect,
+                                state: None,
+                            },
+                            &control,
                         ) {
                             Ok(t) => Outcome::Complete(t),
                             Err(e) => Outcome::Failed(e),
@@ -642,10 +696,13 @@ impl Inner {
                     let result = self.finish_code(
                         &provider,
                         bucket.as_deref(),
-                        code.expose(),
-                        verifier.expose(),
-                        &redirect_uri,
-                        None,
+                        CodeGrant {
+                            code: code.expose(),
+                            verifier: verifier.expose(),
+                            redirect_uri: &redirect_uri,
+                            state: None,
+                        },
+                        &control,
                     );
                     let page = if result.is_ok() {
                         (200, "Login complete. You can close this tab and return to llxprt.")
@@ -688,6 +745,7 @@ impl Logins {
         providers: Providers,
         timing: Timing,
         ttl: Duration,
+        origin: LoginOrigin,
     ) -> std::io::Result<Logins> {
         let inner = Arc::new(Inner {
             tokens,
@@ -695,6 +753,7 @@ impl Logins {
             http: Http::new(),
             timing,
             ttl,
+            origin,
             table: Mutex::new(Table::default()),
             gc_wake: Condvar::new(),
         });
@@ -881,12 +940,12 @@ impl Logins {
     /// (full; sanitize before sending). The session is used up either way.
     pub fn exchange(&self, owner: Owner, id: &str, pasted: &str) -> Result<OAuthToken, LoginError> {
         let inner = &self.inner;
-        let (provider, bucket, secrets, tag) = {
+        let (provider, bucket, secrets, tag, control) = {
             let mut table = inner.table();
             let s = inner.lookup(&mut table, &owner, id, "oauth_exchange")?;
             let secrets = s.paste.take();
             s.phase = Phase::Used;
-            (s.provider.clone(), s.bucket.clone(), secrets, s.target(id))
+            (s.provider.clone(), s.bucket.clone(), secrets, s.target(id), s.control.clone())
         };
         let secrets = secrets.ok_or(LoginError::AlreadyUsed)?;
         let def = inner.providers.get(&provider).ok_or(LoginError::UnknownProvider)?;
@@ -894,6 +953,10 @@ impl Logins {
             crate::log_info!("oauth {tag}: exchange failed: {e}");
             if e.code == "INTERNAL_ERROR" {
                 LoginError::Store(e.message)
+            } else if e.code == ACCOUNT_MISMATCH {
+                LoginError::AccountMismatch
+            } else if e.code == LOGIN_CANCELLED {
+                LoginError::Expired
             } else {
                 LoginError::Exchange(e.message)
             }
@@ -909,10 +972,13 @@ impl Logins {
             .finish_code(
                 def,
                 bucket.as_deref(),
-                code,
-                secrets.verifier.expose(),
-                &secrets.redirect_uri,
-                Some(state),
+                CodeGrant {
+                    code,
+                    verifier: secrets.verifier.expose(),
+                    redirect_uri: &secrets.redirect_uri,
+                    state: Some(state),
+                },
+                &control,
             )
             .map_err(exchange_failed)?;
         crate::log_info!("oauth {tag}: logged in, token stored");
@@ -960,6 +1026,28 @@ impl Logins {
         };
         control.cancel(CANCEL_WAIT);
         Ok(())
+    }
+
+    /// Ends every session in progress whose provider:bucket `keep` refuses
+    /// (a SIGHUP narrowed the scope): its background work stops and its
+    /// login stores nothing. How many were ended.
+    pub fn retain(&self, keep: impl Fn(&str, Option<&str>) -> bool) -> usize {
+        let controls: Vec<Arc<Control>> = {
+            let mut table = self.inner.table();
+            let mut ended = vec![];
+            for (id, s) in table.sessions.iter_mut() {
+                if s.phase == Phase::Open && !keep(&s.provider, s.bucket.as_deref()) {
+                    crate::log_info!("oauth {}: left the scope; login cancelled", s.target(id));
+                    s.close(Phase::Expired);
+                    ended.push(s.control.clone());
+                }
+            }
+            ended
+        };
+        for c in &controls {
+            c.cancel(CANCEL_WAIT);
+        }
+        controls.len()
     }
 
     /// Stops every session's background work and the GC (shutdown).

@@ -40,6 +40,10 @@ pub enum ErrorCode {
     ProviderNotFound,
     /// The refresh token was revoked; log in again.
     ReauthRequired,
+    /// The operation is not permitted for the sandbox (SPEC §11.1).
+    Forbidden,
+    /// A login from the sandbox would replace another account's login.
+    AccountMismatch,
 }
 
 impl ErrorCode {
@@ -58,6 +62,8 @@ impl ErrorCode {
             ErrorCode::ExchangeFailed => "EXCHANGE_FAILED",
             ErrorCode::ProviderNotFound => "PROVIDER_NOT_FOUND",
             ErrorCode::ReauthRequired => "REAUTH_REQUIRED",
+            ErrorCode::Forbidden => "FORBIDDEN",
+            ErrorCode::AccountMismatch => "ACCOUNT_MISMATCH",
         }
     }
 }
@@ -182,6 +188,86 @@ impl Op {
     }
 }
 
+/// What an operation does to the host, for the permission check (SPEC
+/// §11.1): a sandbox may only read unless the host permits a class.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum OpClass {
+    /// Reads: always permitted.
+    Read,
+    /// `refresh_token`.
+    Refresh,
+    /// `oauth_initiate`, `oauth_exchange`, `oauth_poll`, `oauth_cancel`.
+    Login,
+    /// `save_token`, `remove_token`.
+    Write,
+}
+
+impl OpClass {
+    /// The classes a host can permit, by their `--permit` names.
+    pub const PERMITTABLE: [OpClass; 3] = [OpClass::Refresh, OpClass::Login, OpClass::Write];
+
+    /// The name `--permit` takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OpClass::Read => "read",
+            OpClass::Refresh => "refresh",
+            OpClass::Login => "login",
+            OpClass::Write => "write",
+        }
+    }
+}
+
+impl Op {
+    /// The permission class of this operation.
+    pub fn class(&self) -> OpClass {
+        match self {
+            Op::RefreshToken { .. } => OpClass::Refresh,
+            Op::OauthInitiate { .. }
+            | Op::OauthExchange { .. }
+            | Op::OauthPoll { .. }
+            | Op::OauthCancel { .. } => OpClass::Login,
+            Op::SaveToken { .. } | Op::RemoveToken { .. } => OpClass::Write,
+            Op::GetToken { .. }
+            | Op::ListProviders
+            | Op::ListBuckets { .. }
+            | Op::GetBucketStats { .. }
+            | Op::GetApiKey { .. }
+            | Op::ListApiKeys
+            | Op::HasApiKey { .. }
+            | Op::Cancel { .. } => OpClass::Read,
+        }
+    }
+}
+
+/// Largest token object `save_token` accepts, as JSON text (SPEC §11.2).
+pub const MAX_SAVED_TOKEN_BYTES: usize = 16 * 1024;
+/// Largest `access_token` `save_token` accepts (SPEC §11.2).
+pub const MAX_SAVED_ACCESS_TOKEN_BYTES: usize = 8 * 1024;
+/// How far from now a saved `expiry` may lie, either way (SPEC §11.2).
+pub const MAX_SAVED_EXPIRY_DISTANCE_SECONDS: f64 = 30.0 * 24.0 * 3600.0;
+
+/// The checks of SPEC §11.2 on a token a peer asks to save: small, with a
+/// string `access_token` and a finite `expiry` near now.
+fn check_saved_token(id: &str, token: &Map<String, Value>) -> Result<(), RequestError> {
+    let size = serde_json::to_vec(token).map(|v| v.len()).unwrap_or(usize::MAX);
+    if size > MAX_SAVED_TOKEN_BYTES {
+        return Err(invalid(id, "token is too large"));
+    }
+    match token.get("access_token") {
+        Some(Value::String(s)) if !s.is_empty() && s.len() <= MAX_SAVED_ACCESS_TOKEN_BYTES => {}
+        Some(Value::String(s)) if !s.is_empty() => return Err(invalid(id, "access_token is too large")),
+        _ => return Err(invalid(id, "token.access_token must be a non-empty string")),
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
+    match token.get("expiry").and_then(Value::as_f64) {
+        Some(e) if e.is_finite() && (e - now).abs() <= MAX_SAVED_EXPIRY_DISTANCE_SECONDS => Ok(()),
+        _ => Err(invalid(id, "token.expiry must be a time in seconds within 30 days of now")),
+    }
+}
+
 struct Fields<'a> {
     id: &'a str,
     payload: &'a Map<String, Value>,
@@ -252,6 +338,7 @@ pub fn parse_request(bytes: &[u8]) -> Result<Request, RequestError> {
                 None | Some(Value::Null) => return Err(invalid(&id, "Missing token")),
                 Some(_) => return Err(invalid(&id, "token must be an object")),
             };
+            check_saved_token(&id, &token)?;
             Op::SaveToken { provider, bucket, token }
         }
         "remove_token" => Op::RemoveToken { provider: f.provider()?, bucket: f.bucket()? },

@@ -106,7 +106,7 @@ pub fn serve(shared: &Shared, conn: u64, mut stream: UnixStream) {
     crate::log_debug!("{who} connected");
     let idle = shared.config.idle_timeout;
     let mut reader = FrameReader::new();
-    let first = match reader.next(&mut stream, idle) {
+    let first = match reader.next(&mut stream, idle.min(super::HANDSHAKE_TIMEOUT)) {
         Ok(f) => f.to_vec(),
         Err(e) => {
             crate::log_info!("audit {who} op=handshake outcome=closed reason={e:?}");

@@ -1,8 +1,8 @@
 /*!
-Handlers: a typed request, checked against the scope, answered from the
-host store. Every token leaves through [`OAuthToken::sanitize`]; every
-incoming token loses its `refresh_token` before it is merged under the
-refresh lock. Out-of-scope requests get `UNAUTHORIZED` whether or not the
+Handlers: a typed request, checked against the host's permits and the
+scope, answered from the host store. Every token leaves through
+[`OAuthToken::sanitize`]; a token saved from the sandbox changes only what
+[`OAuthToken::sandbox_update`] allows, under the refresh lock. Out-of-scope requests get `UNAUTHORIZED` whether or not the
 item exists, and lists are filtered, so a peer cannot probe what lies
 outside its profile. `get_token` and `refresh_token` go through
 [`crate::oauth::OAuthHost`] (refresh on read, on request, renewal timers);
@@ -88,6 +88,7 @@ pub fn login_error_code(e: &LoginError) -> ErrorCode {
         LoginError::Expired => ErrorCode::SessionExpired,
         LoginError::TooMany => ErrorCode::RateLimited,
         LoginError::Exchange(_) => ErrorCode::ExchangeFailed,
+        LoginError::AccountMismatch => ErrorCode::AccountMismatch,
         _ => ErrorCode::InternalError,
     }
 }
@@ -154,9 +155,16 @@ fn internal(id: &str, e: &Error, target: String) -> Reply {
 }
 
 /// Answers one request from `owner`: the response bytes, an outcome word
-/// for the audit line and the audit target (never a secret).
+/// for the audit line and the audit target (never a secret). The
+/// permission check comes first (SPEC §11.1): a class the host did not
+/// permit is refused before the scope or any store is looked at.
 pub fn handle(shared: &Shared, req: &Request, owner: Owner) -> Reply {
     let id = req.id.as_str();
+    let class = req.op.class();
+    if !shared.config.permits.allows(class) {
+        let text = super::permit::Permits::refusal(req.op.name(), class);
+        return err(id, ErrorCode::Forbidden, &text, "-".into());
+    }
     let scope = shared.scope();
     let tokens = &shared.store.tokens;
     let keys = &shared.store.keys;
@@ -181,22 +189,29 @@ pub fn handle(shared: &Shared, req: &Request, owner: Owner) -> Reply {
             if !scope.allows_token(provider, bucket.as_deref()) {
                 return denied(t);
             }
-            let mut incoming = token.clone();
-            incoming.remove("refresh_token");
-            let incoming = match OAuthToken::from_map(incoming) {
-                Ok(tok) => tok,
-                Err(e) => return err(id, ErrorCode::InvalidRequest, e.0, t),
-            };
+            // SPEC §11.2: only the access token, its expiry, type and scope
+            // change; the stored record keeps every other field.
             let lock = match tokens.acquire_refresh_lock(provider, bucket.as_deref(), LOCK_WAIT) {
                 Ok(l) => l,
                 Err(e) => return internal(id, &e, t),
             };
-            let merged = match tokens.get_token(provider, bucket.as_deref()) {
-                Ok(Some(stored)) => OAuthToken::merge(&stored, &incoming),
-                Ok(None) => incoming,
-                Err(e) => return internal(id, &e, t),
+            let updated = match tokens.get_token(provider, bucket.as_deref()) {
+                Ok(stored) => OAuthToken::sandbox_update(stored.as_ref(), token),
+                Err(e) => {
+                    let _ = tokens.release_refresh_lock(lock);
+                    return internal(id, &e, t);
+                }
             };
-            let saved = tokens.save_token(provider, bucket.as_deref(), &merged);
+            let Some(updated) = updated else {
+                let _ = tokens.release_refresh_lock(lock);
+                return err(
+                    id,
+                    ErrorCode::InvalidRequest,
+                    "token needs access_token, expiry and token_type",
+                    t,
+                );
+            };
+            let saved = tokens.save_token(provider, bucket.as_deref(), &updated);
             let _ = tokens.release_refresh_lock(lock);
             match saved {
                 Ok(()) => ok(id, Map::new(), t),

@@ -10,6 +10,7 @@ errors to wire codes.
 
 pub mod connection;
 pub mod dispatch;
+pub mod permit;
 pub mod reader;
 pub mod socket;
 
@@ -43,6 +44,9 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 pub const PARTIAL_FRAME_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long shutdown waits for in-flight requests.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// A connection must complete its handshake within this of being
+/// accepted (SPEC §11.7), so silent connections cannot hold the slots.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Added delay before answering a failed handshake.
 pub const FAILED_HANDSHAKE_DELAY: Duration = Duration::from_millis(250);
 
@@ -66,6 +70,8 @@ pub struct ServerConfig {
     pub write_timeout: Duration,
     /// OAuth providers and refresh timing.
     pub oauth: OAuthConfig,
+    /// What the sandbox may do beyond reading (`--permit`).
+    pub permits: permit::Permits,
 }
 
 /// State shared by all connection threads.
@@ -191,9 +197,21 @@ pub struct Handle {
 }
 
 impl Handle {
-    /// Replaces the scope; requests after this call see the new one.
-    pub fn set_scope(&self, scope: Scope) {
-        *self.shared.scope.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(scope);
+    /// Applies a re-read scope (SIGHUP), which may only narrow (SPEC
+    /// §11.4): the new scope in force is what the old and the re-read one
+    /// have in common. What left it loses its logins in progress and its
+    /// renewal timers. Returns the scope now in force and whether the
+    /// re-read one asked for more than that (logged and ignored).
+    pub fn narrow_scope(&self, reread: &Scope) -> (Scope, bool) {
+        let narrowed = {
+            let mut current = self.shared.scope.write().unwrap_or_else(|e| e.into_inner());
+            let narrowed = current.intersect(reread);
+            *current = Arc::new(narrowed.clone());
+            narrowed
+        };
+        self.shared.oauth.retain(&|p, b| narrowed.allows_token(p, b));
+        let wider = narrowed != *reread;
+        (narrowed, wider)
     }
 
     /// Stops accepting (wakes the accept loop with a connection of our

@@ -23,17 +23,106 @@ pub const MAX_SOCKET_PATH: usize = 107;
 #[cfg(not(target_os = "linux"))]
 pub const MAX_SOCKET_PATH: usize = 103;
 
-/// The default socket path: `{realpath(tmpdir)}/llxprt-cred-{uid}/llxprt-cred-{pid}-{nonce}.sock`.
-pub fn default_socket_path() -> Result<PathBuf> {
-    let tmp = std::env::temp_dir();
-    let tmp =
-        fs::canonicalize(&tmp).map_err(|e| Error::io(format!("cannot resolve {}", tmp.display()), e))?;
-    let dir = tmp.join(format!("llxprt-cred-{}", sys::current_uid().0));
+/// A directory the daemon made or checked for its socket or its
+/// capability file.
+#[derive(Clone, Debug)]
+pub struct PrivateDir {
+    /// The directory.
+    pub path: PathBuf,
+    /// Made with a random name because the default one belongs to someone
+    /// else; removed at exit.
+    pub temporary: bool,
+}
+
+/// `$XDG_RUNTIME_DIR` when it is set, absolute, a directory of ours and
+/// private (SPEC §11.6).
+pub fn xdg_runtime_dir() -> Option<PathBuf> {
+    let dir = PathBuf::from(std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty())?);
+    if !dir.is_absolute() || !dir.is_dir() {
+        return None;
+    }
+    let (owner, mode) = sys::owner_and_mode(&dir).ok()?;
+    (owner == sys::current_uid() && mode & 0o077 == 0).then_some(dir)
+}
+
+/// The default socket directory: `$XDG_RUNTIME_DIR/llxprt-cred/`, else
+/// `{realpath(tmpdir)}/llxprt-cred-{uid}/`; a private random directory
+/// beside it when that one is not ours.
+pub fn default_socket_dir() -> Result<PrivateDir> {
+    let dir = match xdg_runtime_dir() {
+        Some(run) => run.join("llxprt-cred"),
+        None => {
+            let tmp = std::env::temp_dir();
+            let tmp = fs::canonicalize(&tmp)
+                .map_err(|e| Error::io(format!("cannot resolve {}", tmp.display()), e))?;
+            tmp.join(format!("llxprt-cred-{}", sys::current_uid().0))
+        }
+    };
+    private_default_dir(&dir)
+}
+
+/// The default directory of capability files: never the socket's, and
+/// never under the tmpdir a sandbox launcher may mount:
+/// `$XDG_RUNTIME_DIR/llxprt-cred-capability/`, else
+/// `$XDG_STATE_HOME/llxprt-credd/capability/` (`~/.local/state/...`).
+pub fn default_capability_dir() -> Result<PrivateDir> {
+    let dir = match xdg_runtime_dir() {
+        Some(run) => run.join("llxprt-cred-capability"),
+        None => {
+            let state = std::env::var_os("XDG_STATE_HOME")
+                .map(PathBuf::from)
+                .filter(|p| p.is_absolute())
+                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+                .ok_or_else(|| {
+                    Error::Usage("neither XDG_RUNTIME_DIR nor HOME is set: use --capability-file".into())
+                })?;
+            let parent = state.join("llxprt-credd");
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&parent)
+                .map_err(|e| Error::io(format!("cannot create {}", parent.display()), e))?;
+            parent.join("capability")
+        }
+    };
+    private_default_dir(&dir)
+}
+
+/// `dir` when it is (or can be made) a private directory of ours; when it
+/// exists but is someone else's, a fresh private directory beside it with
+/// a random suffix, so another user cannot stop the daemon from starting.
+fn private_default_dir(dir: &Path) -> Result<PrivateDir> {
+    match ensure_private_dir(dir) {
+        Ok(()) => return Ok(PrivateDir { path: dir.to_path_buf(), temporary: false }),
+        Err(Error::Usage(why)) => crate::log_warn!("{why}; using a private directory of its own instead"),
+        Err(e) => return Err(e),
+    }
+    let parent = dir.parent().unwrap_or(Path::new("/"));
+    let stem = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    for _ in 0..16 {
+        let nonce = crate::random::hex(4).map_err(|e| Error::io("random", e))?;
+        let candidate = parent.join(format!("{stem}-{nonce}"));
+        match fs::DirBuilder::new().mode(0o700).create(&candidate) {
+            Ok(()) => {
+                ensure_private_dir(&candidate)?;
+                crate::log_info!("using private directory {}", candidate.display());
+                return Ok(PrivateDir { path: candidate, temporary: true });
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(Error::io(format!("cannot create {}", candidate.display()), e)),
+        }
+    }
+    Err(Error::Usage(format!("cannot make a private directory beside {}", dir.display())))
+}
+
+/// A fresh socket path in `dir`: `llxprt-cred-{pid}-{nonce}.sock`.
+pub fn socket_path_in(dir: &Path) -> Result<PathBuf> {
     let nonce = crate::random::hex(4).map_err(|e| Error::io("random", e))?;
     Ok(dir.join(format!("llxprt-cred-{}-{nonce}.sock", sys::current_pid().0)))
 }
 
-/// Makes sure `dir` exists, is ours, and has no group/other bits.
+/// Makes sure `dir` exists, is ours, and has no group/other bits but a
+/// group search bit (the mask of an `--allow-uid` ACL shows there).
 pub fn ensure_private_dir(dir: &Path) -> Result<()> {
     match fs::DirBuilder::new().mode(0o700).create(dir) {
         Ok(()) => {}
@@ -43,9 +132,9 @@ pub fn ensure_private_dir(dir: &Path) -> Result<()> {
     let meta =
         fs::symlink_metadata(dir).map_err(|e| Error::io(format!("cannot inspect {}", dir.display()), e))?;
     let (owner, mode) = sys::owner_and_mode(dir).map_err(|e| Error::io(dir.display().to_string(), e))?;
-    if !meta.is_dir() || owner != sys::current_uid() || mode & 0o077 != 0 {
+    if !meta.is_dir() || owner != sys::current_uid() || mode & 0o067 != 0 {
         return Err(Error::Usage(format!(
-            "socket directory {} is not a private directory of ours (owner uid {}, mode {:o}); \
+            "directory {} is not a private directory of ours (owner uid {}, mode {:o}); \
              remove it or choose another path with --socket",
             dir.display(),
             owner.0,
@@ -53,6 +142,22 @@ pub fn ensure_private_dir(dir: &Path) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// Lets `uids` connect to the socket at `path`: a POSIX ACL on the socket
+/// (read and write) and on its directory (search). Refused with the reason
+/// where the file system cannot hold one (SPEC §11.6).
+pub fn admit_uids(path: &Path, uids: &[sys::UserId]) -> Result<()> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let refuse = |what: &Path, e: io::Error| {
+        Error::Usage(format!(
+            "--allow-uid: cannot give the other user access to {} with a POSIX ACL ({e}); \
+             put the socket on a file system with ACLs (--socket) or drop --allow-uid",
+            what.display()
+        ))
+    };
+    sys::set_access_acl(dir, 0o7, uids, 0o1).map_err(|e| refuse(dir, e))?;
+    sys::set_access_acl(path, 0o6, uids, 0o6).map_err(|e| refuse(path, e))
 }
 
 /// Binds the listener at `path` (in a private directory), mode 0600.

@@ -39,7 +39,9 @@ fn activate(dir: &TestDir, socket: &Path, args: &[&str]) -> Child {
         cmd.arg("-E").arg(format!("{k}={}", v.display()));
     }
     cmd.arg("-E").arg(format!("PATH={}", std::env::var("PATH").unwrap_or_default()));
-    cmd.arg(CREDD).args(["--store", "file", "--log-level", "debug"]).args(args);
+    // As the systemd unit does: a socket-activated daemon starts too late to
+    // hand out a capability token.
+    cmd.arg(CREDD).args(["--store", "file", "--log-level", "debug", "--no-capability"]).args(args);
     let child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while !socket.exists() {

@@ -23,6 +23,8 @@ use crate::harness::*;
 const TOKEN: &str = r#"{"access_token":"at-live","refresh_token":"rt-PLANTED-CANARY","expiry":1999999999,"token_type":"Bearer","account_id":"acc","id_token":"i.d.t","nested":{"k":[1,2]}}"#;
 
 const SCOPE: &[&str] = &[
+    "--permit",
+    "write",
     "--allow",
     "anthropic",
     "--allow",
@@ -127,6 +129,8 @@ fn client_translates_daemon_answers() {
     // a save through the proxy merges on the host: the stored refresh token survives
     let mut fresh = t.fields().clone();
     fresh.insert("access_token".into(), "at-fresh".into());
+    let soon = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 3600;
+    fresh.insert("expiry".into(), soon.into());
     let fresh = llxprt_credd::token::OAuthToken::from_map(fresh).unwrap();
     tokens.save_token("anthropic", None, &fresh).unwrap();
     assert_eq!(tokens.get_token("anthropic", None).unwrap().unwrap().access_token(), "at-fresh");

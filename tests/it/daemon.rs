@@ -26,7 +26,7 @@ const SCOPE: &[&str] =
 #[test]
 fn every_op_answers_with_object_data_and_no_refresh_token() {
     let dir = seeded("ops");
-    let d = dir.daemon(SCOPE);
+    let d = dir.daemon(&[SCOPE, &["--permit", "refresh,login,write"]].concat());
     let mut c = d.connect();
     let h = c.handshake_with(None);
     assert_eq!(h, json!({"v":1,"op":"handshake","ok":true,"data":{"version":1}}));
@@ -73,10 +73,12 @@ fn every_op_answers_with_object_data_and_no_refresh_token() {
         "{r}"
     );
     assert_eq!(c.request("oauth_poll", json!({"session_id":"0123"}))["code"], "SESSION_NOT_FOUND");
-    // save merges under the lock and never takes a refresh token from the socket
+    // save changes the access token under the lock and never takes a refresh token from the socket
+    let soon =
+        (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 3600) as f64;
     let saved = c.request(
         "save_token",
-        json!({"provider":"anthropic","token":{"access_token":"at-new","expiry":2000000000,"token_type":"Bearer","refresh_token":"EVIL","account_id":""}}),
+        json!({"provider":"anthropic","token":{"access_token":"at-new","expiry":soon,"token_type":"Bearer","refresh_token":"EVIL","account_id":""}}),
     );
     assert_eq!(saved["data"], json!({}), "{saved}");
     let t = c.request("get_token", json!({"provider":"anthropic"}));
@@ -106,7 +108,7 @@ fn every_op_answers_with_object_data_and_no_refresh_token() {
 #[test]
 fn out_of_scope_existing_and_missing_are_indistinguishable() {
     let dir = seeded("scope");
-    let d = dir.daemon(SCOPE);
+    let d = dir.daemon(&[SCOPE, &["--permit", "write"]].concat());
     let mut c = d.connect();
     c.handshake();
     let strip = |mut v: serde_json::Value| {

@@ -152,6 +152,7 @@ fn sample(placeholder: &str) -> &'static str {
         "UID" => "1000",
         "LEVEL" => "debug",
         "FLOW" => "device_code",
+        "CLASS" => "refresh",
         "auto" => "file",
         other => panic!("no sample value for placeholder {other}: add one to docs.rs"),
     }

@@ -98,7 +98,7 @@ fn refresh_daemon(dir: &TestDir, fake: &FakeProvider, args: &[&str], env: &[(&st
         ("LLXPRT_CREDD_TIME_SCALE", "0.01"),
     ];
     all.extend_from_slice(env);
-    let mut a = vec!["--allow", "anthropic"];
+    let mut a = vec!["--permit", "refresh,write", "--allow", "anthropic"];
     a.extend_from_slice(args);
     dir.daemon_with_env(&a, &all)
 }
@@ -281,7 +281,7 @@ fn daemon_killed_at_random_moments_during_save_token_never_tears_or_loses() {
     let mut access = "at-0".to_owned();
     let (mut landed, mut written) = (0, 0);
     for i in 1..=10 {
-        let mut d = dir.daemon(&["--allow", "anthropic"]);
+        let mut d = dir.daemon(&["--permit", "write", "--allow", "anthropic"]);
         let mut c = d.connect();
         c.handshake();
         let new = format!("at-{i}");
@@ -300,8 +300,9 @@ fn daemon_killed_at_random_moments_during_save_token_never_tears_or_loses() {
     }
     eprintln!("{landed} of 10 saves were killed before their answer; {written} of 10 were stored");
     assert!(landed >= 3, "too few kills landed to prove anything ({landed})");
-    let d = dir.daemon(&["--allow", "anthropic"]);
-    let final_token = json!({"access_token": "at-final", "expiry": 1999999999, "token_type": "Bearer"});
+    let d = dir.daemon(&["--permit", "write", "--allow", "anthropic"]);
+    let final_token =
+        json!({"access_token": "at-final", "expiry": (now() + 3600.0).floor(), "token_type": "Bearer"});
     let (r, took) = ask(&d, "save_token", json!({"provider": "anthropic", "token": final_token}));
     assert_eq!(r["ok"], true, "{r}");
     assert!(took < Duration::from_secs(3), "blocked by a dead daemon's lock: {took:?}");
@@ -377,7 +378,7 @@ fn a_full_disk_fails_writes_cleanly_and_damages_nothing() {
             .into_iter()
             .map(|p| (p.clone(), std::fs::read(&p).unwrap()))
             .collect();
-    let d = dir.daemon(&["--allow", "anthropic", "--allow-key", "K"]);
+    let d = dir.daemon(&["--permit", "write", "--allow", "anthropic", "--allow-key", "K"]);
     let filler = fill(&dir.data());
     // llxprt-cred: a clean error naming the cause, exit status 1, no panic
     for (args, stdin) in [
@@ -394,7 +395,7 @@ fn a_full_disk_fails_writes_cleanly_and_damages_nothing() {
         assert!(err.contains("No space left on device") && !err.contains("panicked"), "{args:?}: {err}");
     }
     // the daemon: a clean, coded error for the write; reads still served
-    let t = json!({"access_token": "at-after", "expiry": 1999999999, "token_type": "Bearer"});
+    let t = json!({"access_token": "at-after", "expiry": (now() + 3600.0).floor(), "token_type": "Bearer"});
     let (r, took) = ask(&d, "save_token", json!({"provider": "anthropic", "token": t}));
     assert_eq!(r["ok"], false, "{r}");
     assert_clean(&r);
@@ -491,11 +492,22 @@ fn ask_in_time(d: &Daemon, what: &str, op: &str, payload: Value) -> Value {
 
 fn keyring_daemon(dir: &TestDir, kr: &PrivateKeyring, store: &str) -> Daemon {
     dir.daemon_with_env(
-        &["--store", store, "--allow", "anthropic", "--allow-key", "RING", "--allow-key", "RING2"]
-            .iter()
-            .chain(&["--allow-key", "FILEKEY"])
-            .copied()
-            .collect::<Vec<_>>(),
+        &[
+            "--store",
+            store,
+            "--permit",
+            "write",
+            "--allow",
+            "anthropic",
+            "--allow-key",
+            "RING",
+            "--allow-key",
+            "RING2",
+        ]
+        .iter()
+        .chain(&["--allow-key", "FILEKEY"])
+        .copied()
+        .collect::<Vec<_>>(),
         &[
             ("DBUS_SESSION_BUS_ADDRESS", kr.address.as_str()),
             ("LLXPRT_CREDD_KEYRING_TIMEOUT_MS", KEYRING_TIMEOUT_MS),
@@ -587,7 +599,7 @@ fn keyring_killed_under_a_keyring_daemon_gives_clean_errors_and_no_damage() {
     let r = ask_in_time(&d, "keyring dead", "get_api_key", json!({"name": "RING2"}));
     assert_eq!(r["ok"], false, "an uncached read cannot be served from a dead keyring: {r}");
     ask_in_time(&d, "keyring dead", "get_token", json!({"provider": "anthropic"}));
-    let t = json!({"access_token": "at-new", "expiry": 1999999999, "token_type": "Bearer"});
+    let t = json!({"access_token": "at-new", "expiry": (now() + 3600.0).floor(), "token_type": "Bearer"});
     let r = ask_in_time(&d, "keyring dead", "save_token", json!({"provider": "anthropic", "token": t}));
     assert!(
         !dir.oauth_dir().join("anthropic%3Adefault.enc").exists(),
@@ -600,7 +612,7 @@ fn keyring_killed_under_a_keyring_daemon_gives_clean_errors_and_no_damage() {
     // the restarted keyring serves the still-running daemon again, at once
     let r = ask_in_time(&d, "keyring restarted", "get_api_key", json!({"name": "RING2"}));
     assert_eq!(r["data"]["key"], "ring2-value", "keyring mode recovers without a restart: {r}");
-    let t = json!({"access_token": "at-after", "expiry": 1999999999, "token_type": "Bearer"});
+    let t = json!({"access_token": "at-after", "expiry": (now() + 3600.0).floor(), "token_type": "Bearer"});
     let r = ask_in_time(&d, "keyring restarted", "save_token", json!({"provider": "anthropic", "token": t}));
     assert_eq!(r["ok"], true, "{r}");
     let item =
@@ -627,7 +639,7 @@ fn collection_locked_mid_run_auto_falls_back_and_keyring_mode_says_locked() {
     let r = ask_in_time(&auto, "locked, auto", "get_api_key", json!({"name": "FILEKEY"}));
     assert_eq!(r["data"]["key"], "file-value");
     ask_in_time(&auto, "locked, auto", "get_api_key", json!({"name": "RING2"}));
-    let t = json!({"access_token": "at-while-locked", "expiry": 1999999999, "token_type": "Bearer"});
+    let t = json!({"access_token": "at-while-locked", "expiry": (now() + 3600.0).floor(), "token_type": "Bearer"});
     let r = ask_in_time(&auto, "locked, auto", "save_token", json!({"provider": "anthropic", "token": t}));
     assert_eq!(r["ok"], true, "auto saves to the file while the collection is locked: {r}");
     assert!(dir.oauth_dir().join("anthropic%3Adefault.enc").exists());

@@ -390,8 +390,21 @@ impl TestDir {
         self.root.join("sock").join(format!("d{}.sock", COUNTER.fetch_add(1, Ordering::SeqCst)))
     }
 
-    /// Starts a daemon listening on `socket`.
+    /// Starts a daemon listening on `socket`. Unless `args` ask for a
+    /// capability token (`--capability-file`/`--capability-fd`) the daemon
+    /// runs with `--no-capability`, so tests of other layers handshake
+    /// without one; the default (a token required) has tests of its own
+    /// ([`TestDir::daemon_as_is`]).
     pub fn daemon_at(&self, socket: &Path, args: &[&str], env: &[(&str, &str)]) -> Daemon {
+        let wants_token = args.iter().any(|a| *a == "--capability-file" || *a == "--capability-fd");
+        let mut all: Vec<&str> = if wants_token { vec![] } else { vec!["--no-capability"] };
+        all.extend_from_slice(args);
+        self.daemon_as_is(socket, &all, env)
+    }
+
+    /// Starts a daemon listening on `socket` with exactly `args` (besides
+    /// the test roots, the file store and the debug log).
+    pub fn daemon_as_is(&self, socket: &Path, args: &[&str], env: &[(&str, &str)]) -> Daemon {
         let socket = socket.to_path_buf();
         let log = self.root.join(format!("daemon-{}.log", COUNTER.fetch_add(1, Ordering::SeqCst)));
         let mut cmd = self.command(env!("CARGO_BIN_EXE_llxprt-credd"));
@@ -540,6 +553,28 @@ impl Raw {
         let r = self.recv().expect("response");
         assert_eq!(r["id"], id.as_str(), "{r}");
         r
+    }
+}
+
+/// Whether the tests run as root (the CI does; some tests connect as
+/// another uid).
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|l| l.split_whitespace().next().map(|u| u == "0"))
+        .unwrap_or(false)
+}
+
+/// The first line of `lines` that is a URL (what `llxprt-cred login`
+/// shows the user to open).
+pub fn first_url(lines: &mut impl Iterator<Item = std::io::Result<String>>) -> String {
+    loop {
+        let line = lines.next().expect("the URL is shown").unwrap();
+        if line.trim_start().starts_with("http") {
+            return line.trim().to_owned();
+        }
     }
 }
 

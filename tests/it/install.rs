@@ -62,7 +62,7 @@ fn make_install_lays_out_the_package_and_uninstall_removes_it() {
     let version = Command::new(dest.join("usr/bin/llxprt-credd")).arg("--version").output().unwrap();
     assert_eq!(stdout(&version), format!("llxprt-credd {}\n", env!("CARGO_PKG_VERSION")));
     let unit = std::fs::read_to_string(dest.join("usr/lib/systemd/user/llxprt-credd@.service")).unwrap();
-    assert!(unit.contains("\nExecStart=/usr/bin/llxprt-credd -D --profile %i\n"), "{unit}");
+    assert!(unit.contains("\nExecStart=/usr/bin/llxprt-credd -D --no-capability --profile %i\n"), "{unit}");
 
     let out = make("uninstall", &dest, &["PREFIX=/usr"]);
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));

@@ -55,7 +55,7 @@ fn daemon_with(
     let env = env_for(fake);
     let mut env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     env.extend_from_slice(extra_env);
-    let mut args = vec!["--allow", "anthropic", "--allow", "codex", "--allow", "gemini"];
+    let mut args = vec!["--permit", "login", "--allow", "anthropic", "--allow", "codex", "--allow", "gemini"];
     args.extend_from_slice(extra_args);
     dir.daemon_with_env(&args, &env)
 }
@@ -609,15 +609,6 @@ print rt($_), "\n" for @ARGV;
     String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|l| l.split_whitespace().next().map(|u| u == "0"))
-        .unwrap_or(false)
-}
-
 #[test]
 fn a_session_belongs_to_the_peer_identity_that_started_it() {
     if !is_root() {
@@ -686,7 +677,7 @@ fn logins_outside_the_profile_or_without_a_flow_are_refused() {
     assert_eq!(fake.count(), 0, "nothing reached the provider");
     // a bucket outside the scope
     let dir2 = TestDir::new("lg-scope2");
-    let d2 = dir2.daemon_with_env(&["--allow", "codex:default"], &[]);
+    let d2 = dir2.daemon_with_env(&["--permit", "login", "--allow", "codex:default"], &[]);
     let mut c2 = Client::new(&d2);
     assert_eq!(
         code_of(&c2.ask("oauth_initiate", json!({"provider":"codex","bucket":"work"}))),
@@ -731,7 +722,7 @@ fn cred_login_through_the_daemon_and_on_the_host() {
     let dir = TestDir::new("lg-cli");
     let fake = FakeProvider::start();
     fake.script_at(DEVICE_TOKEN, [Reply::Status(403, "{}".into()), Reply::Status(403, "{}".into())]);
-    let d = daemon(&dir, &fake);
+    let d = daemon_with(&dir, &fake, &[], &["--permit", "write"]);
     let socket = d.socket.to_str().unwrap();
     // device code through the daemon: shows the URL and the user code, waits, reports
     let out = cred(
@@ -752,12 +743,7 @@ fn cred_login_through_the_daemon_and_on_the_host() {
     // code-paste on the host (no daemon named): the user pastes code#state
     let mut child = cred(&dir, &fake, &["--store", "file", "login", "anthropic"]);
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let url = loop {
-        let line = lines.next().expect("the URL is shown").unwrap();
-        if line.trim_start().starts_with("http") {
-            break line.trim().to_owned();
-        }
-    };
+    let url = first_url(&mut lines);
     let (_, _, pasted) = browser_get(&url).unwrap();
     writeln!(child.stdin.take().unwrap(), "{pasted}").unwrap();
     let rest: Vec<String> = lines.map(Result::unwrap).collect();

@@ -3,6 +3,7 @@
 
 mod abuse;
 mod activation;
+mod claudecode;
 mod client;
 mod daemon;
 mod docs;
@@ -18,3 +19,4 @@ mod sandbox;
 mod store_file;
 mod store_keyring;
 mod store_processes;
+mod trust;

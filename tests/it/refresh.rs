@@ -73,7 +73,10 @@ fn daemon(dir: &TestDir, fake: &FakeProvider, scale: &str, extra_env: &[(&str, &
         ("HTTP_PROXY", "http://127.0.0.1:9"),
     ];
     env.extend_from_slice(extra_env);
-    dir.daemon_with_env(&["--allow", "anthropic", "--allow", "codex", "--allow", "acme"], &env)
+    dir.daemon_with_env(
+        &["--permit", "refresh,write", "--allow", "anthropic", "--allow", "codex", "--allow", "acme"],
+        &env,
+    )
 }
 
 /// A handshaken connection that keeps every answer for the canary check.
@@ -508,10 +511,11 @@ fn a_provider_defined_only_in_the_providers_file_refreshes_by_rfc_6749() {
     let file = json!({"providers":{
         "acme":{"token_url": fake.token_url(), "client_id":"acme-cli","client_secret":"acme-secret","encoding":"json"},
         "anthropic":{"client_id":"enterprise-client"}}});
-    std::fs::write(dir.root.join("config/credd-providers.json"), file.to_string()).unwrap();
+    let named = dir.root.join("host-providers.json");
+    std::fs::write(&named, file.to_string()).unwrap();
     plant(&dir, "acme", &token(-10.0, json!({})));
     plant(&dir, "anthropic", &token(-10.0, json!({})));
-    let d = daemon(&dir, &fake, "0.01", &[]);
+    let d = daemon(&dir, &fake, "0.01", &[("LLXPRT_CREDD_PROVIDERS_FILE", named.to_str().unwrap())]);
     let mut c = Client::new(&d);
     assert_eq!(c.get("acme")["data"]["access_token"], "at-refreshed-1");
     let call = &fake.calls()[0];
@@ -536,20 +540,40 @@ fn a_provider_defined_only_in_the_providers_file_refreshes_by_rfc_6749() {
 #[test]
 fn a_bad_providers_file_stops_the_daemon_with_its_name() {
     let dir = TestDir::new("rf-badfile");
-    std::fs::write(
-        dir.root.join("config/credd-providers.json"),
-        r#"{"providers":{"acme":{"token_url":"http://idp.example/t","client_id":"c"}}}"#,
-    )
-    .unwrap();
+    let named = dir.root.join("credd-providers.json");
+    std::fs::write(&named, r#"{"providers":{"acme":{"token_url":"http://idp.example/t","client_id":"c"}}}"#)
+        .unwrap();
     let out = dir
         .command(env!("CARGO_BIN_EXE_llxprt-credd"))
-        .args(["-D", "--store", "file", "--allow", "acme", "--socket"])
+        .args(["-D", "--store", "file", "--allow", "acme", "--providers-file"])
+        .arg(&named)
+        .arg("--socket")
         .arg(dir.socket_path())
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("credd-providers.json") && err.contains("https://"), "{err}");
+    // a named file that is missing stops it too (exit 1: the environment)
+    let out = dir
+        .command(env!("CARGO_BIN_EXE_llxprt-credd"))
+        .args([
+            "-D",
+            "--store",
+            "file",
+            "--allow",
+            "acme",
+            "--providers-file",
+            "/nonexistent/p.json",
+            "--socket",
+        ])
+        .arg(dir.socket_path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot read the providers file /nonexistent/p.json")
+    );
 }
 
 #[test]
@@ -569,7 +593,7 @@ fn canary_every_path_with_a_planted_refresh_token() {
     c.ask("refresh_token", json!({"provider":"codex"}));
     c.ask(
         "save_token",
-        json!({"provider":"anthropic","token":{"access_token":"x","expiry":1999999999,"token_type":"Bearer","refresh_token":"rt-CANARY-evil"}}),
+        json!({"provider":"anthropic","token":{"access_token":"x","expiry":(now() + 3600.0).floor(),"token_type":"Bearer","refresh_token":"rt-CANARY-evil"}}),
     );
     std::thread::sleep(Duration::from_millis(400));
     assert_eq!(c.get("anthropic")["data"]["access_token"], "x");

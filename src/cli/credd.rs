@@ -311,6 +311,32 @@ fn write_capability_fd(fd: i32, token: &SecretString) -> Result<()> {
     file.write_all(line.as_bytes()).map_err(|e| Error::io(what(), e))
 }
 
+/// Opens `--log-file` for appending: never through a symbolic link (a
+/// planted link must not make the daemon write elsewhere), close-on-exec,
+/// mode 0600 (an existing file is narrowed to it).
+fn open_log_file(path: &std::path::Path) -> Result<File> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(libc::ELOOP) {
+                Error::Usage(format!(
+                    "--log-file {} is a symbolic link; name the file itself",
+                    path.display()
+                ))
+            } else {
+                Error::io(format!("cannot open log file {}", path.display()), e)
+            }
+        })?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| Error::io(format!("cannot chmod log file {}", path.display()), e))?;
+    Ok(file)
+}
+
 fn absolute(path: &std::path::Path) -> Result<PathBuf> {
     std::path::absolute(path).map_err(|e| Error::io(format!("bad path {}", path.display()), e))
 }
@@ -370,12 +396,7 @@ fn daemonize() -> Result<std::result::Result<File, i32>> {
 fn run(args: &Args) -> Result<i32> {
     log::set_max_level(args.log_level);
     if let Some(path) = &args.log_file {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .map_err(|e| Error::io(format!("cannot open log file {}", path.display()), e))?;
-        log::set_file(file);
+        log::set_file(open_log_file(path)?);
     }
     let exec_mode = !args.command.is_empty();
     let background = !args.foreground && !exec_mode;

@@ -10,6 +10,7 @@ mod docs;
 mod doctor;
 mod fake_provider;
 mod faults;
+mod hardening;
 mod harness;
 mod install;
 mod lifecycle;

@@ -195,26 +195,19 @@ pub fn handle(shared: &Shared, req: &Request, owner: Owner) -> Reply {
                 Ok(l) => l,
                 Err(e) => return internal(id, &e, t),
             };
-            let updated = match tokens.get_token(provider, bucket.as_deref()) {
-                Ok(stored) => OAuthToken::sandbox_update(stored.as_ref(), token),
-                Err(e) => {
-                    let _ = tokens.release_refresh_lock(lock);
-                    return internal(id, &e, t);
+            // Whether a valid update was saved, under the lock, released once.
+            let saved = tokens.get_token(provider, bucket.as_deref()).and_then(|stored| {
+                match OAuthToken::sandbox_update(stored.as_ref(), token) {
+                    Some(updated) => tokens.save_token(provider, bucket.as_deref(), &updated).map(|()| true),
+                    None => Ok(false),
                 }
-            };
-            let Some(updated) = updated else {
-                let _ = tokens.release_refresh_lock(lock);
-                return err(
-                    id,
-                    ErrorCode::InvalidRequest,
-                    "token needs access_token, expiry and token_type",
-                    t,
-                );
-            };
-            let saved = tokens.save_token(provider, bucket.as_deref(), &updated);
+            });
             let _ = tokens.release_refresh_lock(lock);
             match saved {
-                Ok(()) => ok(id, Map::new(), t),
+                Ok(true) => ok(id, Map::new(), t),
+                Ok(false) => {
+                    err(id, ErrorCode::InvalidRequest, "token needs access_token, expiry and token_type", t)
+                }
                 Err(e) => internal(id, &e, t),
             }
         }

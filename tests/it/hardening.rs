@@ -14,15 +14,13 @@ fn the_log_file_is_never_opened_through_a_symlink_and_is_private() {
     std::fs::write(&target, "untouched\n").unwrap();
     let link = dir.root.join("planted.log");
     std::os::unix::fs::symlink(&target, &link).unwrap();
-    let out = dir
-        .command(env!("CARGO_BIN_EXE_llxprt-credd"))
-        .args(["-D", "--store", "file", "--no-capability", "--allow-key", "K", "--log-file"])
-        .arg(&link)
-        .arg("--socket")
-        .arg(dir.socket_path())
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let out = dir.credd_start_failing(&[
+        "--no-capability",
+        "--allow-key",
+        "K",
+        "--log-file",
+        link.to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("is a symbolic link"), "{}", stderr(&out));
     assert_eq!(std::fs::read_to_string(&target).unwrap(), "untouched\n", "the link's target is untouched");

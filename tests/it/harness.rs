@@ -432,6 +432,20 @@ impl TestDir {
     }
 }
 
+impl TestDir {
+    /// Runs `llxprt-credd -D --store file --socket FRESH ARGS` to its end:
+    /// for starts that must fail (a daemon that starts would block here).
+    pub fn credd_start_failing(&self, args: &[&str]) -> Output {
+        self.command(env!("CARGO_BIN_EXE_llxprt-credd"))
+            .args(["-D", "--store", "file", "--socket"])
+            .arg(self.socket_path())
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("spawn llxprt-credd")
+    }
+}
+
 /// Registers the capability token in an env file the daemon wrote (it
 /// never crosses back and is never logged); returns it.
 pub fn plant_capability(file: &Path) -> String {

@@ -543,33 +543,12 @@ fn a_bad_providers_file_stops_the_daemon_with_its_name() {
     let named = dir.root.join("credd-providers.json");
     std::fs::write(&named, r#"{"providers":{"acme":{"token_url":"http://idp.example/t","client_id":"c"}}}"#)
         .unwrap();
-    let out = dir
-        .command(env!("CARGO_BIN_EXE_llxprt-credd"))
-        .args(["-D", "--store", "file", "--allow", "acme", "--providers-file"])
-        .arg(&named)
-        .arg("--socket")
-        .arg(dir.socket_path())
-        .output()
-        .unwrap();
+    let out = dir.credd_start_failing(&["--allow", "acme", "--providers-file", named.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("credd-providers.json") && err.contains("https://"), "{err}");
     // a named file that is missing stops it too (exit 1: the environment)
-    let out = dir
-        .command(env!("CARGO_BIN_EXE_llxprt-credd"))
-        .args([
-            "-D",
-            "--store",
-            "file",
-            "--allow",
-            "acme",
-            "--providers-file",
-            "/nonexistent/p.json",
-            "--socket",
-        ])
-        .arg(dir.socket_path())
-        .output()
-        .unwrap();
+    let out = dir.credd_start_failing(&["--allow", "acme", "--providers-file", "/nonexistent/p.json"]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("cannot read the providers file /nonexistent/p.json")

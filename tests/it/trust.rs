@@ -139,11 +139,7 @@ fn every_class_is_forbidden_by_default_and_admitted_by_exactly_its_permit() {
     assert_eq!(c.request("remove_token", json!({"provider":"claudecode"}))["ok"], true);
     assert!(stored(&dir, "claudecode", None).is_none(), "--permit write admits remove_token");
     // a permit that is not a class is a usage error
-    let out = dir
-        .command(env!("CARGO_BIN_EXE_llxprt-credd"))
-        .args(["-D", "--store", "file", "--allow", "codex", "--permit", "admin"])
-        .output()
-        .unwrap();
+    let out = dir.credd_start_failing(&["--allow", "codex", "--permit", "admin"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("--permit \"admin\": not a class"), "{}", stderr(&out));
 }
@@ -447,12 +443,7 @@ fn a_profile_that_names_nothing_servable_is_refused_at_start() {
         "inline",
         json!({"version":1,"provider":"openai","ephemeralSettings":{"auth-key":"sk-x"}}),
     );
-    let out = dir
-        .command(env!("CARGO_BIN_EXE_llxprt-credd"))
-        .args(["-D", "--store", "file", "--profile", "inline"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let out = dir.credd_start_failing(&["--profile", "inline"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     let e = stderr(&out);
     assert!(e.contains("names nothing this daemon can serve") && e.contains("--allow"), "{e}");
@@ -608,12 +599,8 @@ fn silent_connections_do_not_keep_a_client_out_past_the_handshake_deadline() {
     let admitted = loop {
         let mut raw = Raw::connect(&d.socket);
         raw.stream.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-        let mut payload = json!({"v":2,"op":"handshake","payload":{"minVersion":1,"maxVersion":2}})
-            .to_string()
-            .into_bytes();
-        let mut frame = (payload.len() as u32).to_be_bytes().to_vec();
-        frame.append(&mut payload);
-        if raw.send_bytes(&frame).is_ok()
+        let hello = json!({"v":2,"op":"handshake","payload":{"minVersion":1,"maxVersion":2}}).to_string();
+        if raw.send_frame(hello.as_bytes()).is_ok()
             && let Some(r) = raw.recv()
             && r["ok"] == true
         {

@@ -1,8 +1,13 @@
 /*!
 `llxprt-credd`: parse the command line, set up the store, the scope, the
 socket and the capability file, serve until SIGINT/SIGTERM, clean up.
+
+The first thing `run` does is take the descriptors it inherited
+(`--ready-fd`, `--capability-fd`, a socket-activation listener): before
+the daemon opens anything, a number on the command line can only name
+what the caller passed. That is the module's one `unsafe` block.
 */
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 use std::ffi::OsString;
 use std::fs::File;
@@ -240,6 +245,20 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
             "--no-capability does not mix with --capability-file or --capability-fd".into(),
         ));
     }
+    for (flag, fd) in [("--ready-fd", a.ready_fd), ("--capability-fd", a.capability_fd)] {
+        if fd.is_some_and(|fd| fd <= 2) {
+            return Err(Error::Usage(format!(
+                "{flag}: descriptors 0, 1 and 2 cannot be used; pass another (e.g. {flag} 3 3>&1)"
+            )));
+        }
+    }
+    if a.ready_fd.is_some() && a.ready_fd == a.capability_fd {
+        return Err(Error::Usage(
+            "--ready-fd and --capability-fd name the same descriptor; the readiness reader would \
+             receive the capability token"
+                .into(),
+        ));
+    }
     if a.max_connections == 0 {
         return Err(Error::Usage("--max-connections must be at least 1".into()));
     }
@@ -304,9 +323,8 @@ fn write_capability_file(path: &std::path::Path, token: &SecretString) -> Result
 
 /// Writes the bare token and a newline (the content llxprt-code's client
 /// reads from `LLXPRT_CAPABILITY_FD`) to descriptor `fd` and closes it.
-fn write_capability_fd(fd: i32, token: &SecretString) -> Result<()> {
+fn write_capability_fd(mut file: File, fd: i32, token: &SecretString) -> Result<()> {
     let what = || format!("cannot write the capability token to descriptor {fd}");
-    let mut file = sys::adopt_fd(fd).map_err(|e| Error::io(what(), e))?;
     let line = zeroize::Zeroizing::new(format!("{}\n", token.expose()));
     file.write_all(line.as_bytes()).map_err(|e| Error::io(what(), e))
 }
@@ -393,18 +411,99 @@ fn daemonize() -> Result<std::result::Result<File, i32>> {
     }
 }
 
+/// Descriptors inherited from whoever started the daemon.
+struct Inherited {
+    activated: Option<socket::Activated>,
+    ready: Option<File>,
+    capability: Option<File>,
+}
+
+/// Checks that `fd` (named by `flag`) is an open descriptor the daemon can
+/// write a line to: a pipe, a socket or a regular file, open for writing.
+fn check_inherited(flag: &str, fd: i32) -> Result<()> {
+    let info = sys::fd_info(fd).map_err(|e| {
+        if e.raw_os_error() == Some(libc::EBADF) {
+            Error::Usage(format!("{flag} {fd}: no descriptor {fd} was passed in (e.g. {flag} {fd} {fd}>&1)"))
+        } else {
+            Error::io(format!("{flag} {fd}"), e)
+        }
+    })?;
+    if ![libc::S_IFIFO, libc::S_IFSOCK, libc::S_IFREG].contains(&info.file_type) {
+        return Err(Error::Usage(format!(
+            "{flag} {fd}: descriptor {fd} is {}; pass a pipe, a socket or a file",
+            info.type_name()
+        )));
+    }
+    if !info.writable {
+        return Err(Error::Usage(format!("{flag} {fd}: descriptor {fd} is not open for writing")));
+    }
+    Ok(())
+}
+
+/// Takes the inherited descriptors. Runs first in [`run`], before the
+/// daemon opens a descriptor of its own (the log file, the store, a
+/// socket) and before any thread starts: a number that was not passed in
+/// is refused rather than later naming one of ours. Socket activation in
+/// background mode is refused (the fork would leave the socket with a
+/// process that exits at once).
+#[allow(unsafe_code)]
+fn claim_inherited(args: &Args, background: bool) -> Result<Inherited> {
+    let activation = socket::activation_fd_count_from_env();
+    if let Some(count) = activation {
+        if background {
+            return Err(Error::Usage("socket activation (LISTEN_FDS) needs -D or a COMMAND".into()));
+        }
+        let passed = socket::LISTEN_FDS_START..socket::LISTEN_FDS_START.saturating_add(count);
+        for (flag, fd) in [("--ready-fd", args.ready_fd), ("--capability-fd", args.capability_fd)] {
+            if let Some(fd) = fd.filter(|fd| passed.contains(fd)) {
+                return Err(Error::Usage(format!("{flag} {fd} is a socket passed by the service manager")));
+            }
+        }
+    }
+    for (flag, fd) in [("--ready-fd", args.ready_fd), ("--capability-fd", args.capability_fd)] {
+        if let Some(fd) = fd {
+            check_inherited(flag, fd)?;
+        }
+    }
+    let take = |flag: &str, fd: i32| -> Result<File> {
+        // SAFETY: `run` calls this before the process opens any descriptor,
+        // so `fd` is one the caller passed in; `parse` refused 0-2 and equal
+        // numbers and the check above refused the activation range, so each
+        // number is taken once, here, and nothing else owns it.
+        unsafe { sys::adopt_fd(fd) }.map_err(|e| Error::io(format!("{flag} {fd}"), e))
+    };
+    let ready = args.ready_fd.map(|fd| take("--ready-fd", fd)).transpose()?;
+    let capability = args.capability_fd.map(|fd| take("--capability-fd", fd)).transpose()?;
+    let activated = match activation {
+        None => None,
+        Some(count) => {
+            let first = socket::LISTEN_FDS_START;
+            let what = || format!("socket activation: descriptor {first}");
+            // SAFETY: as above: the service manager passed descriptors
+            // 3..3+count for this process, and nothing in it has opened
+            // or taken them yet.
+            let listener =
+                unsafe { sys::adopt_listening_unix_socket(first) }.map_err(|e| Error::io(what(), e))?;
+            for extra in first + 1..first.saturating_add(count) {
+                crate::log_warn!("socket activation: descriptor {extra} is not used; closing it");
+                // SAFETY: as above; each extra number is taken once, here.
+                drop(unsafe { sys::adopt_fd(extra) });
+            }
+            Some(socket::activated(listener)?)
+        }
+    };
+    Ok(Inherited { activated, ready, capability })
+}
+
 fn run(args: &Args) -> Result<i32> {
+    let exec_mode = !args.command.is_empty();
+    let background = !args.foreground && !exec_mode;
+    let Inherited { activated, ready, capability: capability_file } = claim_inherited(args, background)?;
     log::set_max_level(args.log_level);
     if let Some(path) = &args.log_file {
         log::set_file(open_log_file(path)?);
     }
-    let exec_mode = !args.command.is_empty();
-    let background = !args.foreground && !exec_mode;
-    let activated = take_activated_socket(args, background)?;
-    let mut readiness = Readiness { close_stdout: !exec_mode, fds: vec![] };
-    if let Some(fd) = args.ready_fd {
-        readiness.fds.push(sys::adopt_fd(fd).map_err(|e| Error::io(format!("--ready-fd {fd}"), e))?);
-    }
+    let mut readiness = Readiness { close_stdout: !exec_mode, fds: ready.into_iter().collect() };
     let announce_how = match args.announce {
         Announce::None if background && shell_is_csh() => Announce::Csh,
         Announce::None if background => Announce::Sh,
@@ -500,8 +599,8 @@ fn run(args: &Args) -> Result<i32> {
         if let Some(path) = &capability_path {
             write_capability_file(path, &token)?;
         }
-        if let Some(fd) = args.capability_fd {
-            write_capability_fd(fd, &token)?;
+        if let (Some(file), Some(fd)) = (capability_file, args.capability_fd) {
+            write_capability_fd(file, fd, &token)?;
         }
         Some(token)
     };
@@ -556,26 +655,6 @@ fn run(args: &Args) -> Result<i32> {
     let code = watcher.join().unwrap_or(EXIT_FAILURE);
     crate::log_info!("stopped");
     Ok(code)
-}
-
-/// Socket activation: the listening socket a service manager passed, when
-/// `LISTEN_PID` names us. Runs before any thread starts (it edits the
-/// environment). Background mode forks, so the passed socket would belong
-/// to a process that exits at once: refused.
-fn take_activated_socket(args: &Args, background: bool) -> Result<Option<socket::Activated>> {
-    let Some(count) = socket::activation_fd_count_from_env() else {
-        return Ok(None);
-    };
-    if background {
-        return Err(Error::Usage("socket activation (LISTEN_FDS) needs -D or a COMMAND".into()));
-    }
-    let passed = socket::LISTEN_FDS_START..socket::LISTEN_FDS_START.saturating_add(count);
-    for (flag, fd) in [("--ready-fd", args.ready_fd), ("--capability-fd", args.capability_fd)] {
-        if let Some(fd) = fd.filter(|fd| passed.contains(fd)) {
-            return Err(Error::Usage(format!("{flag} {fd} is a socket passed by the service manager")));
-        }
-    }
-    socket::take_activated(count).map(Some)
 }
 
 /// The signal thread: stop on SIGINT/SIGTERM, reload on SIGHUP; in exec

@@ -3,8 +3,11 @@ Command lines of the two binaries: lexopt tokens → a typed command, then
 the code that runs it. Parsing is pure and unit-tested; running prints
 results on stdout, problems on stderr, and maps errors to exit codes
 (0 success, 1 failure or "not found", 2 usage).
+
+`unsafe` is denied here; the one exception is where `llxprt-credd` takes
+the descriptors it inherited ([`credd`]), before it opens any of its own.
 */
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 pub mod bench;
 pub mod bench_daemon;

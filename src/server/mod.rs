@@ -15,7 +15,9 @@ pub mod reader;
 pub mod socket;
 
 use std::collections::HashMap;
+use std::io::{PipeReader, PipeWriter, Write};
 use std::net::Shutdown;
+use std::os::fd::AsFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -27,7 +29,7 @@ use crate::oauth::{OAuthConfig, OAuthHost};
 use crate::profile::Scope;
 use crate::secret::SecretString;
 use crate::store::HostStore;
-use crate::sys::UserId;
+use crate::sys::{self, UserId};
 
 /// Default cap on concurrent connections (and so on connection threads).
 pub const DEFAULT_MAX_CONNECTIONS: usize = 64;
@@ -92,6 +94,11 @@ pub struct Shared {
     /// A second handle on each open connection, so shutdown can stop
     /// their reads while in-flight requests finish.
     open: Mutex<HashMap<u64, UnixStream>>,
+    /// Written once by [`Handle::stop`] to wake the accept loop, which
+    /// polls the listener and the other end of this pipe: stopping needs
+    /// neither the socket's path (it may be gone) nor a change to the
+    /// listener (a service manager's socket must stay usable).
+    wake: PipeWriter,
 }
 
 impl Shared {
@@ -108,6 +115,7 @@ impl Shared {
 /// The running server.
 pub struct Server {
     listener: UnixListener,
+    woken: PipeReader,
     shared: Arc<Shared>,
 }
 
@@ -116,8 +124,11 @@ impl Server {
     pub fn new(listener: UnixListener, config: ServerConfig, store: HostStore) -> Result<Server> {
         let scope = RwLock::new(Arc::new(config.scope.clone()));
         let oauth = OAuthHost::start(config.oauth.clone(), store.tokens.clone())?;
+        let (woken, wake) =
+            std::io::pipe().map_err(|e| crate::error::Error::io("cannot create the shutdown pipe", e))?;
         let shared = Arc::new(Shared {
             oauth,
+            wake,
             scope,
             open: Mutex::new(HashMap::new()),
             config,
@@ -126,7 +137,7 @@ impl Server {
             active: AtomicUsize::new(0),
             next_conn: AtomicU64::new(1),
         });
-        Ok(Server { listener, shared })
+        Ok(Server { listener, woken, shared })
     }
 
     /// A handle that can stop the server or change its scope from
@@ -140,19 +151,27 @@ impl Server {
     /// refresh in flight up to its own budget: a provider that has
     /// rotated the refresh token must see the new one saved.
     pub fn run(self) {
-        for stream in self.listener.incoming() {
-            if self.shared.stopping.load(Ordering::SeqCst) {
+        loop {
+            let (pending, woken) = match sys::wait_readable(self.listener.as_fd(), self.woken.as_fd()) {
+                Ok(r) => r,
+                Err(e) => {
+                    crate::log_error!("poll on the listener failed: {e}");
+                    break;
+                }
+            };
+            if woken || self.shared.stopping.load(Ordering::SeqCst) {
                 break;
             }
-            let stream = match stream {
-                Ok(s) => s,
+            if !pending {
+                continue;
+            }
+            match self.listener.accept() {
+                Ok((stream, _)) => self.admit(stream),
                 Err(e) => {
                     crate::log_warn!("accept failed: {e}");
                     std::thread::sleep(Duration::from_millis(10));
-                    continue;
                 }
-            };
-            self.admit(stream);
+            }
         }
         let deadline = Instant::now() + SHUTDOWN_GRACE;
         while self.shared.active.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
@@ -214,8 +233,8 @@ impl Handle {
         (narrowed, wider)
     }
 
-    /// Stops accepting (wakes the accept loop with a connection of our
-    /// own) and ends every connection's reading side: a request being
+    /// Stops accepting (wakes the accept loop through its pipe) and ends
+    /// every connection's reading side: a request being
     /// handled still gets its answer, then the connection closes.
     /// Cancels every renewal timer.
     pub fn stop(&self) {
@@ -224,6 +243,6 @@ impl Handle {
         for stream in self.shared.open_connections().values() {
             let _ = stream.shutdown(Shutdown::Read);
         }
-        let _ = UnixStream::connect(&self.shared.config.socket_path);
+        let _ = (&self.shared.wake).write(&[1]);
     }
 }

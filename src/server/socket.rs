@@ -210,18 +210,13 @@ pub struct Activated {
     pub path: PathBuf,
 }
 
-/// Takes the `count` descriptors a service manager passed: the first
-/// must be a listening Unix stream socket bound to a path (the daemon
-/// wakes its accept loop by connecting to the path); the others are
-/// closed. Removes the `LISTEN_*` variables so no child sees them. Call
-/// before any thread starts.
-pub fn take_activated(count: i32) -> Result<Activated> {
+/// Wraps the listener a service manager passed (taken by the caller from
+/// descriptor [`LISTEN_FDS_START`]): it must be bound to a path (the
+/// daemon names the path in its announcements and environment). Removes
+/// the `LISTEN_*` variables so no child sees them. Call before any thread
+/// starts.
+pub fn activated(listener: UnixListener) -> Result<Activated> {
     let what = || format!("socket activation: descriptor {LISTEN_FDS_START}");
-    let listener = sys::adopt_listening_unix_socket(LISTEN_FDS_START).map_err(|e| Error::io(what(), e))?;
-    for extra in LISTEN_FDS_START + 1..LISTEN_FDS_START.saturating_add(count) {
-        crate::log_warn!("socket activation: descriptor {extra} is not used; closing it");
-        drop(sys::adopt_fd(extra));
-    }
     sys::remove_env_vars(&LISTEN_ENV).map_err(|e| Error::io("socket activation", e))?;
     let addr = listener.local_addr().map_err(|e| Error::io(what(), e))?;
     let path = addr.as_pathname().map(Path::to_path_buf).ok_or_else(|| {

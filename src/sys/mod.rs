@@ -476,11 +476,60 @@ pub fn wait_child(pid: ProcessId) -> io::Result<i32> {
     }
 }
 
+/// What an inherited descriptor is, as `fstat(2)` and `F_GETFL` see it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FdInfo {
+    /// The file type bits of `st_mode` (`S_IFIFO`, `S_IFSOCK`, ...).
+    pub file_type: u32,
+    /// Whether the descriptor was opened for writing.
+    pub writable: bool,
+}
+
+impl FdInfo {
+    /// A short name for the file type, for error messages.
+    pub fn type_name(&self) -> &'static str {
+        match self.file_type {
+            libc::S_IFIFO => "a pipe",
+            libc::S_IFSOCK => "a socket",
+            libc::S_IFREG => "a regular file",
+            libc::S_IFCHR => "a character device",
+            libc::S_IFDIR => "a directory",
+            libc::S_IFBLK => "a block device",
+            _ => "an unusual file",
+        }
+    }
+}
+
+/// Looks at descriptor `fd` without taking it: `EBADF` when it is not
+/// open. Safe: only `fstat` and `fcntl(F_GETFL)`, which read.
+pub fn fd_info(fd: i32) -> io::Result<FdInfo> {
+    let mut st = MaybeUninit::<libc::stat>::zeroed();
+    // SAFETY: `st` is valid for writes of one `stat`; fstat fails with
+    // EBADF on a closed descriptor and writes nothing then.
+    cerr(unsafe { libc::fstat(fd, st.as_mut_ptr()) })?;
+    // SAFETY: fstat succeeded and filled the structure.
+    let st = unsafe { st.assume_init() };
+    // SAFETY: F_GETFL takes no pointer.
+    let flags = cerr(unsafe { libc::fcntl(fd, libc::F_GETFL) })?;
+    let access = flags & libc::O_ACCMODE;
+    Ok(FdInfo {
+        file_type: st.st_mode & libc::S_IFMT,
+        writable: access == libc::O_WRONLY || access == libc::O_RDWR,
+    })
+}
+
 /// Takes ownership of descriptor `fd`, inherited from whoever started us
-/// (`--ready-fd`, `--capability-fd`). Standard descriptors are refused,
-/// and so is a descriptor that is not open. The descriptor is marked
-/// close-on-exec so no child inherits it.
-pub fn adopt_fd(fd: i32) -> io::Result<std::fs::File> {
+/// (`--ready-fd`, `--capability-fd`, extra socket-activation descriptors).
+/// Standard descriptors are refused, and so is a descriptor that is not
+/// open. The descriptor is marked close-on-exec so no child inherits it.
+///
+/// # Safety
+///
+/// Nothing else in this process may own `fd` or use it by number, now or
+/// later: the returned `File` closes it. Call it for descriptors inherited
+/// at start, before the process opens any descriptor of its own (so the
+/// number cannot name one of ours), once per number.
+pub unsafe fn adopt_fd(fd: i32) -> io::Result<std::fs::File> {
     use std::os::fd::FromRawFd;
     if fd <= libc::STDERR_FILENO {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "descriptors 0, 1 and 2 cannot be used"));
@@ -489,10 +538,34 @@ pub fn adopt_fd(fd: i32) -> io::Result<std::fs::File> {
     let flags = cerr(unsafe { libc::fcntl(fd, libc::F_GETFD) })?;
     // SAFETY: as above; F_SETFD takes an integer argument.
     cerr(unsafe { libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC) })?;
-    // SAFETY: the descriptor is open (checked above) and was handed to this
-    // process on the command line for this one use; nothing else in the
-    // process owns it, so the File may close it.
+    // SAFETY: the descriptor is open (checked above) and, by the caller's
+    // promise, owned by nothing else in the process.
     Ok(unsafe { std::fs::File::from_raw_fd(fd) })
+}
+
+/// Waits until `first` or `second` is readable (or has hung up): which
+/// of the two are. Retries when a signal interrupts the wait.
+pub fn wait_readable(
+    first: std::os::fd::BorrowedFd<'_>,
+    second: std::os::fd::BorrowedFd<'_>,
+) -> io::Result<(bool, bool)> {
+    use std::os::fd::AsRawFd;
+    let mut fds = [
+        libc::pollfd { fd: first.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+        libc::pollfd { fd: second.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+    ];
+    loop {
+        // SAFETY: `fds` is valid for reads and writes of its two entries,
+        // whose descriptors the borrows keep open for the call.
+        match cerr(unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) }) {
+            Ok(_) => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let ready =
+        |p: &libc::pollfd| p.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0;
+    Ok((ready(&fds[0]), ready(&fds[1])))
 }
 
 /// An integer socket option of `fd` at `SOL_SOCKET`.
@@ -511,7 +584,12 @@ fn socket_option(fd: i32, option: libc::c_int) -> io::Result<libc::c_int> {
 /// (socket activation), after checking that it is a listening `AF_UNIX`
 /// stream socket. The descriptor is marked close-on-exec and put in
 /// blocking mode, which the accept loop expects.
-pub fn adopt_listening_unix_socket(fd: i32) -> io::Result<std::os::unix::net::UnixListener> {
+///
+/// # Safety
+///
+/// As for [`adopt_fd`]: nothing else in the process owns `fd` or uses it
+/// by number; call it before the process opens descriptors of its own.
+pub unsafe fn adopt_listening_unix_socket(fd: i32) -> io::Result<std::os::unix::net::UnixListener> {
     use std::os::fd::FromRawFd;
     let invalid = |what: &str| io::Error::new(io::ErrorKind::InvalidInput, format!("descriptor {fd} {what}"));
     if fd <= libc::STDERR_FILENO {
@@ -539,9 +617,8 @@ pub fn adopt_listening_unix_socket(fd: i32) -> io::Result<std::os::unix::net::Un
     let flags = cerr(unsafe { libc::fcntl(fd, libc::F_GETFD) })?;
     // SAFETY: as above.
     cerr(unsafe { libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC) })?;
-    // SAFETY: the descriptor is an open listening socket handed to this
-    // process by its service manager for this one use; nothing else in the
-    // process owns it, so the listener may close it.
+    // SAFETY: the descriptor is an open listening socket and, by the
+    // caller's promise, owned by nothing else in the process.
     let listener = unsafe { std::os::unix::net::UnixListener::from_raw_fd(fd) };
     listener.set_nonblocking(false)?;
     Ok(listener)

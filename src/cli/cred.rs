@@ -406,7 +406,7 @@ struct HostLogins {
 }
 
 fn host_error(e: LoginError) -> Error {
-    let code = crate::server::dispatch::login_error_code(&e);
+    let code = crate::server::wire::login_code(&e);
     Error::Remote { code: code.as_str().to_owned(), message: e.to_string() }
 }
 

@@ -89,8 +89,8 @@ impl LoginPoll {
             Poll::Pending { interval } => Ok(LoginPoll::Pending(interval)),
             Poll::Complete(token) => Ok(LoginPoll::Complete(token.sanitize().into_map())),
             Poll::Failed(e) => Err(Error::Remote {
-                code: e.code.to_owned(),
-                message: format!("Authentication failed: {}", e.message),
+                code: e.kind.as_str().to_owned(),
+                message: format!("Authentication failed: {} ({})", e.kind.text(), e.detail),
             }),
         }
     }

@@ -23,6 +23,7 @@ use sha2::{Digest, Sha256};
 
 use super::http::{Http, UpstreamError, classify, safe_error_code};
 use super::provider::{Device, DeviceStyle, Encoding, Provider};
+use crate::protocol::message::FlowFailure;
 use crate::secret::SecretString;
 use crate::token::{OAuthToken, now_unix_seconds};
 
@@ -39,25 +40,26 @@ pub const CALLBACK_READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest browser request read by the loopback listener.
 const MAX_CALLBACK_REQUEST: usize = 16 * 1024;
 
-/// Why a login step failed: a wire code and a safe message.
+/// Why a login step failed: a kind (the wire shows only its code and a
+/// fixed text) and the details, for the host's log and terminal only.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FlowError {
-    /// `EXCHANGE_FAILED`, `ACCESS_DENIED`, `EXPIRED_TOKEN`, ...
-    pub code: &'static str,
-    /// Fixed text, statuses and safe OAuth error codes only.
-    pub message: String,
+    /// What went wrong.
+    pub kind: FlowFailure,
+    /// Statuses, safe OAuth error codes, the step that failed. Never sent.
+    pub detail: String,
 }
 
 impl FlowError {
     /// A flow error.
-    pub fn new(code: &'static str, message: impl Into<String>) -> FlowError {
-        FlowError { code, message: message.into() }
+    pub fn new(kind: FlowFailure, detail: impl Into<String>) -> FlowError {
+        FlowError { kind, detail: detail.into() }
     }
 }
 
 impl fmt::Display for FlowError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ({})", self.message, self.code)
+        write!(f, "{} ({})", self.detail, self.kind.as_str())
     }
 }
 
@@ -183,15 +185,12 @@ pub fn split_pasted_code(pasted: &str) -> Result<(&str, &str), FlowError> {
     let pasted = pasted.trim();
     match pasted.split_once('#') {
         Some((code, state)) if !code.is_empty() && !state.is_empty() => Ok((code, state)),
-        _ => Err(FlowError::new(
-            "EXCHANGE_FAILED",
-            "Paste the whole code#state string the provider showed after you signed in",
-        )),
+        _ => Err(FlowError::new(FlowFailure::BadPaste, "the pasted text is not code#state")),
     }
 }
 
-fn upstream(code: &'static str, what: &str, e: &UpstreamError) -> FlowError {
-    FlowError::new(code, format!("{what}: {e}"))
+fn upstream(kind: FlowFailure, what: &str, e: &UpstreamError) -> FlowError {
+    FlowError::new(kind, format!("{what}: {e}"))
 }
 
 /// Exchanges an authorization code for a token at the provider's token
@@ -218,14 +217,18 @@ pub fn exchange_code(
     if let Some(secret) = &provider.client_secret {
         fields.push(("client_secret", secret.expose()));
     }
-    let failed =
-        |e: &UpstreamError| upstream("EXCHANGE_FAILED", "The provider refused the authorization code", e);
+    let failed = |e: &UpstreamError| {
+        upstream(FlowFailure::ExchangeFailed, "The provider refused the authorization code", e)
+    };
     let answer = http
         .post(&provider.token_url, &fields, provider.login.exchange_encoding, timeout)
         .map_err(|e| failed(&e))?;
     let map = classify(answer.status, &answer.body).map_err(|e| failed(&e))?;
     provider.token_from_answer(&map, now_unix_seconds()).map_err(|bad| {
-        FlowError::new("EXCHANGE_FAILED", format!("The provider's token answer is unusable: {}", bad.0))
+        FlowError::new(
+            FlowFailure::ExchangeFailed,
+            format!("The provider's token answer is unusable: {}", bad.0),
+        )
     })
 }
 
@@ -271,8 +274,9 @@ pub fn device_start(
     device: &Device,
     timeout: Duration,
 ) -> Result<DeviceStart, FlowError> {
-    let failed =
-        |e: &UpstreamError| upstream("INTERNAL_ERROR", "The provider refused to start a device login", e);
+    let failed = |e: &UpstreamError| {
+        upstream(FlowFailure::StartFailed, "The provider refused to start a device login", e)
+    };
     let secret = provider.client_secret.as_ref().map(|s| s.expose());
     let (fields, encoding): (Vec<(&str, &str)>, Encoding) = match device.style {
         DeviceStyle::Codex => (vec![("client_id", provider.client_id.as_str())], Encoding::Json),
@@ -289,12 +293,12 @@ pub fn device_start(
     };
     let answer = http.post(&device.code_url, &fields, encoding, timeout).map_err(|e| failed(&e))?;
     if device.style == DeviceStyle::Codex && answer.status == 404 {
-        return Err(FlowError::new("INTERNAL_ERROR", "Device code login is not enabled for this account"));
+        return Err(FlowError::new(FlowFailure::DeviceNotEnabled, "the device-code endpoint answered 404"));
     }
     let map = classify(answer.status, &answer.body).map_err(|e| failed(&e))?;
     let code_field = if device.style == DeviceStyle::Codex { "device_auth_id" } else { "device_code" };
     let bad = |what: &str| {
-        FlowError::new("INTERNAL_ERROR", format!("The provider's device answer has no usable {what}"))
+        FlowError::new(FlowFailure::StartFailed, format!("The provider's device answer has no usable {what}"))
     };
     let device_code = string_field(&map, code_field).ok_or_else(|| bad(code_field))?;
     let user_code = shown(string_field(&map, "user_code"), 64).ok_or_else(|| bad("user_code"))?;
@@ -356,10 +360,15 @@ fn poll_error(status: u16, body: &str, style: DeviceStyle) -> DevicePoll {
         _ if style == DeviceStyle::Codex && matches!(status, 403 | 404) => DevicePoll::Pending,
         _ => match classify(status, body) {
             Err(e @ UpstreamError::Transient(_)) => DevicePoll::Transient(e),
-            Err(e) => {
-                DevicePoll::Failed(upstream("POLL_FAILED", "The provider refused the device login", &e))
-            }
-            Ok(_) => DevicePoll::Failed(FlowError::new("POLL_FAILED", "The provider's answer is unusable")),
+            Err(e) => DevicePoll::Failed(upstream(
+                FlowFailure::PollFailed,
+                "The provider refused the device login",
+                &e,
+            )),
+            Ok(_) => DevicePoll::Failed(FlowError::new(
+                FlowFailure::PollFailed,
+                "The provider's answer is unusable",
+            )),
         },
     }
 }
@@ -399,20 +408,24 @@ pub fn device_poll(
     let answer = match sent {
         Ok(a) => a,
         Err(e @ UpstreamError::Transient(_)) => return DevicePoll::Transient(e),
-        Err(e) => return DevicePoll::Failed(upstream("POLL_FAILED", "Polling the provider failed", &e)),
+        Err(e) => {
+            return DevicePoll::Failed(upstream(FlowFailure::PollFailed, "Polling the provider failed", &e));
+        }
     };
     if !(200..300).contains(&answer.status) {
         return poll_error(answer.status, &answer.body, device.style);
     }
     let map = match classify(answer.status, &answer.body) {
         Ok(m) => m,
-        Err(e) => return DevicePoll::Failed(upstream("POLL_FAILED", "Polling the provider failed", &e)),
+        Err(e) => {
+            return DevicePoll::Failed(upstream(FlowFailure::PollFailed, "Polling the provider failed", &e));
+        }
     };
     match device.style {
         DeviceStyle::Rfc8628 => match provider.token_from_answer(&map, now_unix_seconds()) {
             Ok(t) => DevicePoll::Token(t),
             Err(bad) => DevicePoll::Failed(FlowError::new(
-                "POLL_FAILED",
+                FlowFailure::PollFailed,
                 format!("The provider's token answer is unusable: {}", bad.0),
             )),
         },
@@ -423,7 +436,7 @@ pub fn device_poll(
                     verifier: SecretString::new(verifier),
                 },
                 _ => DevicePoll::Failed(FlowError::new(
-                    "POLL_FAILED",
+                    FlowFailure::PollFailed,
                     "The provider's approval has no authorization code or verifier",
                 )),
             }
@@ -588,7 +601,7 @@ mod tests {
     fn a_paste_needs_code_and_state() {
         assert_eq!(split_pasted_code("  abc#def \n").unwrap(), ("abc", "def"));
         for bad in ["abc", "abc#", "#def", ""] {
-            assert_eq!(split_pasted_code(bad).unwrap_err().code, "EXCHANGE_FAILED", "{bad}");
+            assert_eq!(split_pasted_code(bad).unwrap_err().kind, FlowFailure::BadPaste, "{bad}");
         }
         assert!(same_secret("x", "x") && !same_secret("x", "y"));
     }

@@ -46,14 +46,10 @@ use super::Timing;
 use super::http::Http;
 use super::login::{self, Callback, DevicePoll, DeviceStart, FlowError, Pkce};
 use super::provider::{FlowType, Provider, Providers};
+use crate::protocol::message::FlowFailure;
 use crate::secret::SecretString;
 use crate::store::TokenStore;
 use crate::token::OAuthToken;
-
-/// The flow error code of a login that would replace another account's.
-pub const ACCOUNT_MISMATCH: &str = "ACCOUNT_MISMATCH";
-/// The flow error code of a login cancelled before its token was stored.
-const LOGIN_CANCELLED: &str = "CANCELLED";
 
 /// Who asked for the logins of a session table, which decides what a
 /// completed login may replace.
@@ -175,15 +171,20 @@ pub enum LoginError {
     },
     /// Too many logins in progress (`RATE_LIMITED`).
     TooMany,
-    /// The login could not start (`INTERNAL_ERROR`).
-    Start(String),
-    /// The exchange failed (`EXCHANGE_FAILED`).
-    Exchange(String),
-    /// The token could not be stored (`INTERNAL_ERROR`).
-    Store(String),
+    /// The login could not start, the exchange failed or the token could
+    /// not be stored: the kind decides the code and the fixed text, the
+    /// details stay on the host.
+    Flow(FlowError),
     /// A login from the sandbox would replace another account's login
     /// (`ACCOUNT_MISMATCH`); nothing was stored.
     AccountMismatch,
+}
+
+impl LoginError {
+    /// A login that could not start on the host, for `detail`.
+    pub fn start(detail: impl Into<String>) -> LoginError {
+        LoginError::Flow(FlowError::new(FlowFailure::StartFailed, detail))
+    }
 }
 
 impl std::fmt::Display for LoginError {
@@ -203,7 +204,7 @@ impl std::fmt::Display for LoginError {
                 flow.as_str()
             ),
             LoginError::TooMany => f.write_str("Too many OAuth logins in progress; try again later"),
-            LoginError::Start(m) | LoginError::Exchange(m) | LoginError::Store(m) => f.write_str(m),
+            LoginError::Flow(e) => write!(f, "{} ({})", e.kind.text(), e.detail),
             LoginError::AccountMismatch => {
                 f.write_str("This bucket holds another account's login; log in on the host to replace it")
             }
@@ -496,14 +497,14 @@ impl Inner {
         let target = format!("{provider}:{}", bucket.unwrap_or(crate::store::names::DEFAULT_BUCKET));
         let failed = |e: crate::error::Error| {
             crate::log_error!("oauth {target}: cannot store the new token: {e}");
-            FlowError::new("INTERNAL_ERROR", "Logged in, but the token could not be stored on the host")
+            FlowError::new(FlowFailure::StoreFailed, "the store failed (logged above)")
         };
         let lock =
             self.tokens.acquire_refresh_lock(provider, bucket, self.timing.lock_wait).map_err(failed)?;
         let result = (|| {
             if control.cancelled() {
                 crate::log_info!("oauth {target}: the login was cancelled; nothing stored");
-                return Err(FlowError::new(LOGIN_CANCELLED, "The login was cancelled"));
+                return Err(FlowError::new(FlowFailure::Cancelled, "cancelled before the token was stored"));
             }
             if self.origin == LoginOrigin::Sandbox
                 && let Some(stored) = self.tokens.get_token(provider, bucket).map_err(failed)?
@@ -513,10 +514,7 @@ impl Inner {
                     "oauth {target}: a login from the sandbox would replace another account's login; \
                      nothing stored (switch accounts on the host: llxprt-cred login)"
                 );
-                return Err(FlowError::new(
-                    ACCOUNT_MISMATCH,
-                    "This bucket holds another account's login; log in on the host to replace it",
-                ));
+                return Err(FlowError::new(FlowFailure::AccountMismatch, "the bucket holds another account"));
             }
             self.tokens.save_token(provider, bucket, token).map_err(failed)?;
             Ok(token.clone())
@@ -566,8 +564,8 @@ impl Inner {
             }
             if Instant::now() >= deadline {
                 break Some(Outcome::Failed(FlowError::new(
-                    "EXPIRED_TOKEN",
-                    "The device code expired before the login was approved",
+                    FlowFailure::ExpiredToken,
+                    "the session's deadline passed while polling",
                 )));
             }
             match login::device_poll(&self.http, &provider, &device, &start, self.timing.http_timeout) {
@@ -578,12 +576,15 @@ impl Inner {
                     crate::log_debug!("oauth {tag}: slow_down, polling every {} s now", interval.as_secs());
                 }
                 DevicePoll::Denied => {
-                    break Some(Outcome::Failed(FlowError::new("ACCESS_DENIED", "The login was denied")));
+                    break Some(Outcome::Failed(FlowError::new(
+                        FlowFailure::AccessDenied,
+                        "the provider answered access_denied",
+                    )));
                 }
                 DevicePoll::Expired => {
                     break Some(Outcome::Failed(FlowError::new(
-                        "EXPIRED_TOKEN",
-                        "The device code expired before the login was approved",
+                        FlowFailure::ExpiredToken,
+                        "the provider answered expired_token",
                     )));
                 }
                 DevicePoll::Transient(e) => {
@@ -591,8 +592,8 @@ impl Inner {
                     crate::log_info!("oauth {tag}: poll failed ({e}), {failures} in a row");
                     if failures >= MAX_TRANSIENT_POLL_FAILURES {
                         break Some(Outcome::Failed(FlowError::new(
-                            "POLL_FAILED",
-                            format!("Polling the provider failed: {e}"),
+                            FlowFailure::PollFailed,
+                            format!("{failures} polls in a row failed, the last: {e}"),
                         )));
                     }
                 }
@@ -655,8 +656,8 @@ impl Inner {
             }
             if Instant::now() >= deadline {
                 break Some(Outcome::Failed(FlowError::new(
-                    "CALLBACK_TIMEOUT",
-                    "The browser did not come back in time",
+                    FlowFailure::CallbackTimeout,
+                    "no callback before the deadline",
                 )));
             }
             let mut stream = match listener.accept() {
@@ -683,8 +684,8 @@ impl Inner {
                 Callback::Denied(code) => {
                     login::respond(&mut stream, 200, "Login cancelled. You can close this tab.");
                     break Some(Outcome::Failed(FlowError::new(
-                        "ACCESS_DENIED",
-                        format!("The login was denied ({code})"),
+                        FlowFailure::AccessDenied,
+                        format!("the callback carried error={code}"),
                     )));
                 }
                 Callback::Code(code) => {
@@ -804,14 +805,14 @@ impl Logins {
         {
             let mut table = inner.table();
             if table.stopped {
-                return Err(LoginError::Start("The daemon is shutting down".into()));
+                return Err(LoginError::start("the daemon is shutting down"));
             }
             inner.collect(&mut table);
             if table.sessions.values().filter(|s| s.phase == Phase::Open).count() >= MAX_OPEN_SESSIONS {
                 return Err(LoginError::TooMany);
             }
         }
-        let random = |e: std::io::Error| LoginError::Start(format!("The OS random generator failed: {e}"));
+        let random = |e: std::io::Error| LoginError::start(format!("The OS random generator failed: {e}"));
         let id = crate::random::hex(16).map_err(random)?;
         let tag = format!(
             "{provider}:{} session={}",
@@ -845,7 +846,7 @@ impl Logins {
                 let start = login::device_start(&inner.http, def, device, inner.timing.http_timeout)
                     .map_err(|e| {
                         crate::log_warn!("oauth {tag}: {e}");
-                        LoginError::Start(e.message)
+                        LoginError::Flow(e)
                     })?;
                 let interval = inner.client_interval(start.interval);
                 let initiated = Initiated {
@@ -869,13 +870,13 @@ impl Logins {
                     .and_then(|l| l.set_nonblocking(true).map(|()| l))
                     .map_err(|e| {
                         crate::log_warn!("oauth {tag}: cannot listen for the browser: {e}");
-                        LoginError::Start(format!(
+                        LoginError::start(format!(
                             "Cannot listen for the browser on the host's loopback: {e}"
                         ))
                     })?;
                 let port = listener
                     .local_addr()
-                    .map_err(|e| LoginError::Start(format!("Cannot listen: {e}")))?
+                    .map_err(|e| LoginError::start(format!("Cannot listen: {e}")))?
                     .port();
                 let redirect_uri = format!("http://localhost:{port}{}", def.login.redirect_path);
                 let pkce = Pkce::new(def.login.verifier_bytes).map_err(random)?;
@@ -917,7 +918,7 @@ impl Logins {
         if table.stopped {
             let mut session = session;
             session.close(Phase::Expired);
-            return Err(LoginError::Start("The daemon is shutting down".into()));
+            return Err(LoginError::start("the daemon is shutting down"));
         }
         if table.sessions.len() >= MAX_RECORDS {
             let oldest = table
@@ -951,22 +952,16 @@ impl Logins {
         let def = inner.providers.get(&provider).ok_or(LoginError::UnknownProvider)?;
         let exchange_failed = |e: FlowError| {
             crate::log_info!("oauth {tag}: exchange failed: {e}");
-            if e.code == "INTERNAL_ERROR" {
-                LoginError::Store(e.message)
-            } else if e.code == ACCOUNT_MISMATCH {
-                LoginError::AccountMismatch
-            } else if e.code == LOGIN_CANCELLED {
-                LoginError::Expired
-            } else {
-                LoginError::Exchange(e.message)
+            match e.kind {
+                FlowFailure::AccountMismatch => LoginError::AccountMismatch,
+                FlowFailure::Cancelled => LoginError::Expired,
+                _ => LoginError::Flow(e),
             }
         };
         let (code, state) = login::split_pasted_code(pasted).map_err(exchange_failed)?;
         if !login::same_secret(state, secrets.state.expose()) {
             crate::log_warn!("oauth {tag}: the pasted code's state does not match this login");
-            return Err(LoginError::Exchange(
-                "The pasted code does not belong to this login (state mismatch); start a new login".into(),
-            ));
+            return Err(LoginError::Flow(FlowError::new(FlowFailure::StateMismatch, "state mismatch")));
         }
         let token = inner
             .finish_code(
@@ -1078,7 +1073,7 @@ fn spawn(tag: &str, control: &Arc<Control>, f: impl FnOnce() + Send + 'static) -
     std::thread::Builder::new().name("oauth-login".into()).spawn(f).map(|_| ()).map_err(|e| {
         control.stopped();
         crate::log_error!("oauth {tag}: cannot start a thread: {e}");
-        LoginError::Start("Cannot start the login on the host".into())
+        LoginError::start("no thread for the login")
     })
 }
 

@@ -68,6 +68,82 @@ impl ErrorCode {
     }
 }
 
+/// Why a login flow ended without a token: the `code` of an `oauth_poll`
+/// answer with `status:"error"`, and the kind behind a failed
+/// `oauth_exchange`. The fixed text each one shows the sandbox is chosen in
+/// `server::wire`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FlowFailure {
+    /// The provider refused the authorization code, or its answer was unusable.
+    ExchangeFailed,
+    /// The pasted text is not `code#state`.
+    BadPaste,
+    /// The pasted code's state is not this login's.
+    StateMismatch,
+    /// The user denied the login.
+    AccessDenied,
+    /// The device code expired before the login was approved.
+    ExpiredToken,
+    /// Polling the provider failed.
+    PollFailed,
+    /// The browser did not come back in time.
+    CallbackTimeout,
+    /// The provider would not start a login.
+    StartFailed,
+    /// The account has device-code login turned off.
+    DeviceNotEnabled,
+    /// Logged in, but the token could not be stored.
+    StoreFailed,
+    /// The login was cancelled.
+    Cancelled,
+    /// A sandbox login would replace another account's login.
+    AccountMismatch,
+}
+
+impl FlowFailure {
+    /// The code as sent.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FlowFailure::ExchangeFailed | FlowFailure::BadPaste | FlowFailure::StateMismatch => {
+                "EXCHANGE_FAILED"
+            }
+            FlowFailure::AccessDenied => "ACCESS_DENIED",
+            FlowFailure::ExpiredToken => "EXPIRED_TOKEN",
+            FlowFailure::PollFailed => "POLL_FAILED",
+            FlowFailure::CallbackTimeout => "CALLBACK_TIMEOUT",
+            FlowFailure::StartFailed | FlowFailure::DeviceNotEnabled | FlowFailure::StoreFailed => {
+                "INTERNAL_ERROR"
+            }
+            FlowFailure::Cancelled => "CANCELLED",
+            FlowFailure::AccountMismatch => "ACCOUNT_MISMATCH",
+        }
+    }
+
+    /// The fixed text the sandbox is shown (details stay in the host log).
+    pub fn text(self) -> &'static str {
+        match self {
+            FlowFailure::ExchangeFailed => "The provider refused the authorization code",
+            FlowFailure::BadPaste => {
+                "Paste the whole code#state string the provider showed after you signed in"
+            }
+            FlowFailure::StateMismatch => {
+                "The pasted code does not belong to this login (state mismatch); start a new login"
+            }
+            FlowFailure::AccessDenied => "The login was denied",
+            FlowFailure::ExpiredToken => "The device code expired before the login was approved",
+            FlowFailure::PollFailed => "Polling the provider failed",
+            FlowFailure::CallbackTimeout => "The browser did not come back in time",
+            FlowFailure::StartFailed => "The login could not start on the host",
+            FlowFailure::DeviceNotEnabled => "Device code login is not enabled for this account",
+            FlowFailure::StoreFailed => "Logged in, but the token could not be stored on the host",
+            FlowFailure::Cancelled => "The login was cancelled",
+            FlowFailure::AccountMismatch => {
+                "This bucket holds another account's login; log in on the host to replace it"
+            }
+        }
+    }
+}
+
 /// A parsed handshake.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HandshakeRequest {

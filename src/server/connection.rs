@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 
 use super::reader::{FrameReader, ReadError};
-use super::{FAILED_HANDSHAKE_DELAY, Shared, dispatch};
+use super::{FAILED_HANDSHAKE_DELAY, Shared, dispatch, wire};
 use crate::oauth::Owner;
 use crate::protocol::frame;
 use crate::protocol::message::{self, ErrorCode};
@@ -22,29 +22,19 @@ use crate::sys::{self, PeerCred};
 
 fn send(stream: &mut UnixStream, payload: &[u8]) -> io::Result<()> {
     let framed = frame::encode_frame(payload).unwrap_or_else(|| {
-        frame::encode_frame(&message::error_response(
-            "unknown",
-            ErrorCode::InternalError,
-            "Response too large",
-            None,
-        ))
-        .expect("a short error frame")
+        frame::encode_frame(&wire_error("unknown", wire::RESPONSE_TOO_LARGE)).expect("a short error frame")
     });
     stream.write_all(&framed)
+}
+
+fn wire_error(id: &str, e: wire::WireError) -> Vec<u8> {
+    message::error_response(id, e.code, e.text, e.retry_after)
 }
 
 /// Answers a connection over the cap and closes it.
 pub fn refuse_busy(mut stream: UnixStream) {
     let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
-    let _ = send(
-        &mut stream,
-        &message::error_response(
-            "unknown",
-            ErrorCode::RateLimited,
-            "Too many connections; try again later",
-            Some(1),
-        ),
-    );
+    let _ = send(&mut stream, &wire_error("unknown", wire::TOO_MANY_CONNECTIONS));
 }
 
 fn peer_allowed(shared: &Shared, peer: &PeerCred) -> bool {
@@ -122,7 +112,7 @@ pub fn serve(shared: &Shared, conn: u64, mut stream: UnixStream) {
                 std::thread::sleep(FAILED_HANDSHAKE_DELAY);
                 let _ = send(
                     &mut stream,
-                    &message::handshake_error(ErrorCode::Unauthorized, "Invalid or missing capability token"),
+                    &message::handshake_error(wire::BAD_CAPABILITY.code, wire::BAD_CAPABILITY.text),
                 );
                 return;
             }
@@ -179,7 +169,7 @@ pub fn serve(shared: &Shared, conn: u64, mut stream: UnixStream) {
             }
             Ok(req) if limiter.as_mut().is_some_and(|l| !l.allow()) => {
                 crate::log_info!("audit {who} op={} outcome=RATE_LIMITED", req.op.name());
-                message::error_response(&req.id, ErrorCode::RateLimited, "Too many requests", Some(1))
+                wire_error(&req.id, wire::TOO_MANY_REQUESTS)
             }
             Ok(req) => {
                 let (reply, outcome, target) = dispatch::handle(shared, &req, owner);

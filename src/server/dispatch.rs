@@ -6,10 +6,10 @@ scope, answered from the host store. Every token leaves through
 item exists, and lists are filtered, so a peer cannot probe what lies
 outside its profile. `get_token` and `refresh_token` go through
 [`crate::oauth::OAuthHost`] (refresh on read, on request, renewal timers);
-[`refresh_failed`] is where a refresh error becomes a wire code.
+every failure's code and text come from [`wire`].
 
 The `oauth_*` ops go to the login sessions ([`crate::oauth::Logins`]),
-bound to the peer's [`Owner`]; [`login_failed`] maps their errors. A
+bound to the peer's [`Owner`]. A
 flow's outcome is `ok:true` with a `status`; only protocol and session
 problems are `ok:false`. Both spellings llxprt-code uses are sent where
 its server and its adapter differ (`verification_url` and
@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 
-use super::Shared;
+use super::{Shared, wire};
 use crate::error::Error;
 use crate::oauth::{FlowType, Initiated, LoginError, Owner, Poll, RefreshError};
 use crate::protocol::message::{self, ErrorCode, Op, Request};
@@ -54,50 +54,18 @@ fn err(id: &str, code: ErrorCode, text: &str, target: String) -> Reply {
     (message::error_response(id, code, text, None), code.as_str(), target)
 }
 
-/// A refresh error as a wire answer. Messages come from
-/// [`RefreshError`]'s fixed texts, status codes and OAuth error codes only.
+fn fail(id: &str, e: wire::WireError, target: String) -> Reply {
+    (message::error_response(id, e.code, e.text, e.retry_after), e.code.as_str(), target)
+}
+
+/// A refresh error as a wire answer ([`wire::refresh`]).
 fn refresh_failed(id: &str, e: &RefreshError, target: String) -> Reply {
-    let (code, retry_after) = match e {
-        RefreshError::NotFound => (ErrorCode::NotFound, None),
-        RefreshError::UnknownProvider => (ErrorCode::ProviderNotFound, None),
-        RefreshError::NoRefreshToken | RefreshError::Revoked { .. } => (ErrorCode::ReauthRequired, None),
-        RefreshError::CoolingDown { retry_after } => {
-            (ErrorCode::RateLimited, Some(retry_after.as_secs_f64().ceil().max(1.0) as u64))
-        }
-        _ => (ErrorCode::InternalError, None),
-    };
-    let text = match e {
-        RefreshError::NotFound => "No token found".to_owned(),
-        other => {
-            let mut t = other.to_string();
-            t[..1].make_ascii_uppercase();
-            t
-        }
-    };
-    (message::error_response(id, code, &text, retry_after), code.as_str(), target)
+    fail(id, wire::refresh(e, &target), target)
 }
 
-/// The wire code of a login error.
-pub fn login_error_code(e: &LoginError) -> ErrorCode {
-    match e {
-        LoginError::UnknownProvider => ErrorCode::ProviderNotFound,
-        LoginError::FlowNotOffered(_) | LoginError::WrongOp { .. } => ErrorCode::InvalidRequest,
-        LoginError::NotFound => ErrorCode::SessionNotFound,
-        LoginError::WrongPeer => ErrorCode::Unauthorized,
-        LoginError::AlreadyUsed => ErrorCode::SessionAlreadyUsed,
-        LoginError::Expired => ErrorCode::SessionExpired,
-        LoginError::TooMany => ErrorCode::RateLimited,
-        LoginError::Exchange(_) => ErrorCode::ExchangeFailed,
-        LoginError::AccountMismatch => ErrorCode::AccountMismatch,
-        _ => ErrorCode::InternalError,
-    }
-}
-
-/// A login error as a wire answer (fixed texts only).
+/// A login error as a wire answer ([`wire::login`]).
 fn login_failed(id: &str, e: &LoginError, target: String) -> Reply {
-    let code = login_error_code(e);
-    let retry_after = (code == ErrorCode::RateLimited).then_some(60);
-    (message::error_response(id, code, &e.to_string(), retry_after), code.as_str(), target)
+    fail(id, wire::login(e, &target), target)
 }
 
 /// `oauth_initiate`'s data: the plan's fields and llxprt-code's.
@@ -135,7 +103,10 @@ fn polled(poll: Poll) -> Map<String, Value> {
             data.insert("token".into(), Value::Object(flat));
             data
         }
-        Poll::Failed(e) => object(json!({"status": "error", "code": e.code, "error": e.message})),
+        Poll::Failed(e) => {
+            let (code, text) = wire::flow(&e);
+            object(json!({"status": "error", "code": code, "error": text}))
+        }
     }
 }
 
@@ -150,8 +121,7 @@ fn session_in_scope(shared: &Shared, scope: &crate::profile::Scope, session_id: 
 }
 
 fn internal(id: &str, e: &Error, target: String) -> Reply {
-    crate::log_warn!("{target}: {e}");
-    err(id, ErrorCode::InternalError, "The credential store failed on the host", target)
+    fail(id, wire::store(e, &target), target)
 }
 
 /// Answers one request from `owner`: the response bytes, an outcome word
@@ -168,7 +138,7 @@ pub fn handle(shared: &Shared, req: &Request, owner: Owner) -> Reply {
     let scope = shared.scope();
     let tokens = &shared.store.tokens;
     let keys = &shared.store.keys;
-    let denied = |t: String| err(id, ErrorCode::Unauthorized, "Access denied", t);
+    let denied = |t: String| fail(id, wire::ACCESS_DENIED, t);
     match &req.op {
         Op::GetToken { provider, bucket } => {
             let t = target(provider, bucket);
@@ -180,7 +150,7 @@ pub fn handle(shared: &Shared, req: &Request, owner: Owner) -> Reply {
                     Ok(token) => ok(id, token.sanitize().into_map(), t),
                     Err(e) => refresh_failed(id, &e, t),
                 },
-                Ok(None) => err(id, ErrorCode::NotFound, "No token found", t),
+                Ok(None) => fail(id, wire::NO_TOKEN, t),
                 Err(e) => internal(id, &e, t),
             }
         }
@@ -205,9 +175,7 @@ pub fn handle(shared: &Shared, req: &Request, owner: Owner) -> Reply {
             let _ = tokens.release_refresh_lock(lock);
             match saved {
                 Ok(true) => ok(id, Map::new(), t),
-                Ok(false) => {
-                    err(id, ErrorCode::InvalidRequest, "token needs access_token, expiry and token_type", t)
-                }
+                Ok(false) => fail(id, wire::BAD_SAVE, t),
                 Err(e) => internal(id, &e, t),
             }
         }
@@ -260,7 +228,7 @@ pub fn handle(shared: &Shared, req: &Request, owner: Owner) -> Reply {
                     ),
                     t,
                 ),
-                Ok(None) => err(id, ErrorCode::NotFound, "No stats found", t),
+                Ok(None) => fail(id, wire::NO_STATS, t),
                 Err(e) => internal(id, &e, t),
             }
         }
@@ -270,7 +238,7 @@ pub fn handle(shared: &Shared, req: &Request, owner: Owner) -> Reply {
             }
             match keys.get_key(name) {
                 Ok(Some(k)) => ok(id, object(json!({ "key": k.expose() })), name.clone()),
-                Ok(None) => err(id, ErrorCode::NotFound, "No API key found", name.clone()),
+                Ok(None) => fail(id, wire::NO_KEY, name.clone()),
                 Err(e) => internal(id, &e, name.clone()),
             }
         }

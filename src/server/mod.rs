@@ -13,6 +13,7 @@ pub mod dispatch;
 pub mod permit;
 pub mod reader;
 pub mod socket;
+pub mod wire;
 
 use std::collections::HashMap;
 use std::io::{PipeReader, PipeWriter, Write};

@@ -155,3 +155,28 @@ fn sigterm_stops_the_daemon_after_its_socket_file_is_gone() {
     }
     assert!(status.is_some_and(|s| s.success()), "exited within the 5 s grace: {status:?}");
 }
+
+#[test]
+fn a_store_failure_reaches_the_sandbox_as_a_fixed_text_and_the_host_log_has_the_details() {
+    let dir = TestDir::new("hd-wire");
+    let token = serde_json::json!({"access_token":"at-x","refresh_token":"rt-PLANTED-wire","expiry":1.0e9,
+        "token_type":"Bearer"});
+    ok(dir.run(None, &["--store", "file", "token", "import", "anthropic"], &token.to_string()));
+    // the refresh lock cannot be taken: a directory where its file goes
+    let file = dir.log().join("oauth").join("locks").join("anthropic-refresh.lock");
+    std::fs::create_dir_all(&file).unwrap();
+    let d = dir.daemon(&["--allow", "anthropic", "--permit", "refresh,write"]);
+    let mut c = d.connect();
+    c.handshake();
+    for op in ["refresh_token", "save_token", "remove_token"] {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        let token = serde_json::json!({"access_token":"at-y","expiry":now + 3600,"token_type":"Bearer"});
+        let r = c.request(op, serde_json::json!({"provider":"anthropic","token":token}));
+        assert_eq!(r["code"], "INTERNAL_ERROR", "{op}: {r}");
+        assert_eq!(r["error"], "The credential store failed on the host", "{op}: {r}");
+        let text = r.to_string();
+        assert!(!text.contains(dir.root.to_str().unwrap()), "no host path crosses: {text}");
+    }
+    let log = d.log_text();
+    assert!(log.contains(file.to_str().unwrap()), "the host log names the file: {log}");
+}

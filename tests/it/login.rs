@@ -278,7 +278,8 @@ fn pkce_wrong_state_denial_wrong_op_unknown_session_and_cancel() {
     let state = query_param(e["auth_url"].as_str().unwrap(), "state").unwrap();
     let r = c.exchange(&sid(&e), &format!("ac-CANARY-denied#{state}"));
     assert_eq!(code_of(&r), "EXCHANGE_FAILED", "{r}");
-    assert!(r["error"].as_str().unwrap().contains("access_denied"), "{r}");
+    assert_eq!(r["error"], "The provider refused the authorization code", "fixed text: {r}");
+    assert!(d.log_text().contains("access_denied"), "the provider's code is in the host log");
     assert!(stored(&dir, "anthropic", None).is_none());
     c.secrets.push(verifier_of(&fake, 0));
     // wrong op for the flow

@@ -54,7 +54,16 @@ fn connect(socket: &Path) -> Result<UnixStream> {
 }
 
 fn start(credd: &Path, root: &Path, n: usize) -> Result<BenchDaemon> {
-    let args = ["--allow", "claudecode", "--rate-limit", "0", "--max-connections", "128"];
+    let args = [
+        "--allow",
+        "claudecode",
+        "--rate-limit",
+        "0",
+        "--daemon-rate-limit",
+        "0",
+        "--max-connections",
+        "128",
+    ];
     start_daemon(credd, root, &format!("d{n}"), &args, &[])
 }
 

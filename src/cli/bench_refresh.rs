@@ -119,7 +119,8 @@ impl Upstream {
 
 fn start_refresh_daemon(credd: &Path, root: &Path, token_url: &str) -> Result<BenchDaemon> {
     let cap = (STORM_CLIENTS + 16).to_string();
-    let args = ["--allow", "claudecode", "--rate-limit", "0", "--max-connections", &cap];
+    let args =
+        ["--allow", "claudecode", "--rate-limit", "0", "--daemon-rate-limit", "0", "--max-connections", &cap];
     start_daemon(credd, root, "refresh", &args, &[("LLXPRT_CREDD_CLAUDECODE_TOKEN_URL", token_url)])
 }
 fn connect(socket: &Path) -> Result<UnixStream> {

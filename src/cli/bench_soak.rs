@@ -3,10 +3,12 @@
 hours of ordinary traffic?
 
 It stores a token and two API keys in a private temporary file store,
-starts the real `llxprt-credd` binary on it (default limits: 64
-connections, 60 requests/s each; audit log at the default level, to a
-file in the temporary directory), and runs 64 connections of mixed
-requests, each paced at the rate limit, for the given minutes: reads of the
+starts the real `llxprt-credd` binary on it (64 connections, the default
+cap; the rate limits off, because this one process stands for 64 client
+processes and the limits count per process; audit log at the default
+level, to a file in the temporary directory), and runs 64 connections of
+mixed requests, each paced at 60 requests/s (the per-process default),
+for the given minutes: reads of the
 token and the keys, lists, stats, a request outside the scope, a malformed
 request, and once a minute per connection a `save_token` (a real encrypted
 write). Every connection reconnects every 30 s (staggered), so connection
@@ -37,7 +39,7 @@ use crate::token::OAuthToken;
 const TOKEN: &str = r#"{"access_token":"soak-access-token","refresh_token":"soak-refresh","expiry":1893456000,"token_type":"Bearer"}"#;
 /// Connections, as many as the daemon's default cap.
 const CONNECTIONS: usize = 64;
-/// Requests per second per connection: the daemon's default rate limit.
+/// Requests per second per connection: the daemon's default per-process rate limit.
 const RATE_PER_SECOND: u32 = 60;
 /// Each connection closes and reconnects this often.
 const RECONNECT_EVERY: Duration = Duration::from_secs(30);
@@ -234,8 +236,20 @@ fn row(label: &str, at: Duration, s: Sample, counters: &Counters) {
 }
 
 fn start(credd: &Path, root: &Path) -> Result<BenchDaemon> {
-    let args =
-        ["--permit", "write", "--allow", "claudecode", "--allow-key", "OPENAI", "--allow-key", "GEMINI"];
+    let args = [
+        "--permit",
+        "write",
+        "--allow",
+        "claudecode",
+        "--allow-key",
+        "OPENAI",
+        "--allow-key",
+        "GEMINI",
+        "--rate-limit",
+        "0",
+        "--daemon-rate-limit",
+        "0",
+    ];
     start_daemon(credd, root, "daemon", &args, &[])
 }
 /// Runs the soak for `minutes`; the exit code (1 when something grew or

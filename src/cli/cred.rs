@@ -304,12 +304,41 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
     }
 }
 
+/// Prints `text` and a newline on stdout. Each line goes through
+/// [`crate::log::printable`]: names and fields from the store or the
+/// socket (which a sandbox may have written) cannot put terminal controls,
+/// line separators or bidi controls on the user's screen.
 fn out(text: impl AsRef<str>) -> Result<()> {
+    let mut shown = String::with_capacity(text.as_ref().len());
+    for (i, line) in text.as_ref().split('\n').enumerate() {
+        if i > 0 {
+            shown.push('\n');
+        }
+        shown.push_str(&crate::log::printable(line));
+    }
     let mut stdout = io::stdout().lock();
-    match writeln!(stdout, "{}", text.as_ref()) {
+    match writeln!(stdout, "{shown}") {
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
         r => r.map_err(|e| Error::io("stdout", e)),
     }
+}
+
+/// Pretty JSON in ASCII only: every other character (and DEL) as a JSON
+/// `\\uXXXX` escape, so the text stays valid JSON and prints safely.
+fn json_ascii(value: &Value) -> String {
+    let pretty = serde_json::to_string_pretty(value).expect("JSON serialises");
+    let mut ascii = String::with_capacity(pretty.len());
+    for c in pretty.chars() {
+        if c.is_ascii() && c != '\u{7f}' {
+            ascii.push(c);
+        } else {
+            let mut units = [0u16; 2];
+            for unit in c.encode_utf16(&mut units) {
+                ascii.push_str(&format!("\\u{unit:04x}"));
+            }
+        }
+    }
+    ascii
 }
 
 fn run(args: &Args) -> Result<i32> {
@@ -366,10 +395,7 @@ fn run(args: &Args) -> Result<i32> {
         }
         Command::TokenList => token_list(&host)?,
         Command::TokenShow(p, b) => match host.tokens.get_token(p, b.as_deref())? {
-            Some(token) => {
-                let shown = Value::Object(token.sanitize().into_map());
-                out(serde_json::to_string_pretty(&shown).expect("JSON map serialises"))?;
-            }
+            Some(token) => out(json_ascii(&Value::Object(token.sanitize().into_map())))?,
             None => {
                 eprintln!("llxprt-cred: no token for {p}:{}", b.as_deref().unwrap_or(DEFAULT_BUCKET));
                 return Ok(EXIT_FAILURE);
@@ -559,8 +585,7 @@ fn daemon_get(args: &Args, provider: &str, bucket: Option<&str>) -> Result<i32> 
     let tokens = ProxyTokenStore::new(Arc::new(daemon_client(args)?));
     match tokens.get_token(provider, bucket)? {
         Some(token) => {
-            let shown = Value::Object(token.sanitize().into_map());
-            out(serde_json::to_string_pretty(&shown).expect("JSON map serialises"))?;
+            out(json_ascii(&Value::Object(token.sanitize().into_map())))?;
             Ok(EXIT_OK)
         }
         None => {

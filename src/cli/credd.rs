@@ -59,7 +59,9 @@ Options:
                           the two flags above it goes to $XDG_RUNTIME_DIR/llxprt-cred-capability/)
   --providers-file PATH   OAuth endpoints and clients from PATH (default: $LLXPRT_CREDD_PROVIDERS_FILE)
   --max-connections N     connection cap (default 64)
-  --rate-limit N          requests per second per connection, 0 = off (default 60)
+  --rate-limit N          requests per second per client process, 0 = off (default 60)
+  --daemon-rate-limit N   requests per second for all clients together, 0 = off
+                          (default 600)
   --log-level LEVEL       error, warn, info or debug (default: info)
   --log-file PATH         append log lines to PATH instead of stderr
   --ready-fd N            when listening, write the socket path and a newline to descriptor N
@@ -132,6 +134,8 @@ pub struct Args {
     pub max_connections: usize,
     /// `--rate-limit` (0 = off).
     pub rate_limit: u32,
+    /// `--daemon-rate-limit` (0 = off).
+    pub daemon_rate_limit: u32,
     /// `--log-level`.
     pub log_level: Level,
     /// `--log-file`.
@@ -172,6 +176,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
         ready_fd: None,
         max_connections: server::DEFAULT_MAX_CONNECTIONS,
         rate_limit: server::DEFAULT_RATE_LIMIT_PER_SECOND,
+        daemon_rate_limit: server::DEFAULT_DAEMON_RATE_PER_SECOND,
         log_level: Level::Info,
         log_file: None,
         foreground: false,
@@ -207,6 +212,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
             Long("ready-fd") => a.ready_fd = Some(number(&mut parser, "--ready-fd")?),
             Long("max-connections") => a.max_connections = number(&mut parser, "--max-connections")?,
             Long("rate-limit") => a.rate_limit = number(&mut parser, "--rate-limit")?,
+            Long("daemon-rate-limit") => a.daemon_rate_limit = number(&mut parser, "--daemon-rate-limit")?,
             Long("log-level") => {
                 let v = string_value(parser.value().map_err(usage)?, "--log-level")?;
                 a.log_level =
@@ -329,30 +335,16 @@ fn write_capability_fd(mut file: File, fd: i32, token: &SecretString) -> Result<
     file.write_all(line.as_bytes()).map_err(|e| Error::io(what(), e))
 }
 
-/// Opens `--log-file` for appending: never through a symbolic link (a
-/// planted link must not make the daemon write elsewhere), close-on-exec,
-/// mode 0600 (an existing file is narrowed to it).
-fn open_log_file(path: &std::path::Path) -> Result<File> {
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path)
-        .map_err(|e| {
-            if e.raw_os_error() == Some(libc::ELOOP) {
-                Error::Usage(format!(
-                    "--log-file {} is a symbolic link; name the file itself",
-                    path.display()
-                ))
-            } else {
-                Error::io(format!("cannot open log file {}", path.display()), e)
-            }
-        })?;
-    file.set_permissions(std::fs::Permissions::from_mode(0o600))
-        .map_err(|e| Error::io(format!("cannot chmod log file {}", path.display()), e))?;
-    Ok(file)
+/// Sends the log to `--log-file` ([`log::set_file_at`]: never through a
+/// symbolic link, close-on-exec, mode 0600, rotated at 10 MiB).
+fn open_log_file(path: &std::path::Path) -> Result<()> {
+    log::set_file_at(path).map_err(|e| {
+        if e.raw_os_error() == Some(libc::ELOOP) {
+            Error::Usage(format!("--log-file {} is a symbolic link; name the file itself", path.display()))
+        } else {
+            Error::io(format!("cannot open log file {}", path.display()), e)
+        }
+    })
 }
 
 fn absolute(path: &std::path::Path) -> Result<PathBuf> {
@@ -501,7 +493,7 @@ fn run(args: &Args) -> Result<i32> {
     let Inherited { activated, ready, capability: capability_file } = claim_inherited(args, background)?;
     log::set_max_level(args.log_level);
     if let Some(path) = &args.log_file {
-        log::set_file(open_log_file(path)?);
+        open_log_file(path)?;
     }
     let mut readiness = Readiness { close_stdout: !exec_mode, fds: ready.into_iter().collect() };
     let announce_how = match args.announce {
@@ -616,6 +608,7 @@ fn run(args: &Args) -> Result<i32> {
         socket_path: socket_path.clone(),
         max_connections: args.max_connections,
         rate_limit: (args.rate_limit > 0).then_some(args.rate_limit),
+        daemon_rate_limit: (args.daemon_rate_limit > 0).then_some(args.daemon_rate_limit),
         allow_uids,
         capability_token,
         scope,

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
+use super::limits::{PeerKey, Refusals};
 use super::reader::{FrameReader, ReadError};
 use super::{FAILED_HANDSHAKE_DELAY, Shared, dispatch, wire};
 use crate::oauth::Owner;
@@ -49,32 +50,6 @@ fn token_matches(expected: &str, presented: Option<&str>) -> bool {
     a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// A token bucket: `rate` tokens per second, holding at most `rate`, so a
-/// start-up burst of up to one second's worth passes.
-struct RateLimiter {
-    rate: f64,
-    tokens: f64,
-    last: Instant,
-}
-
-impl RateLimiter {
-    fn new(rate: u32) -> Self {
-        RateLimiter { rate: f64::from(rate), tokens: f64::from(rate), last: Instant::now() }
-    }
-
-    fn allow(&mut self) -> bool {
-        let now = Instant::now();
-        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.rate);
-        self.last = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-}
-
 /// Serves one connection until it closes, times out, or misbehaves.
 pub fn serve(shared: &Shared, conn: u64, mut stream: UnixStream) {
     if shared.stopping.load(Ordering::SeqCst) {
@@ -87,7 +62,8 @@ pub fn serve(shared: &Shared, conn: u64, mut stream: UnixStream) {
             return;
         }
     };
-    let who = format!("conn={conn} uid={} pid={}", peer.uid.0, peer.pid.map_or(-1, |p| p.0));
+    let key = PeerKey { uid: peer.uid.0, pid: peer.pid.map_or(-1, |p| p.0) };
+    let who = format!("conn={conn} uid={} pid={}", key.uid, key.pid);
     if !peer_allowed(shared, &peer) {
         crate::log_warn!("audit {who} op=connect outcome=refused reason=peer_uid");
         return;
@@ -103,6 +79,12 @@ pub fn serve(shared: &Shared, conn: u64, mut stream: UnixStream) {
             return;
         }
     };
+    if !shared.limits.allow(key) {
+        crate::log_info!("audit {who} op=handshake outcome=RATE_LIMITED");
+        std::thread::sleep(FAILED_HANDSHAKE_DELAY);
+        let _ = send(&mut stream, &wire_error("unknown", wire::TOO_MANY_REQUESTS));
+        return;
+    }
     let owner = match message::parse_handshake(&first) {
         Ok(h) => {
             if let Some(expected) = &shared.config.capability_token
@@ -137,17 +119,39 @@ pub fn serve(shared: &Shared, conn: u64, mut stream: UnixStream) {
             return;
         }
     };
-    let mut limiter = shared.config.rate_limit.map(RateLimiter::new);
+    let mut refusals = Refusals::default();
+    serve_requests(shared, &who, key, owner, &mut reader, &mut stream, &mut refusals);
+    if let Some(summary) = refusals.summary() {
+        crate::log_info!("audit {who} {summary}");
+    }
+}
+
+/// Whether an outcome is a refusal, whose audit lines are aggregated.
+fn is_refusal(outcome: &str) -> bool {
+    matches!(outcome, "RATE_LIMITED" | "INVALID_REQUEST" | "FORBIDDEN" | "UNAUTHORIZED")
+}
+
+/// The request loop of a connection past its handshake.
+fn serve_requests(
+    shared: &Shared,
+    who: &str,
+    key: PeerKey,
+    owner: Owner,
+    reader: &mut FrameReader,
+    stream: &mut UnixStream,
+    refusals: &mut Refusals,
+) {
+    let idle = shared.config.idle_timeout;
     loop {
         if shared.stopping.load(Ordering::SeqCst) {
             return;
         }
-        let body = match reader.next(&mut stream, idle) {
+        let body = match reader.next(stream, idle) {
             Ok(b) => b,
             Err(ReadError::Bad(e)) => {
                 crate::log_info!("audit {who} op=frame outcome=closed reason=\"{e}\"");
                 let _ = send(
-                    &mut stream,
+                    stream,
                     &message::error_response("unknown", ErrorCode::InvalidRequest, &e.to_string(), None),
                 );
                 return;
@@ -162,26 +166,46 @@ pub fn serve(shared: &Shared, conn: u64, mut stream: UnixStream) {
             }
         };
         let started = Instant::now();
-        let reply = match message::parse_request(body) {
-            Err(e) => {
-                crate::log_info!("audit {who} op=invalid outcome={}", e.code.as_str());
-                message::error_response(&e.id, e.code, &e.message, None)
+        let parsed = message::parse_request(body);
+        let allowed = shared.limits.allow(key);
+        let (reply, op, outcome, target) = match parsed {
+            _ if !allowed => {
+                let id = match &parsed {
+                    Ok(req) => req.id.as_str(),
+                    Err(e) => e.id.as_str(),
+                };
+                let op = parsed.as_ref().map_or("invalid", |r| r.op.name());
+                (wire_error(id, wire::TOO_MANY_REQUESTS), op, "RATE_LIMITED", "-".to_owned())
             }
-            Ok(req) if limiter.as_mut().is_some_and(|l| !l.allow()) => {
-                crate::log_info!("audit {who} op={} outcome=RATE_LIMITED", req.op.name());
-                wire_error(&req.id, wire::TOO_MANY_REQUESTS)
-            }
+            Err(e) => (
+                message::error_response(&e.id, e.code, &e.message, None),
+                "invalid",
+                e.code.as_str(),
+                "-".into(),
+            ),
             Ok(req) => {
                 let (reply, outcome, target) = dispatch::handle(shared, &req, owner);
-                crate::log_info!(
-                    "audit {who} op={} target={target} outcome={outcome} duration_us={}",
-                    req.op.name(),
-                    started.elapsed().as_micros()
-                );
-                reply
+                (reply, req.op.name(), outcome, target)
             }
         };
-        if let Err(e) = send(&mut stream, &reply) {
+        let line = |what: &str| {
+            crate::log_info!(
+                "audit {who} op={op} target={what} outcome={outcome} duration_us={}",
+                started.elapsed().as_micros()
+            )
+        };
+        if is_refusal(outcome) {
+            let (own, summary) = refusals.note(outcome, started);
+            if let Some(summary) = summary {
+                crate::log_info!("audit {who} {summary}");
+            }
+            if own {
+                line(&target);
+            }
+        } else {
+            line(&target);
+        }
+        if let Err(e) = send(stream, &reply) {
             crate::log_info!("audit {who} op=write outcome=closed reason=\"{e}\"");
             return;
         }

@@ -10,6 +10,7 @@ errors to wire codes.
 
 pub mod connection;
 pub mod dispatch;
+pub mod limits;
 pub mod permit;
 pub mod reader;
 pub mod socket;
@@ -34,8 +35,9 @@ use crate::sys::{self, UserId};
 
 /// Default cap on concurrent connections (and so on connection threads).
 pub const DEFAULT_MAX_CONNECTIONS: usize = 64;
-/// Default requests per second per connection.
+/// Default requests per second per peer process.
 pub const DEFAULT_RATE_LIMIT_PER_SECOND: u32 = 60;
+pub use limits::DEFAULT_DAEMON_RATE_PER_SECOND;
 /// A connection that sends nothing for this long is closed. One minute
 /// longer than the client library's 5-minute idle close, so a well-behaved
 /// client always closes first.
@@ -59,8 +61,10 @@ pub struct ServerConfig {
     pub socket_path: PathBuf,
     /// Connection cap.
     pub max_connections: usize,
-    /// Requests per second per connection; `None` = unlimited.
+    /// Requests per second per peer process; `None` = unlimited.
     pub rate_limit: Option<u32>,
+    /// Requests per second for the whole daemon; `None` = unlimited.
+    pub daemon_rate_limit: Option<u32>,
     /// Extra peer uids allowed besides ours and root.
     pub allow_uids: Vec<UserId>,
     /// The capability token handshakes must carry, if any.
@@ -91,6 +95,8 @@ pub struct Shared {
     pub next_conn: AtomicU64,
     /// Host-side refresh and renewal timers.
     pub oauth: OAuthHost,
+    /// Request rate limits per peer process and for the daemon.
+    pub limits: limits::Limits,
     scope: RwLock<Arc<Scope>>,
     /// A second handle on each open connection, so shutdown can stop
     /// their reads while in-flight requests finish.
@@ -130,6 +136,7 @@ impl Server {
         let shared = Arc::new(Shared {
             oauth,
             wake,
+            limits: limits::Limits::new(config.rate_limit, config.daemon_rate_limit),
             scope,
             open: Mutex::new(HashMap::new()),
             config,

@@ -180,3 +180,148 @@ fn a_store_failure_reaches_the_sandbox_as_a_fixed_text_and_the_host_log_has_the_
     let log = d.log_text();
     assert!(log.contains(file.to_str().unwrap()), "the host log names the file: {log}");
 }
+
+/// The codes a connection's answers carried, in order ("OK" for `ok:true`).
+fn codes(answers: &[serde_json::Value]) -> Vec<String> {
+    answers
+        .iter()
+        .map(|r| if r["ok"] == true { "OK".to_owned() } else { r["code"].as_str().unwrap_or("?").to_owned() })
+        .collect()
+}
+
+#[test]
+fn the_rate_limit_is_per_process_counts_malformed_frames_and_reconnecting_does_not_refill_it() {
+    let dir = TestDir::new("hd-rate");
+    ok(dir.run(None, &["--store", "file", "key", "set", "K"], "sk-PLANTED-rate"));
+    // 5 per second: one token every 200 ms, far more than this test takes
+    let d = dir.daemon(&["--allow-key", "K", "--rate-limit", "5"]);
+    let mut c = d.connect();
+    c.handshake();
+    // 4 tokens left; malformed frames take them like requests do
+    for _ in 0..10 {
+        c.send_frame(b"{not json").unwrap();
+    }
+    let answers: Vec<_> = (0..10).map(|_| c.recv().expect("an answer")).collect();
+    let got = codes(&answers);
+    let invalid = got.iter().filter(|c| *c == "INVALID_REQUEST").count();
+    let limited = got.iter().filter(|c| *c == "RATE_LIMITED").count();
+    assert!(invalid <= 5 && limited >= 5 && invalid + limited == 10, "{got:?}");
+    assert!(answers.iter().filter(|r| r["code"] == "RATE_LIMITED").all(|r| r["retryAfter"] == 1));
+    // a new connection from the same process gets no new bucket
+    let mut again = d.connect();
+    let r = again.handshake_with(None);
+    assert_eq!(r["code"], "RATE_LIMITED", "reconnecting does not refill: {r}");
+    assert!(again.closed(), "a refused handshake closes");
+    // and after a second the bucket has refilled
+    std::thread::sleep(Duration::from_millis(1100));
+    let mut later = d.connect();
+    later.handshake();
+    assert_eq!(later.request("has_api_key", serde_json::json!({"name":"K"}))["ok"], true);
+    // the refusals were aggregated: not one audit line per refused frame;
+    // the count comes when the connection ends
+    drop(c);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !d.log_text().contains("not logged singly") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let log = d.log_text();
+    let single = log.lines().filter(|l| l.contains("outcome=RATE_LIMITED")).count();
+    assert!(single <= 3, "at most one line per connection per second: {single}\n{log}");
+    let summary = log.lines().find(|l| l.contains("not logged singly")).unwrap_or_default();
+    assert!(summary.contains("refused=9") && summary.contains("RATE_LIMITED="), "{log}");
+}
+
+#[test]
+fn the_daemon_wide_bucket_bounds_many_processes() {
+    let dir = TestDir::new("hd-rate-all");
+    ok(dir.run(None, &["--store", "file", "key", "set", "K"], "sk-PLANTED-rate-all"));
+    let d = dir.daemon(&["--allow-key", "K", "--rate-limit", "5", "--daemon-rate-limit", "20"]);
+    // 12 processes, each within its own limit (a handshake and 3 requests)
+    let script = r#"
+use IO::Socket::UNIX;
+my ($path, $n) = @ARGV;
+my @kids;
+for my $i (1..$n) {
+  my $pid = fork() // die "fork: $!\n";
+  if ($pid == 0) {
+    my $s = IO::Socket::UNIX->new(Peer => $path) or do { print "CONNECT\n"; exit 0 };
+    my @frames = ('{"v":1,"op":"handshake","payload":{"minVersion":1,"maxVersion":1}}',
+                  map { '{"v":1,"id":"r' . $_ . '","op":"has_api_key","payload":{"name":"K"}}' } 1..3);
+    my $out = '';
+    for my $f (@frames) {
+      print $s pack('N', length $f) . $f;
+      my $h; last unless read($s, $h, 4) == 4;
+      my $r; read($s, $r, unpack('N', $h));
+      $out .= ($r =~ /"ok":true/ ? 'OK' : ($r =~ /"code":"([A-Z_]+)"/ ? $1 : '?')) . "\n";
+    }
+    print $out;
+    exit 0;
+  }
+  push @kids, $pid;
+}
+waitpid($_, 0) for @kids;
+"#;
+    let out =
+        std::process::Command::new("perl").args(["-e", script]).arg(&d.socket).arg("12").output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let ok_count = text.lines().filter(|l| *l == "OK").count();
+    let limited = text.lines().filter(|l| *l == "RATE_LIMITED").count();
+    assert!(
+        ok_count <= 24 && limited >= 10,
+        "20 per second for all of them: {ok_count} ok, {limited} limited\n{text}"
+    );
+    assert!(ok_count >= 16, "the daemon's burst passed: {text}");
+}
+
+#[test]
+fn the_log_file_is_rotated_keeping_one_old_file() {
+    let dir = TestDir::new("hd-rotate");
+    ok(dir.run(None, &["--store", "file", "key", "set", "K"], "sk-PLANTED-rotate"));
+    let d = dir.daemon_with_env(
+        &["--allow-key", "K", "--rate-limit", "0"],
+        &[("LLXPRT_CREDD_LOG_ROTATE_BYTES", "4096")],
+    );
+    let mut c = d.connect();
+    c.handshake();
+    for _ in 0..200 {
+        assert_eq!(c.request("has_api_key", serde_json::json!({"name":"K"}))["ok"], true);
+    }
+    let old = std::path::PathBuf::from(format!("{}.1", d.log.display()));
+    let (now_len, old_len) =
+        (std::fs::metadata(&d.log).unwrap().len(), std::fs::metadata(&old).unwrap().len());
+    assert!(
+        now_len <= 4096 && old_len <= 4096 && old_len > 3000,
+        "rotated at the limit: {now_len} / {old_len}"
+    );
+    assert!(!std::path::Path::new(&format!("{}.2", d.log.display())).exists(), "one old file only");
+    assert_eq!(std::fs::metadata(&d.log).unwrap().permissions().mode() & 0o777, 0o600);
+    assert!(d.log_text().contains("op=has_api_key"), "the new file is written to");
+}
+
+#[test]
+fn text_a_sandbox_chose_is_escaped_in_the_log_and_on_the_host_terminal() {
+    let dir = TestDir::new("hd-escape");
+    let d = dir.daemon(&["--allow", "codex", "--permit", "write"]);
+    let mut c = d.connect();
+    c.handshake();
+    let sneaky = "x\u{2028}fake line\u{202e}reversed\u{1b}[2J";
+    let r = c.request(sneaky, serde_json::json!({}));
+    assert_eq!(r["code"], "INVALID_REQUEST");
+    let r = c.request("cancel", serde_json::json!({"targetId": sneaky}));
+    assert_eq!(r["ok"], true, "{r}");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let token = serde_json::json!({"access_token":"at-\u{202e}x","expiry":now + 600,"token_type":"Bearer",
+        "scope":"read \u{1b}]0;owned\u{7}\u{2028}write"});
+    let r = c.request("save_token", serde_json::json!({"provider":"codex","token":token}));
+    assert_eq!(r["ok"], true, "{r}");
+    let log = d.log_text();
+    for bad in ['\u{2028}', '\u{202e}', '\u{1b}'] {
+        assert!(!log.contains(bad), "{bad:?} reached the log raw");
+    }
+    assert!(log.contains("target=x\\u{2028}fake line\\u{202e}reve"), "escaped: {log}");
+    let shown = ok(dir.run(None, &["--store", "file", "token", "show", "codex"], ""));
+    assert!(shown.is_ascii() && !shown.contains('\u{1b}') && !shown.contains('\u{7}'), "{shown:?}");
+    let parsed: serde_json::Value = serde_json::from_str(&shown).expect("still JSON");
+    assert_eq!(parsed["scope"], "read \u{1b}]0;owned\u{7}\u{2028}write", "the same value, escaped as JSON");
+}

@@ -14,8 +14,8 @@ fixed text, HTTP statuses and OAuth error codes that passed
 
 use std::fmt;
 use std::io::{self, Read, Write};
-use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
-use std::time::Duration;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6, TcpListener, TcpStream};
+use std::time::{Duration, Instant};
 
 use base64::Engine;
 use serde_json::{Map, Value};
@@ -444,17 +444,163 @@ pub fn device_poll(
     }
 }
 
-/// Binds the browser-redirect listener on 127.0.0.1: the first of `ports`
-/// that is free (`0`: any free port).
-pub fn bind_redirect_listener(ports: &[u16]) -> io::Result<TcpListener> {
+/// The loopback listener of a browser-redirect login: one port, bound on
+/// both 127.0.0.1 and ::1 (the redirect URI says `localhost`, which a
+/// browser may resolve to either), non-blocking.
+pub struct RedirectListener {
+    sockets: Vec<TcpListener>,
+    port: u16,
+}
+
+/// How many times a free port (`0`) is tried when its ::1 side is taken.
+const ANY_PORT_TRIES: usize = 8;
+
+impl RedirectListener {
+    /// The port both addresses listen on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The connections waiting on either address (at most `max`).
+    pub fn accept_ready(&self, max: usize) -> io::Result<Vec<TcpStream>> {
+        let mut out = Vec::new();
+        for socket in &self.sockets {
+            while out.len() < max {
+                match socket.accept() {
+                    Ok((s, _)) => out.push(s),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn held(addr: &str, port: u16) -> io::Error {
+    io::Error::new(io::ErrorKind::AddrInUse, format!("{addr} port {port} is held by another program"))
+}
+
+/// Binds `port` (`0`: a free one) on 127.0.0.1 and on ::1. Either address
+/// held by someone else fails: whoever holds it could receive the browser's
+/// redirect, code and state included. A host without IPv6 loopback gets
+/// 127.0.0.1 alone (nobody can listen on ::1 there either).
+fn bind_both(port: u16) -> io::Result<RedirectListener> {
+    let tries = if port == 0 { ANY_PORT_TRIES } else { 1 };
+    let mut last = held("127.0.0.1", port);
+    for _ in 0..tries {
+        let v4 = TcpListener::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port))
+            .map_err(|e| if e.kind() == io::ErrorKind::AddrInUse { held("127.0.0.1", port) } else { e })?;
+        let bound = v4.local_addr()?.port();
+        let v6 = TcpListener::bind(SocketAddrV6::new(Ipv6Addr::LOCALHOST, bound, 0, 0));
+        let sockets = match v6 {
+            Ok(v6) => vec![v4, v6],
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
+                last = held("[::1]", bound);
+                continue;
+            }
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EADDRNOTAVAIL | libc::EAFNOSUPPORT)) => vec![v4],
+            Err(e) => return Err(e),
+        };
+        for s in &sockets {
+            s.set_nonblocking(true)?;
+        }
+        return Ok(RedirectListener { sockets, port: bound });
+    }
+    Err(last)
+}
+
+/// Binds the browser-redirect listener: the first of `ports` free on both
+/// loopback addresses (`0`: any free port). The first port is the one the
+/// provider's redirect URI is registered with; falling back to another is
+/// logged as a warning (the provider may refuse it), never silent.
+pub fn bind_redirect_listener(ports: &[u16]) -> io::Result<RedirectListener> {
     let mut last = io::Error::new(io::ErrorKind::AddrInUse, "no redirect port configured");
-    for &port in ports {
-        match TcpListener::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port)) {
-            Ok(l) => return Ok(l),
+    for (i, &port) in ports.iter().enumerate() {
+        match bind_both(port) {
+            Ok(l) => {
+                if i > 0 {
+                    crate::log_warn!(
+                        "the registered redirect port {} is in use ({last}); listening on {} instead, \
+                         which the provider may refuse",
+                        ports[0],
+                        l.port()
+                    );
+                }
+                return Ok(l);
+            }
             Err(e) => last = e,
         }
     }
     Err(last)
+}
+
+/// One browser connection to the redirect listener, read without
+/// blocking: the listener serves many at once, and one that has not sent
+/// its whole request head by its deadline is dropped.
+pub struct CallbackConn {
+    stream: TcpStream,
+    // The request line carries the authorization code: wiped on drop.
+    buf: zeroize::Zeroizing<Vec<u8>>,
+    deadline: Instant,
+}
+
+/// Where reading a [`CallbackConn`] stands.
+pub enum CallbackRead {
+    /// More bytes are needed.
+    Waiting,
+    /// The request head is complete.
+    Complete,
+    /// Closed, too large, past its deadline or broken: drop it.
+    Dropped,
+}
+
+impl CallbackConn {
+    /// Starts reading `stream`, which must send its request head by
+    /// `deadline`.
+    pub fn new(stream: TcpStream, deadline: Instant) -> io::Result<CallbackConn> {
+        stream.set_nonblocking(true)?;
+        Ok(CallbackConn { stream, buf: zeroize::Zeroizing::new(Vec::new()), deadline })
+    }
+
+    /// Reads what has arrived.
+    pub fn read(&mut self, now: Instant) -> CallbackRead {
+        let mut chunk = zeroize::Zeroizing::new([0u8; 2048]);
+        loop {
+            match self.stream.read(&mut chunk[..]) {
+                Ok(0) => return CallbackRead::Dropped,
+                Ok(n) => {
+                    self.buf.extend_from_slice(&chunk[..n]);
+                    if self.buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        return CallbackRead::Complete;
+                    }
+                    if self.buf.len() > MAX_CALLBACK_REQUEST {
+                        return CallbackRead::Dropped;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return CallbackRead::Dropped,
+            }
+        }
+        if now >= self.deadline { CallbackRead::Dropped } else { CallbackRead::Waiting }
+    }
+
+    /// Sorts the complete request (see [`classify_callback`]); the stream,
+    /// blocking again with a short write deadline, to answer on.
+    pub fn finish(self, path: &str, state: &str) -> (TcpStream, Callback) {
+        let mut stream = self.stream;
+        let _ = stream.set_nonblocking(false);
+        let _ = stream.set_write_timeout(Some(CALLBACK_READ_TIMEOUT));
+        let head = String::from_utf8_lossy(&self.buf);
+        let mut line = head.lines().next().unwrap_or_default().split_whitespace();
+        let target = match (line.next(), line.next()) {
+            (Some("GET"), Some(target)) => zeroize::Zeroizing::new(target.to_owned()),
+            _ => return (stream, Callback::Ignored),
+        };
+        let callback = classify_callback(&mut stream, &target, path, state);
+        (stream, callback)
+    }
 }
 
 /// What one request to the loopback listener brought.
@@ -467,30 +613,6 @@ pub enum Callback {
     /// Not our callback: another path, a wrong or missing state. The
     /// listener keeps waiting.
     Ignored,
-}
-
-/// Reads one HTTP request from the browser (bounded in size and time);
-/// the request target.
-fn read_request_target(stream: &mut TcpStream) -> Option<String> {
-    stream.set_read_timeout(Some(CALLBACK_READ_TIMEOUT)).ok()?;
-    // The request line carries the authorization code: wiped on drop.
-    let mut buf = zeroize::Zeroizing::new(Vec::new());
-    let mut chunk = zeroize::Zeroizing::new([0u8; 2048]);
-    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = stream.read(&mut chunk[..]).ok()?;
-        if n == 0 {
-            break;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        if buf.len() > MAX_CALLBACK_REQUEST {
-            return None;
-        }
-    }
-    let head = String::from_utf8_lossy(&buf);
-    let mut line = head.lines().next()?.split_whitespace();
-    let method = line.next()?;
-    let target = line.next()?;
-    (method == "GET").then(|| target.to_owned())
 }
 
 /// Answers the browser with a small page.
@@ -510,14 +632,11 @@ pub fn respond(stream: &mut TcpStream, status: u16, text: &str) {
     let _ = stream.write_all(reply.as_bytes());
 }
 
-/// Reads the browser's request and sorts it. Requests that are not our
+/// Sorts the browser's request for `target`. Requests that are not our
 /// callback are answered here (404 or 400); the caller answers ours once
 /// it knows the outcome.
-pub fn read_callback(stream: &mut TcpStream, path: &str, state: &str) -> Callback {
-    let Some(target) = read_request_target(stream).map(zeroize::Zeroizing::new) else {
-        return Callback::Ignored;
-    };
-    let (req_path, query) = target.split_once('?').unwrap_or((target.as_str(), ""));
+fn classify_callback(stream: &mut TcpStream, target: &str, path: &str, state: &str) -> Callback {
+    let (req_path, query) = target.split_once('?').unwrap_or((target, ""));
     if req_path != path {
         respond(stream, 404, "Not found.");
         return Callback::Ignored;

@@ -36,7 +36,6 @@ OAuth login sessions (SPEC §7): what `oauth_initiate` starts and
 #![forbid(unsafe_code)]
 
 use std::collections::HashMap;
-use std::net::TcpListener;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -44,7 +43,9 @@ use sha2::{Digest, Sha256};
 
 use super::Timing;
 use super::http::Http;
-use super::login::{self, Callback, DevicePoll, DeviceStart, FlowError, Pkce};
+use super::login::{
+    self, Callback, CallbackConn, CallbackRead, DevicePoll, DeviceStart, FlowError, Pkce, RedirectListener,
+};
 use super::provider::{FlowType, Provider, Providers};
 use crate::protocol::message::FlowFailure;
 use crate::secret::SecretString;
@@ -94,8 +95,18 @@ pub const BROWSER_POLL_INTERVAL: Duration = Duration::from_secs(2);
 pub const MIN_CLIENT_POLL_INTERVAL: Duration = Duration::from_millis(100);
 /// Transient poll failures in a row before a device login gives up.
 pub const MAX_TRANSIENT_POLL_FAILURES: u32 = 5;
-/// How often the loopback listener checks for cancellation.
+/// How often the loopback listener checks for cancellation and reads the
+/// browser connections it holds.
 const LISTENER_NAP: Duration = Duration::from_millis(20);
+/// Browser-redirect logins in progress at once: each holds a loopback port
+/// (the built-in codex range is 31 ports), so a sandbox allowed to log in
+/// cannot take them all.
+pub const MAX_BROWSER_LOGINS: usize = 4;
+/// Connections one redirect listener reads at once; a new one beyond this
+/// drops the oldest.
+const MAX_CALLBACK_CONNECTIONS: usize = 16;
+/// A browser connection must send its whole request within this.
+const CALLBACK_DEADLINE: Duration = Duration::from_secs(5);
 
 /// The session TTL from the environment: whole seconds above 0, else
 /// the default (with a warning for a value that is set but unusable).
@@ -171,6 +182,8 @@ pub enum LoginError {
     },
     /// Too many logins in progress (`RATE_LIMITED`).
     TooMany,
+    /// Too many browser-redirect logins in progress (`RATE_LIMITED`).
+    TooManyBrowser,
     /// The login could not start, the exchange failed or the token could
     /// not be stored: the kind decides the code and the fixed text, the
     /// details stay on the host.
@@ -204,6 +217,9 @@ impl std::fmt::Display for LoginError {
                 flow.as_str()
             ),
             LoginError::TooMany => f.write_str("Too many OAuth logins in progress; try again later"),
+            LoginError::TooManyBrowser => {
+                f.write_str("Too many browser logins in progress; finish or cancel one, or use another flow")
+            }
             LoginError::Flow(e) => write!(f, "{} ({})", e.kind.text(), e.detail),
             LoginError::AccountMismatch => {
                 f.write_str("This bucket holds another account's login; log in on the host to replace it")
@@ -265,6 +281,10 @@ struct ControlState {
 struct Control {
     state: Mutex<ControlState>,
     changed: Condvar,
+    /// A browser-redirect login's listener: closed by whoever ends the
+    /// session (cancel, expiry, shutdown) at once, not when the thread
+    /// next looks.
+    listener: Mutex<Option<RedirectListener>>,
 }
 
 impl Control {
@@ -276,7 +296,17 @@ impl Control {
                 outcome: Outcome::Pending { interval },
             }),
             changed: Condvar::new(),
+            listener: Mutex::new(None),
         })
+    }
+
+    fn listener(&self) -> MutexGuard<'_, Option<RedirectListener>> {
+        self.listener.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Closes the redirect listener, if there is one.
+    fn close_listener(&self) {
+        drop(self.listener().take());
     }
 
     fn lock(&self) -> MutexGuard<'_, ControlState> {
@@ -327,6 +357,7 @@ impl Control {
 
     /// Cancels and waits up to `wait` for the thread to stop.
     fn cancel(&self, wait: Duration) {
+        self.close_listener();
         let deadline = Instant::now() + wait;
         let mut s = self.lock();
         s.cancelled = true;
@@ -381,6 +412,7 @@ impl Session {
     fn close(&mut self, phase: Phase) {
         self.phase = phase;
         self.paste = None;
+        self.control.close_listener();
         let mut s = self.control.lock();
         s.cancelled = true;
         self.control.changed.notify_all();
@@ -391,6 +423,43 @@ impl Session {
 struct Table {
     sessions: HashMap<String, Session>,
     stopped: bool,
+    /// Logins between their slot check and their session record (the
+    /// provider call in between may take seconds): counted against the
+    /// caps, so concurrent starts cannot all pass.
+    reserved: usize,
+    reserved_browser: usize,
+}
+
+/// A slot in the caps, taken before a login starts; given back on drop
+/// unless the session was recorded ([`Reservation::recorded`]).
+struct Reservation<'a> {
+    inner: &'a Inner,
+    browser: bool,
+    held: bool,
+}
+
+impl Reservation<'_> {
+    /// The session is in the table now (under the same lock): the slot is
+    /// the session's.
+    fn recorded(&mut self, table: &mut Table) {
+        table.reserved -= 1;
+        if self.browser {
+            table.reserved_browser -= 1;
+        }
+        self.held = false;
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if self.held {
+            let mut table = self.inner.table();
+            table.reserved -= 1;
+            if self.browser {
+                table.reserved_browser -= 1;
+            }
+        }
+    }
 }
 
 struct Inner {
@@ -635,13 +704,15 @@ impl Inner {
     }
 
     /// The browser-redirect thread: waits for the callback until an
-    /// outcome, the timeout or cancel.
+    /// outcome, the timeout or cancel. It reads every browser connection
+    /// without blocking, each with its own deadline, so a connection that
+    /// trickles bytes holds up nothing; the listener itself lives in the
+    /// session's [`Control`], where ending the session closes it.
     #[allow(clippy::too_many_arguments)]
     fn run_listener(
         &self,
         provider: Provider,
         bucket: Option<String>,
-        listener: TcpListener,
         state: SecretString,
         verifier: SecretString,
         redirect_uri: String,
@@ -650,77 +721,118 @@ impl Inner {
     ) {
         let deadline = Instant::now() + self.timing.scaled(REDIRECT_TIMEOUT).min(self.ttl);
         let path = provider.login.redirect_path.clone();
-        let outcome = loop {
+        let mut conns: Vec<CallbackConn> = Vec::new();
+        let outcome = 'serve: loop {
             if control.cancelled() {
                 break None;
             }
-            if Instant::now() >= deadline {
+            let now = Instant::now();
+            if now >= deadline {
                 break Some(Outcome::Failed(FlowError::new(
                     FlowFailure::CallbackTimeout,
                     "no callback before the deadline",
                 )));
             }
-            let mut stream = match listener.accept() {
-                Ok((s, _)) => s,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    if control.nap(LISTENER_NAP) {
-                        break None;
-                    }
-                    continue;
-                }
-                Err(e) => {
-                    crate::log_warn!("oauth {tag}: accept failed: {e}");
-                    if control.nap(LISTENER_NAP) {
-                        break None;
-                    }
-                    continue;
-                }
+            let accepted = match control.listener().as_ref() {
+                None => break None,
+                Some(l) => l.accept_ready(MAX_CALLBACK_CONNECTIONS),
             };
-            let _ = stream.set_nonblocking(false);
-            match login::read_callback(&mut stream, &path, state.expose()) {
-                Callback::Ignored => {
-                    crate::log_info!("oauth {tag}: a request that is not this login's callback was refused");
-                }
-                Callback::Denied(code) => {
-                    login::respond(&mut stream, 200, "Login cancelled. You can close this tab.");
-                    break Some(Outcome::Failed(FlowError::new(
-                        FlowFailure::AccessDenied,
-                        format!("the callback carried error={code}"),
-                    )));
-                }
-                Callback::Code(code) => {
-                    if control.cancelled() {
-                        login::respond(&mut stream, 400, "This login was cancelled.");
-                        break None;
+            match accepted {
+                Ok(streams) => {
+                    for stream in streams {
+                        if conns.len() >= MAX_CALLBACK_CONNECTIONS {
+                            crate::log_info!(
+                                "oauth {tag}: too many browser connections; the oldest is dropped"
+                            );
+                            conns.remove(0);
+                        }
+                        match CallbackConn::new(stream, now + CALLBACK_DEADLINE) {
+                            Ok(c) => conns.push(c),
+                            Err(e) => crate::log_warn!("oauth {tag}: a browser connection failed: {e}"),
+                        }
                     }
-                    drop(listener);
-                    let result = self.finish_code(
-                        &provider,
-                        bucket.as_deref(),
-                        CodeGrant {
-                            code: code.expose(),
-                            verifier: verifier.expose(),
-                            redirect_uri: &redirect_uri,
-                            state: None,
-                        },
-                        &control,
-                    );
-                    let page = if result.is_ok() {
-                        (200, "Login complete. You can close this tab and return to llxprt.")
-                    } else {
-                        (400, "Login failed. Return to llxprt for details.")
-                    };
-                    login::respond(&mut stream, page.0, page.1);
-                    break Some(match result {
-                        Ok(t) => Outcome::Complete(t),
-                        Err(e) => Outcome::Failed(e),
-                    });
+                }
+                Err(e) => crate::log_warn!("oauth {tag}: accept failed: {e}"),
+            }
+            let mut i = 0;
+            while i < conns.len() {
+                match conns[i].read(now) {
+                    CallbackRead::Waiting => i += 1,
+                    CallbackRead::Dropped => {
+                        conns.swap_remove(i);
+                    }
+                    CallbackRead::Complete => {
+                        let (mut stream, callback) = conns.swap_remove(i).finish(&path, state.expose());
+                        match callback {
+                            Callback::Ignored => crate::log_info!(
+                                "oauth {tag}: a request that is not this login's callback was refused"
+                            ),
+                            Callback::Denied(code) => {
+                                login::respond(&mut stream, 200, "Login cancelled. You can close this tab.");
+                                break 'serve Some(Outcome::Failed(FlowError::new(
+                                    FlowFailure::AccessDenied,
+                                    format!("the callback carried error={code}"),
+                                )));
+                            }
+                            Callback::Code(code) => {
+                                break 'serve self.finish_browser(
+                                    &provider,
+                                    bucket.as_deref(),
+                                    &mut stream,
+                                    code,
+                                    &verifier,
+                                    &redirect_uri,
+                                    &control,
+                                );
+                            }
+                        }
+                    }
                 }
             }
+            if control.nap(LISTENER_NAP) {
+                break None;
+            }
         };
+        drop(conns);
+        control.close_listener();
         self.report(&tag, outcome, &control);
     }
 
+    /// The browser came back with a code: the listener closes, the code is
+    /// exchanged and the token stored, and the browser is told how it went.
+    #[allow(clippy::too_many_arguments)]
+    fn finish_browser(
+        &self,
+        provider: &Provider,
+        bucket: Option<&str>,
+        stream: &mut std::net::TcpStream,
+        code: SecretString,
+        verifier: &SecretString,
+        redirect_uri: &str,
+        control: &Control,
+    ) -> Option<Outcome> {
+        if control.cancelled() {
+            login::respond(stream, 400, "This login was cancelled.");
+            return None;
+        }
+        control.close_listener();
+        let result = self.finish_code(
+            provider,
+            bucket,
+            CodeGrant { code: code.expose(), verifier: verifier.expose(), redirect_uri, state: None },
+            control,
+        );
+        let page = if result.is_ok() {
+            (200, "Login complete. You can close this tab and return to llxprt.")
+        } else {
+            (400, "Login failed. Return to llxprt for details.")
+        };
+        login::respond(stream, page.0, page.1);
+        Some(match result {
+            Ok(t) => Outcome::Complete(t),
+            Err(e) => Outcome::Failed(e),
+        })
+    }
     fn report(&self, tag: &str, outcome: Option<Outcome>, control: &Control) {
         match outcome {
             None => crate::log_debug!("oauth {tag}: background work stopped"),
@@ -802,16 +914,28 @@ impl Logins {
             Some(f) if def.login.flows.contains(&f) => f,
             Some(f) => return Err(LoginError::FlowNotOffered(f)),
         };
-        {
+        let browser = flow == FlowType::BrowserRedirect;
+        let mut reservation = {
             let mut table = inner.table();
             if table.stopped {
                 return Err(LoginError::start("the daemon is shutting down"));
             }
             inner.collect(&mut table);
-            if table.sessions.values().filter(|s| s.phase == Phase::Open).count() >= MAX_OPEN_SESSIONS {
+            let open = table.sessions.values().filter(|s| s.phase == Phase::Open);
+            let (open, open_browser) =
+                open.fold((0, 0), |(n, b), s| (n + 1, b + usize::from(s.flow == FlowType::BrowserRedirect)));
+            if open + table.reserved >= MAX_OPEN_SESSIONS {
                 return Err(LoginError::TooMany);
             }
-        }
+            if browser && open_browser + table.reserved_browser >= MAX_BROWSER_LOGINS {
+                return Err(LoginError::TooManyBrowser);
+            }
+            table.reserved += 1;
+            if browser {
+                table.reserved_browser += 1;
+            }
+            Reservation { inner, browser, held: true }
+        };
         let random = |e: std::io::Error| LoginError::start(format!("The OS random generator failed: {e}"));
         let id = crate::random::hex(16).map_err(random)?;
         let tag = format!(
@@ -866,18 +990,11 @@ impl Logins {
                 (initiated, control)
             }
             FlowType::BrowserRedirect => {
-                let listener = login::bind_redirect_listener(&def.login.redirect_ports)
-                    .and_then(|l| l.set_nonblocking(true).map(|()| l))
-                    .map_err(|e| {
-                        crate::log_warn!("oauth {tag}: cannot listen for the browser: {e}");
-                        LoginError::start(format!(
-                            "Cannot listen for the browser on the host's loopback: {e}"
-                        ))
-                    })?;
-                let port = listener
-                    .local_addr()
-                    .map_err(|e| LoginError::start(format!("Cannot listen: {e}")))?
-                    .port();
+                let listener = login::bind_redirect_listener(&def.login.redirect_ports).map_err(|e| {
+                    crate::log_warn!("oauth {tag}: cannot listen for the browser: {e}");
+                    LoginError::start(format!("cannot listen for the browser on the host's loopback: {e}"))
+                })?;
+                let port = listener.port();
                 let redirect_uri = format!("http://localhost:{port}{}", def.login.redirect_path);
                 let pkce = Pkce::new(def.login.verifier_bytes).map_err(random)?;
                 let state = login::new_state().map_err(random)?;
@@ -894,13 +1011,12 @@ impl Logins {
                     expires_in,
                 };
                 let control = Control::new(interval, true);
+                *control.listener() = Some(listener);
                 let (me, c, p, b, t) =
                     (inner.clone(), control.clone(), def.clone(), bucket.map(str::to_owned), tag.clone());
                 let verifier = pkce.verifier;
-                spawn(&tag, &control, move || {
-                    me.run_listener(p, b, listener, state, verifier, redirect_uri, c, t)
-                })?;
-                crate::log_debug!("oauth {tag}: listening for the browser on 127.0.0.1:{port}");
+                spawn(&tag, &control, move || me.run_listener(p, b, state, verifier, redirect_uri, c, t))?;
+                crate::log_debug!("oauth {tag}: listening for the browser on 127.0.0.1 and ::1 port {port}");
                 (initiated, control)
             }
         };
@@ -920,6 +1036,7 @@ impl Logins {
             session.close(Phase::Expired);
             return Err(LoginError::start("the daemon is shutting down"));
         }
+        reservation.recorded(&mut table);
         if table.sessions.len() >= MAX_RECORDS {
             let oldest = table
                 .sessions

@@ -125,7 +125,7 @@ pub fn login_code(e: &LoginError) -> ErrorCode {
         LoginError::WrongPeer => ErrorCode::Unauthorized,
         LoginError::AlreadyUsed => ErrorCode::SessionAlreadyUsed,
         LoginError::Expired => ErrorCode::SessionExpired,
-        LoginError::TooMany => ErrorCode::RateLimited,
+        LoginError::TooMany | LoginError::TooManyBrowser => ErrorCode::RateLimited,
         LoginError::AccountMismatch => ErrorCode::AccountMismatch,
         LoginError::Flow(f) => match f.kind {
             FlowFailure::ExchangeFailed | FlowFailure::BadPaste | FlowFailure::StateMismatch => {
@@ -154,6 +154,9 @@ pub fn login(e: &LoginError, target: &str) -> WireError {
         LoginError::Expired => "OAuth session expired; start a new login",
         LoginError::WrongOp { flow, .. } => wrong_op_text(*flow),
         LoginError::TooMany => "Too many OAuth logins in progress; try again later",
+        LoginError::TooManyBrowser => {
+            "Too many browser logins in progress; finish or cancel one, or use another flow"
+        }
         LoginError::AccountMismatch => FlowFailure::AccountMismatch.text(),
         LoginError::Flow(f) => {
             crate::log_warn!("oauth {target}: {f}");

@@ -831,3 +831,123 @@ fn at_most_sixteen_logins_run_at_once() {
     let secrets = c.secrets.clone();
     assert_no_leaks(&d, &c.seen, &secrets);
 }
+
+// ---------------------------------------------------------------- hardening
+
+#[test]
+fn concurrent_starts_cannot_pass_the_sixteen_logins_cap() {
+    let dir = TestDir::new("lg-cap-race");
+    let fake = FakeProvider::start();
+    // the device-code start takes 300 ms at the provider: the window in
+    // which a check that reserves nothing lets every start through
+    fake.set_delay(Duration::from_millis(300));
+    let d = daemon_with(&dir, &fake, &[], &["--rate-limit", "0"]);
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(48));
+    let answers: Vec<Value> = (0..48)
+        .map(|_| {
+            let mut raw = d.connect();
+            raw.handshake();
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                barrier.wait();
+                raw.request("oauth_initiate", json!({"provider":"codex","flow_type":"device_code"}))
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .collect();
+    let started = answers.iter().filter(|r| r["ok"] == true).count();
+    let refused = answers.iter().filter(|r| r["code"] == "RATE_LIMITED").count();
+    assert_eq!((started, refused), (16, 32), "{answers:?}");
+    assert_eq!(fake.calls_to(USERCODE).len(), 16, "no provider call for a refused start");
+}
+
+#[test]
+fn browser_logins_are_capped_and_each_holds_both_loopback_addresses() {
+    let dir = TestDir::new("lg-br-cap");
+    let fake = FakeProvider::start();
+    let d = daemon(&dir, &fake);
+    let mut c = Client::new(&d);
+    let mut ports = Vec::new();
+    for b in ["a", "b", "c", "d"] {
+        let data = c.initiate("codex", Some(b), Some("browser_redirect"));
+        let redirect = query_param(data["auth_url"].as_str().unwrap(), "redirect_uri").unwrap();
+        let port: u16 = redirect.split(':').nth(2).unwrap().split('/').next().unwrap().parse().unwrap();
+        // nobody else can take the port on either address
+        assert!(std::net::TcpListener::bind(("127.0.0.1", port)).is_err());
+        assert!(std::net::TcpListener::bind(("::1", port)).is_err(), "[::1]:{port} is ours too");
+        ports.push((sid(&data), port));
+    }
+    let r = c.ask("oauth_initiate", json!({"provider":"codex","bucket":"e","flow_type":"browser_redirect"}));
+    assert_eq!(code_of(&r), "RATE_LIMITED", "{r}");
+    assert!(r["error"].as_str().unwrap().contains("Too many browser logins"), "{r}");
+    // other flows are not held up by the browser cap
+    c.initiate("codex", Some("e"), Some("device_code"));
+    // a cancelled one frees its slot and its port at once
+    let (first, port) = ports.remove(0);
+    assert_eq!(c.cancel(&first)["ok"], true);
+    assert!(std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(), "port {port} is free after cancel");
+    c.initiate("codex", Some("f"), Some("browser_redirect"));
+}
+
+#[test]
+fn a_squatter_on_the_ipv6_loopback_fails_the_login_instead_of_receiving_the_code() {
+    let dir = TestDir::new("lg-br-v6");
+    let fake = FakeProvider::start();
+    let port = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap().local_addr().unwrap().port();
+    let squatter = std::net::TcpListener::bind(("::1", port)).expect("this machine has an IPv6 loopback");
+    let port_text = port.to_string();
+    let d = daemon_with(&dir, &fake, &[("LLXPRT_CREDD_CODEX_REDIRECT_PORT", &port_text)], &[]);
+    let mut c = Client::new(&d);
+    let r = c.ask("oauth_initiate", json!({"provider":"codex","flow_type":"browser_redirect"}));
+    assert_eq!((r["ok"].clone(), code_of(&r)), (json!(false), "INTERNAL_ERROR"), "{r}");
+    assert_eq!(r["error"], "The login could not start on the host");
+    assert!(
+        d.log_text().contains(&format!("[::1] port {port} is held by another program")),
+        "{}",
+        d.log_text()
+    );
+    assert!(std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(), "nothing left bound on 127.0.0.1");
+    drop(squatter);
+    let data = c.initiate("codex", None, Some("browser_redirect"));
+    assert!(data["auth_url"].as_str().unwrap().contains(&format!("localhost%3A{port}")), "{data}");
+}
+
+#[test]
+fn slow_browser_connections_do_not_hold_up_the_callback_or_the_cancel() {
+    let dir = TestDir::new("lg-br-slow");
+    let fake = FakeProvider::start();
+    let d = daemon(&dir, &fake);
+    let mut c = Client::new(&d);
+    let data = c.initiate("codex", None, Some("browser_redirect"));
+    let url = data["auth_url"].as_str().unwrap().to_owned();
+    let redirect = query_param(&url, "redirect_uri").unwrap();
+    let port: u16 = redirect.split(':').nth(2).unwrap().split('/').next().unwrap().parse().unwrap();
+    // three local connections that send part of a request and then nothing
+    let slow: Vec<_> = (0..3)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+            std::io::Write::write_all(&mut s, b"GET /auth/callback?co").unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(100));
+    let started = Instant::now();
+    let (status, page) = browse(&url);
+    assert_eq!(status, 200, "{page}");
+    assert!(started.elapsed() < Duration::from_secs(2), "served at once: {:?}", started.elapsed());
+    assert_eq!(c.poll_until_done(&sid(&data))["data"]["status"], "complete");
+    drop(slow);
+    // cancel, with a slow connection open, frees the port at once
+    let other = c.initiate("codex", Some("work"), Some("browser_redirect"));
+    let redirect = query_param(other["auth_url"].as_str().unwrap(), "redirect_uri").unwrap();
+    let port: u16 = redirect.split(':').nth(2).unwrap().split('/').next().unwrap().parse().unwrap();
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    std::io::Write::write_all(&mut s, b"GET /").unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(c.cancel(&sid(&other))["ok"], true);
+    assert!(std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(), "the listener closed with the cancel");
+    let secrets = c.secrets.clone();
+    assert_no_leaks(&d, &c.seen, &secrets);
+}

@@ -83,18 +83,16 @@ impl MachineSecret {
                 None => Lookup::Unusable,
             };
         }
-        match fs::read_to_string(&self.file) {
-            Ok(text) => {
-                if repair_permissions(&self.file).is_err() {
-                    return Lookup::Unusable;
-                }
-                match decode(&text) {
-                    Some(secret) => Lookup::Found(secret, SecretSource::File),
-                    None => Lookup::Unusable,
-                }
-            }
+        match read_secret_file(&self.file) {
+            Ok(text) => match decode(&text) {
+                Some(secret) => Lookup::Found(secret, SecretSource::File),
+                None => Lookup::Unusable,
+            },
             Err(e) if e.kind() == io::ErrorKind::NotFound => Lookup::Missing,
-            Err(_) => Lookup::Unusable,
+            Err(e) => {
+                crate::log_warn!("machine secret {}: {e}; not used", self.file.display());
+                Lookup::Unusable
+            }
         }
     }
 
@@ -161,11 +159,41 @@ impl MachineSecret {
     }
 }
 
-fn repair_permissions(file: &Path) -> io::Result<()> {
-    if let Some(dir) = file.parent() {
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
+/// Opens `path` without following a symbolic link in its last component
+/// (`O_NOFOLLOW`), so a repair of its permissions acts on it and never on
+/// where a planted link points.
+fn open_no_follow(path: &Path, flags: i32) -> io::Result<fs::File> {
+    fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | flags)
+        .open(path)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(libc::ELOOP) {
+                io::Error::new(io::ErrorKind::InvalidData, "is a symbolic link")
+            } else {
+                e
+            }
+        })
+}
+
+/// Reads the machine secret file, first narrowing its directory to 0700
+/// and the file to 0600 (llxprt-code's modes) through descriptors of the
+/// directory and the file themselves (`fchmod`): a symbolic link in place
+/// of either is refused, and nothing it points to is changed.
+fn read_secret_file(file: &Path) -> io::Result<Zeroizing<String>> {
+    use std::io::Read;
+    if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+        let d = open_no_follow(dir, libc::O_DIRECTORY)?;
+        d.set_permissions(fs::Permissions::from_mode(0o700))?;
     }
-    fs::set_permissions(file, fs::Permissions::from_mode(0o600))
+    let f = open_no_follow(file, 0)?;
+    if !f.metadata()?.is_file() {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "is not a regular file"));
+    }
+    f.set_permissions(fs::Permissions::from_mode(0o600))?;
+    let mut text = Zeroizing::new(String::new());
+    f.take(4096).read_to_string(&mut text)?;
+    Ok(text)
 }
 
 fn write_secret_file(file: &Path, encoded: &str) -> io::Result<()> {

@@ -325,3 +325,27 @@ fn text_a_sandbox_chose_is_escaped_in_the_log_and_on_the_host_terminal() {
     let parsed: serde_json::Value = serde_json::from_str(&shown).expect("still JSON");
     assert_eq!(parsed["scope"], "read \u{1b}]0;owned\u{7}\u{2028}write", "the same value, escaped as JSON");
 }
+
+#[test]
+fn a_planted_machine_secret_link_is_refused_and_its_target_keeps_its_mode() {
+    let dir = TestDir::new("hd-secret");
+    ok(dir.run(None, &["--store", "file", "key", "set", "K"], "sk-PLANTED-secret"));
+    let secret = dir.data().join("machine_secret");
+    assert!(secret.is_file(), "the file store made a machine secret");
+    let elsewhere = dir.root.join("elsewhere");
+    std::fs::rename(&secret, &elsewhere).unwrap();
+    std::fs::set_permissions(&elsewhere, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, &secret).unwrap();
+    let out = dir.run(None, &["--store", "file", "key", "get", "K"], "");
+    assert_eq!(
+        std::fs::metadata(&elsewhere).unwrap().permissions().mode() & 0o777,
+        0o644,
+        "the link's target was not chmod-ed ({})",
+        stderr(&out)
+    );
+    assert!(!stdout(&out).contains("sk-PLANTED-secret"), "not read through the link");
+    assert!(
+        std::fs::symlink_metadata(&secret).unwrap().file_type().is_symlink(),
+        "the link is left for the user"
+    );
+}

@@ -1,6 +1,11 @@
 //! `llxprt-credd`: parse, run, exit. Everything lives in the library.
 #![forbid(unsafe_code)]
 
+/// Every freed block is wiped first: copies of tokens, codes and
+/// verifiers in buffers the daemon does not own do not outlive them.
+#[global_allocator]
+static ALLOCATOR: llxprt_credd::sys::wipe_alloc::WipeOnFree = llxprt_credd::sys::wipe_alloc::WipeOnFree;
+
 fn main() {
     std::process::exit(llxprt_credd::cli::credd::main(std::env::args_os()));
 }

@@ -130,10 +130,10 @@ pub fn safe_error_code(body: &str) -> Option<String> {
 }
 
 /// Sorts a status and body into success or an [`UpstreamError`].
-pub fn classify(status: u16, body: &str) -> Result<Map<String, Value>, UpstreamError> {
+pub fn classify(status: u16, body: &str) -> Result<Fields, UpstreamError> {
     match status {
         200..=299 => match serde_json::from_str::<Value>(body) {
-            Ok(Value::Object(map)) => Ok(map),
+            Ok(Value::Object(map)) => Ok(Fields(map)),
             _ => Err(UpstreamError::BadAnswer("the provider's answer is not a JSON object")),
         },
         408 | 429 | 500..=599 => Err(UpstreamError::Transient(Transient::Status(status))),
@@ -204,7 +204,7 @@ impl Http {
         provider: &Provider,
         refresh_token: &str,
         timeout: Duration,
-    ) -> Result<Map<String, Value>, UpstreamError> {
+    ) -> Result<Fields, UpstreamError> {
         let secret = provider.client_secret.as_ref().map(|s| s.expose());
         let mut fields: Vec<(&str, &str)> = vec![
             ("grant_type", "refresh_token"),
@@ -236,20 +236,23 @@ impl Http {
             .timeout_global(Some(timeout))
             .build()
             .header("Accept", "application/json");
+        // The bodies carry refresh tokens, codes and verifiers: each is
+        // built in one allocation of its final size (no reallocation leaves
+        // a copy behind) and wiped once sent.
         let sent = match encoding {
-            Encoding::Form => request.send_form(fields.iter().copied()),
+            Encoding::Form => {
+                let body = form_body(fields);
+                request.header("Content-Type", "application/x-www-form-urlencoded").send(&body[..])
+            }
             Encoding::Json => {
                 let mut object: Map<String, Value> =
                     fields.iter().map(|(k, v)| ((*k).to_owned(), Value::String((*v).to_owned()))).collect();
-                let mut body = serde_json::to_vec(&object).expect("a JSON map serialises");
-                for v in object.values_mut() {
-                    if let Value::String(s) = v {
-                        s.zeroize();
-                    }
-                }
-                let sent = request.header("Content-Type", "application/json").send(&body[..]);
-                body.zeroize();
-                sent
+                // Worst case: every byte escaped as \u00XX, plus quotes and separators.
+                let room = 2 + fields.iter().map(|(k, v)| 6 * (k.len() + v.len()) + 6).sum::<usize>();
+                let mut body = zeroize::Zeroizing::new(Vec::with_capacity(room));
+                serde_json::to_writer(&mut *body, &object).expect("a JSON map serialises");
+                wipe_values(&mut object);
+                request.header("Content-Type", "application/json").send(&body[..])
             }
         };
         let mut response = sent.map_err(|e| transport_error(&e))?;
@@ -261,6 +264,77 @@ impl Http {
             .read_to_string()
             .map_err(|e| transport_error(&e))?;
         Ok(Answer { status, body })
+    }
+}
+
+fn form_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+/// `fields` as an `application/x-www-form-urlencoded` body (every byte
+/// but the unreserved ones percent-encoded), in one allocation.
+fn form_body(fields: &[(&str, &str)]) -> zeroize::Zeroizing<Vec<u8>> {
+    let escaped = |s: &str| s.bytes().map(|b| if form_unreserved(b) { 1 } else { 3 }).sum::<usize>();
+    let len = fields.iter().map(|(k, v)| escaped(k) + escaped(v) + 2).sum::<usize>();
+    let mut body = zeroize::Zeroizing::new(Vec::with_capacity(len));
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for (i, (k, v)) in fields.iter().enumerate() {
+        if i > 0 {
+            body.push(b'&');
+        }
+        for (j, part) in [k, v].into_iter().enumerate() {
+            if j > 0 {
+                body.push(b'=');
+            }
+            for b in part.bytes() {
+                if form_unreserved(b) {
+                    body.push(b);
+                } else {
+                    body.extend_from_slice(&[b'%', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
+                }
+            }
+        }
+    }
+    body
+}
+
+/// Wipes the string values of `map` (and of nested objects and arrays).
+pub fn wipe_values(map: &mut Map<String, Value>) {
+    for v in map.values_mut() {
+        wipe_value(v);
+    }
+}
+
+fn wipe_value(v: &mut Value) {
+    match v {
+        Value::String(s) => s.zeroize(),
+        Value::Object(m) => wipe_values(m),
+        Value::Array(a) => a.iter_mut().for_each(wipe_value),
+        _ => {}
+    }
+}
+
+/// A provider's parsed answer (a JSON object that may hold tokens): wiped
+/// on drop.
+#[derive(PartialEq)]
+pub struct Fields(Map<String, Value>);
+
+impl fmt::Debug for Fields {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Fields {{ {} fields, redacted }}", self.0.len())
+    }
+}
+
+impl std::ops::Deref for Fields {
+    type Target = Map<String, Value>;
+    fn deref(&self) -> &Map<String, Value> {
+        &self.0
+    }
+}
+
+impl Drop for Fields {
+    fn drop(&mut self) {
+        wipe_values(&mut self.0);
     }
 }
 

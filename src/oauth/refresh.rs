@@ -400,7 +400,7 @@ impl Refresher {
         def: &Provider,
         refresh_token: &str,
         key: &str,
-    ) -> (Result<serde_json::Map<String, serde_json::Value>, UpstreamError>, u32) {
+    ) -> (Result<super::http::Fields, UpstreamError>, u32) {
         let deadline = Instant::now() + REFRESH_BUDGET;
         let mut attempts = 0u32;
         loop {

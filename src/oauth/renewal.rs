@@ -104,6 +104,23 @@ fn millis(unix_seconds: f64) -> u64 {
     (unix_seconds * 1000.0).max(0.0) as u64
 }
 
+/// Drops superseded heap entries (an earlier generation of a timer, or a
+/// dropped timer) once they are more than half the heap: re-arming keeps
+/// one live entry per provider:bucket instead of piling up old ones.
+fn compact(state: &mut State) {
+    if state.heap.len() <= 2 * state.timers.len() + COMPACT_SLACK {
+        return;
+    }
+    let timers = &state.timers;
+    let live = std::mem::take(&mut state.heap)
+        .into_iter()
+        .filter(|Reverse((_, generation, key))| timers.get(key).is_some_and(|t| t.generation == *generation));
+    state.heap = live.collect();
+}
+
+/// Stale heap entries tolerated besides one per timer before compacting.
+const COMPACT_SLACK: usize = 16;
+
 impl Inner {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
@@ -121,6 +138,7 @@ impl Inner {
         let at = millis((self.clock)() + delay);
         state.heap.push(Reverse((at, timer.generation, key.clone())));
         state.timers.insert(key, timer);
+        compact(state);
         self.wake.notify_all();
     }
 
@@ -243,13 +261,19 @@ impl Scheduler {
     }
 
     /// Drops the timers whose provider:bucket `keep` refuses; how many.
-    /// Their heap entries stay until they come up and are then skipped
-    /// (a stale generation).
+    /// Their heap entries go with the next compaction, or are skipped
+    /// when they come up (a stale generation).
     pub fn retain(&self, keep: &dyn Fn(&str, Option<&str>) -> bool) -> usize {
         let mut state = self.inner.lock();
         let before = state.timers.len();
         state.timers.retain(|_, t| keep(&t.provider, t.bucket.as_deref()));
+        compact(&mut state);
         before - state.timers.len()
+    }
+
+    /// Entries on the heap, live and superseded (for tests).
+    pub fn heap_len(&self) -> usize {
+        self.inner.lock().heap.len()
     }
 
     /// How many timers are armed (given-up ones not counted).
@@ -305,6 +329,22 @@ mod tests {
         // due already, or expired: now
         assert_eq!(renewal_delay_seconds(200.0, 0.0), 0.0);
         assert_eq!(renewal_delay_seconds(-50.0, 0.0), 0.0);
+    }
+
+    #[test]
+    fn re_arming_keeps_the_heap_bounded() {
+        let (_, clock) = jumping_clock();
+        let (_, fire) = recorder(|_| Fired::Stop);
+        let s = Scheduler::start(fire, clock, 1.0, Duration::from_secs(60)).unwrap();
+        let now = crate::token::now_unix_seconds();
+        for i in 0..10_000 {
+            s.arm("anthropic", None, now + 3600.0 + f64::from(i));
+            s.arm("codex", Some("work"), now + 7200.0 + f64::from(i));
+        }
+        assert_eq!(s.armed(), 2);
+        assert!(s.heap_len() <= 2 * 2 + COMPACT_SLACK + 1, "superseded entries compacted: {}", s.heap_len());
+        s.retain(&|p, _| p == "codex");
+        assert_eq!(s.armed(), 1);
     }
 
     #[test]

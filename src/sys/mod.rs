@@ -4,6 +4,8 @@ Every call into libc lives here, so that the rest of the crate can forbid
 [`cerr`] and says in a `SAFETY:` comment why its pointers are valid.
 */
 
+pub mod wipe_alloc;
+
 use std::ffi::CStr;
 use std::io;
 use std::mem::MaybeUninit;

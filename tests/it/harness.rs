@@ -627,3 +627,32 @@ fn canaries_catch_what_they_should_and_only_that() {
     let logged = std::panic::catch_unwind(|| check_log("a test log", "debug: leaked ver-test-never-42"));
     assert!(logged.is_err(), "check_log fails the test");
 }
+
+/// The writable memory regions of process `pid` that hold `needle` (read
+/// through `/proc/PID/mem`, which needs root or the same uid with ptrace
+/// allowed): each as its `/proc/PID/maps` line.
+pub fn memory_holding(pid: u32, needle: &[u8]) -> Vec<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).expect("the process's maps");
+    let mut mem =
+        std::fs::File::open(format!("/proc/{pid}/mem")).expect("the process's memory (run as root)");
+    let mut found = Vec::new();
+    for line in maps.lines() {
+        let mut parts = line.split_whitespace();
+        let (Some(range), Some(perms)) = (parts.next(), parts.next()) else { continue };
+        if !perms.starts_with("rw") {
+            continue;
+        }
+        let (start, end) = range.split_once('-').unwrap();
+        let (start, end) = (u64::from_str_radix(start, 16).unwrap(), u64::from_str_radix(end, 16).unwrap());
+        let mut buf = vec![0u8; (end - start) as usize];
+        if mem.seek(SeekFrom::Start(start)).is_err() || mem.read_exact(&mut buf).is_err() {
+            continue;
+        }
+        if let Some(at) = buf.windows(needle.len()).position(|w| w == needle) {
+            let around = &buf[at.saturating_sub(160)..(at + needle.len() + 160).min(buf.len())];
+            found.push(format!("{line}\n    near: {:?}", String::from_utf8_lossy(around)));
+        }
+    }
+    found
+}

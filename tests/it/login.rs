@@ -951,3 +951,33 @@ fn slow_browser_connections_do_not_hold_up_the_callback_or_the_cancel() {
     let secrets = c.secrets.clone();
     assert_no_leaks(&d, &c.seen, &secrets);
 }
+
+#[test]
+fn used_login_secrets_do_not_stay_in_the_daemons_memory() {
+    assert!(is_root(), "reading the daemon's memory needs root (the CI runs as root)");
+    let dir = TestDir::new("lg-wipe");
+    let fake = FakeProvider::start();
+    let d = daemon(&dir, &fake);
+    let mut c = Client::new(&d);
+    // code paste (anthropic: a JSON exchange body)
+    let data = c.initiate("anthropic", None, None);
+    let (_, _, pasted) = browser_get(data["auth_url"].as_str().unwrap()).unwrap();
+    assert_eq!(c.exchange(&sid(&data), &pasted)["ok"], true);
+    // browser redirect (codex: a form exchange body)
+    let data = c.initiate("codex", Some("work"), Some("browser_redirect"));
+    assert_eq!(browse(data["auth_url"].as_str().unwrap()).0, 200);
+    assert_eq!(c.poll_until_done(&sid(&data))["data"]["status"], "complete");
+    let calls = fake.calls_to("/oauth/token");
+    let mut used: Vec<String> = calls.iter().filter_map(|call| call.field("code_verifier")).collect();
+    used.extend(calls.iter().filter_map(|call| call.field("code")));
+    assert_eq!(used.len(), 4, "two verifiers and two codes: {used:?}");
+    for _ in 0..10 {
+        assert_eq!(c.ask("get_token", json!({"provider":"codex","bucket":"work"}))["ok"], true);
+    }
+    for secret in &used {
+        let held = memory_holding(d.pid(), secret.as_bytes());
+        assert!(held.is_empty(), "{secret} is still in memory at:\n{}", held.join("\n"));
+    }
+    let path = d.socket.to_str().unwrap().as_bytes().to_vec();
+    assert!(!memory_holding(d.pid(), &path).is_empty(), "the scan reads the daemon's memory");
+}

@@ -593,3 +593,26 @@ fn canary_every_path_with_a_planted_refresh_token() {
     );
     assert_no_canary(&d, &c.seen);
 }
+
+#[test]
+fn a_rotated_away_refresh_token_does_not_stay_in_the_daemons_memory() {
+    assert!(is_root(), "reading the daemon's memory needs root (the CI runs as root)");
+    let dir = TestDir::new("rf-wipe");
+    let fake = FakeProvider::start();
+    let old = format!("rt-CANARY-old-{}", unique("wipe"));
+    plant(&dir, "anthropic", &token(-10.0, json!({"refresh_token": old})));
+    let d = daemon(&dir, &fake, "0.01", &[]);
+    let mut c = Client::new(&d);
+    assert_eq!(c.get("anthropic")["data"]["access_token"], "at-refreshed-1");
+    assert_eq!(stored(&dir, "anthropic", None)["refresh_token"], "rt-CANARY-rotated-1");
+    // ordinary traffic afterwards, as a sandbox would make
+    for _ in 0..20 {
+        assert_eq!(c.get("anthropic")["data"]["access_token"], "at-refreshed-1");
+    }
+    let held = memory_holding(d.pid(), old.as_bytes());
+    assert!(held.is_empty(), "the old refresh token is still in memory at:\n{}", held.join("\n"));
+    // the scan does see the daemon's memory: its socket path is there
+    let path = d.socket.to_str().unwrap().as_bytes().to_vec();
+    assert!(!memory_holding(d.pid(), &path).is_empty(), "the scan reads the daemon's memory");
+    assert_no_canary(&d, &c.seen);
+}

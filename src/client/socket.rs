@@ -41,7 +41,7 @@ use zeroize::Zeroizing;
 
 use super::{capability, socket_from};
 use crate::error::{Error, Result};
-use crate::protocol::frame::{HEADER_LEN, encode_frame, frame_len};
+use crate::protocol::frame::{HEADER_LEN, encode_frame_max, frame_len_max, max_frame_len};
 use crate::secret::SecretString;
 
 /// How long a request may take, from sending to the whole answer.
@@ -231,13 +231,19 @@ fn read_exact_by(stream: &mut UnixStream, buf: &mut [u8], deadline: Instant) -> 
 
 /// Writes one frame and reads one back, all before `deadline`. The answer
 /// is wiped from memory once the caller has parsed it.
-fn exchange(stream: &mut UnixStream, frame: &[u8], deadline: Instant) -> Result<Zeroizing<Vec<u8>>, Failure> {
+fn exchange(
+    stream: &mut UnixStream,
+    frame: &[u8],
+    deadline: Instant,
+    version: u64,
+) -> Result<Zeroizing<Vec<u8>>, Failure> {
     let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
     stream.set_write_timeout(Some(left)).map_err(Failure::Io)?;
     stream.write_all(frame).map_err(Failure::Io)?;
     let mut header = [0u8; HEADER_LEN];
     read_exact_by(stream, &mut header, deadline).map_err(Failure::Io)?;
-    let len = frame_len(header).map_err(|_| Failure::Malformed("response frame length out of bounds"))?;
+    let len = frame_len_max(header, max_frame_len(version))
+        .map_err(|_| Failure::Malformed("response frame length out of bounds"))?;
     let mut body = Zeroizing::new(vec![0u8; len]);
     read_exact_by(stream, &mut body, deadline).map_err(Failure::Io)?;
     Ok(body)
@@ -368,11 +374,11 @@ impl ProxySocketClient {
         let mut stream = UnixStream::connect(&self.socket_path).map_err(|e| {
             Error::Connection(format!("cannot connect to the credential proxy at {path}: {e}"))
         })?;
-        let frame = encode_frame(&handshake_frame(self.capability_token.as_ref()))
+        let frame = encode_frame_max(&handshake_frame(self.capability_token.as_ref()), max_frame_len(1))
             .map(Zeroizing::new)
             .expect("a handshake frame is small");
         let deadline = Instant::now() + self.request_timeout;
-        let answer = exchange(&mut stream, &frame, deadline).map_err(|e| {
+        let answer = exchange(&mut stream, &frame, deadline, 1).map_err(|e| {
             let _ = stream.shutdown(Shutdown::Both);
             Error::Connection(format!("Credential proxy handshake at {path} failed: {e}"))
         })?;
@@ -398,11 +404,11 @@ impl ProxySocketClient {
             serde_json::to_vec(&json!({"v": conn.version, "id": id, "op": op, "payload": payload}))
                 .expect("JSON serialises"),
         );
-        let Some(frame) = encode_frame(&body).map(Zeroizing::new) else {
+        let Some(frame) = encode_frame_max(&body, max_frame_len(conn.version)).map(Zeroizing::new) else {
             return Err(Error::Usage(format!("the {op} request is too large to send")));
         };
         let deadline = Instant::now() + self.request_timeout;
-        let outcome = exchange(&mut conn.stream, &frame, deadline).and_then(|answer| {
+        let outcome = exchange(&mut conn.stream, &frame, deadline, conn.version).and_then(|answer| {
             let parsed = parse_frame(&answer).map_err(|_| Failure::Malformed("malformed response frame"))?;
             if parsed.id.as_deref() != Some(id.as_str()) {
                 return Err(Failure::Malformed("response for another request id"));

@@ -8,7 +8,7 @@ a wrong type or a hostile name never reaches a store: it becomes
 
 use serde_json::{Map, Value, json};
 
-use super::PROTOCOL_VERSION;
+use super::{MAX_PROTOCOL_VERSION, PROTOCOL_VERSION};
 pub use crate::oauth::provider::FlowType;
 use crate::store::names::{is_valid_key_name, is_valid_provider_name};
 
@@ -44,6 +44,12 @@ pub enum ErrorCode {
     Forbidden,
     /// A login from the sandbox would replace another account's login.
     AccountMismatch,
+    /// Version 2: too many requests in flight on the connection.
+    ResourceExhausted,
+    /// Version 2: the request was cancelled.
+    Cancelled,
+    /// Version 1: the answer does not fit in a version-1 frame.
+    ResponseTooLarge,
 }
 
 impl ErrorCode {
@@ -64,6 +70,9 @@ impl ErrorCode {
             ErrorCode::ReauthRequired => "REAUTH_REQUIRED",
             ErrorCode::Forbidden => "FORBIDDEN",
             ErrorCode::AccountMismatch => "ACCOUNT_MISMATCH",
+            ErrorCode::ResourceExhausted => "RESOURCE_EXHAUSTED",
+            ErrorCode::Cancelled => "CANCELLED",
+            ErrorCode::ResponseTooLarge => "RESPONSE_TOO_LARGE",
         }
     }
 }
@@ -149,6 +158,8 @@ impl FlowFailure {
 pub struct HandshakeRequest {
     /// The capability token the client presented (any non-string is `None`).
     pub capability_token: Option<String>,
+    /// The version settled on: `min(2, maxVersion)`.
+    pub version: u64,
 }
 
 /// Why a frame could not be turned into a request (or handshake).
@@ -179,13 +190,17 @@ pub fn parse_handshake(bytes: &[u8]) -> Result<HandshakeRequest, RequestError> {
         code: ErrorCode::UnknownVersion,
         message: "Unsupported protocol version".into(),
     };
-    match (bound("minVersion"), bound("maxVersion")) {
-        (Some(min), Some(max)) if min <= max && min <= PROTOCOL_VERSION && PROTOCOL_VERSION <= max => {}
+    // SPEC §12: both bounds integers, min <= max, the ranges overlap; the
+    // answer is min(2, max).
+    let version = match (bound("minVersion"), bound("maxVersion")) {
+        (Some(min), Some(max)) if min <= max && min <= MAX_PROTOCOL_VERSION && max >= PROTOCOL_VERSION => {
+            max.min(MAX_PROTOCOL_VERSION)
+        }
         _ => return Err(version_error),
-    }
+    };
     let capability_token =
         payload.and_then(|p| p.get("capabilityToken")).and_then(Value::as_str).map(str::to_owned);
-    Ok(HandshakeRequest { capability_token })
+    Ok(HandshakeRequest { capability_token, version })
 }
 
 fn parse_object(bytes: &[u8], id: &str) -> Result<Map<String, Value>, RequestError> {
@@ -455,10 +470,30 @@ fn to_bytes(value: Value) -> Vec<u8> {
 }
 
 /// The successful handshake answer.
-pub fn handshake_ok() -> Vec<u8> {
-    to_bytes(
-        json!({"v": PROTOCOL_VERSION, "op": "handshake", "ok": true, "data": {"version": PROTOCOL_VERSION}}),
-    )
+pub fn handshake_ok(version: u64) -> Vec<u8> {
+    to_bytes(json!({"v": version, "op": "handshake", "ok": true, "data": {"version": version}}))
+}
+
+/// An answer built by this module (which says `"v":1`) as sent on a
+/// connection of protocol `version`. The keys of the answers are sorted,
+/// so `"v"` is always the last one and the rewrite touches only the end.
+pub fn for_version(mut answer: Vec<u8>, version: u64) -> Vec<u8> {
+    const V1_END: &[u8] = b"\"v\":1}";
+    if version == PROTOCOL_VERSION {
+        return answer;
+    }
+    if answer.ends_with(V1_END) && version < 10 {
+        let at = answer.len() - 2;
+        answer[at] = b'0' + version as u8;
+        return answer;
+    }
+    match serde_json::from_slice::<Value>(&answer) {
+        Ok(Value::Object(mut map)) => {
+            map.insert("v".into(), json!(version));
+            to_bytes(Value::Object(map))
+        }
+        _ => answer,
+    }
 }
 
 /// A failed handshake answer.
@@ -492,21 +527,25 @@ mod tests {
     }
 
     #[test]
-    fn handshake_negotiates_version_one() {
+    fn handshake_negotiates_the_highest_common_version() {
         let ok = |s: &str| parse_handshake(s.as_bytes());
-        assert_eq!(
-            ok(r#"{"v":1,"op":"handshake","payload":{"minVersion":1,"maxVersion":1}}"#)
-                .unwrap()
-                .capability_token,
-            None
-        );
+        let one = ok(r#"{"v":1,"op":"handshake","payload":{"minVersion":1,"maxVersion":1}}"#).unwrap();
+        assert_eq!((one.capability_token, one.version), (None, 1));
         let h = ok(
             r#"{"v":2,"op":"handshake","payload":{"minVersion":1,"maxVersion":2,"capabilityToken":"ab"}}"#,
         )
         .unwrap();
-        assert_eq!(h.capability_token.as_deref(), Some("ab"));
+        assert_eq!((h.capability_token.as_deref(), h.version), (Some("ab"), 2));
+        for (range, version) in [((2, 3), 2), ((1, 9), 2), ((2, 2), 2), ((0, 1), 1)] {
+            let text = format!(
+                r#"{{"op":"handshake","payload":{{"minVersion":{},"maxVersion":{}}}}}"#,
+                range.0, range.1
+            );
+            assert_eq!(ok(&text).unwrap().version, version, "{range:?}");
+        }
         for bad in [
-            r#"{"op":"handshake","payload":{"minVersion":2,"maxVersion":3}}"#,
+            r#"{"op":"handshake","payload":{"minVersion":3,"maxVersion":4}}"#,
+            r#"{"op":"handshake","payload":{"minVersion":0,"maxVersion":0}}"#,
             r#"{"op":"handshake","payload":{"minVersion":1}}"#,
             r#"{"op":"handshake","payload":{"minVersion":"1","maxVersion":1}}"#,
             r#"{"op":"handshake","payload":{"minVersion":1.5,"maxVersion":2}}"#,
@@ -591,7 +630,15 @@ mod tests {
             e,
             json!({"v":1,"id":"x","ok":false,"code":"RATE_LIMITED","error":"slow down","retryAfter":1})
         );
-        let h: Value = serde_json::from_slice(&handshake_ok()).unwrap();
+        let h: Value = serde_json::from_slice(&handshake_ok(1)).unwrap();
         assert_eq!(h, json!({"v":1,"op":"handshake","ok":true,"data":{"version":1}}));
+        let h: Value = serde_json::from_slice(&handshake_ok(2)).unwrap();
+        assert_eq!(h, json!({"v":2,"op":"handshake","ok":true,"data":{"version":2}}));
+        let two: Value =
+            serde_json::from_slice(&for_version(error_response("x", ErrorCode::Cancelled, "c", Some(1)), 2))
+                .unwrap();
+        assert_eq!(two, json!({"v":2,"id":"x","ok":false,"code":"CANCELLED","error":"c","retryAfter":1}));
+        let two: Value = serde_json::from_slice(&for_version(ok_response("y", Map::new()), 2)).unwrap();
+        assert_eq!(two, json!({"v":2,"id":"y","ok":true,"data":{}}));
     }
 }

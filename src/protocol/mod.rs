@@ -4,10 +4,11 @@ no stores. The server reads frames with [`frame`], parses them with
 [`message`], and writes the answers [`message`] builds.
 
 A frame is a 4-byte big-endian length N followed by N bytes of UTF-8 JSON
-(one object), with N at most [`MAX_FRAME_LEN`] for protocol version 1. The
-first frame of a connection is the handshake; every later frame is a
-request `{"v":1,"id":..,"op":..,"payload":{..}}` answered by exactly one
-response in order.
+(one object), with N at most [`MAX_FRAME_LEN`] for protocol version 1 and
+[`frame::MAX_FRAME_LEN_V2`] for version 2. The first frame of a connection
+is the handshake, which settles the version; every later frame is a
+request `{"v":N,"id":..,"op":..,"payload":{..}}` answered by exactly one
+response: in order under version 1, as each finishes under version 2.
 */
 #![forbid(unsafe_code)]
 
@@ -17,5 +18,7 @@ pub mod message;
 pub use frame::{FrameError, HEADER_LEN, MAX_FRAME_LEN, encode_frame, frame_len};
 pub use message::{ErrorCode, HandshakeRequest, Op, Request, RequestError};
 
-/// The protocol version this daemon speaks.
+/// Protocol version 1 (the version of answers built by [`message`]).
 pub const PROTOCOL_VERSION: u64 = 1;
+/// The highest protocol version this daemon speaks.
+pub const MAX_PROTOCOL_VERSION: u64 = 2;

@@ -1,13 +1,15 @@
 /*!
-One connection: peer check, handshake, then frames in and responses out,
-one at a time, with the partial-frame and idle timeouts and the
-per-connection rate limit.
+One connection: peer check, handshake (which settles the protocol
+version), then frames in and responses out with the partial-frame and idle
+timeouts and the per-peer rate limits. Version 1 is answered here, one
+request at a time, in order; version 2 goes to [`super::concurrent`].
 */
 #![forbid(unsafe_code)]
 
 use std::io::{self, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -28,8 +30,27 @@ fn send(stream: &mut UnixStream, payload: &[u8]) -> io::Result<()> {
     stream.write_all(&framed)
 }
 
-fn wire_error(id: &str, e: wire::WireError) -> Vec<u8> {
+pub(super) fn wire_error(id: &str, e: wire::WireError) -> Vec<u8> {
     message::error_response(id, e.code, e.text, e.retry_after)
+}
+
+/// The frame for the answer `payload` to request `id` on a connection of
+/// protocol `version`. An answer too large for the version is replaced by
+/// an error for the same id (version 1: `RESPONSE_TOO_LARGE`, counting the
+/// header as llxprt-code's server does); the connection stays.
+pub(super) fn answer_frame(id: &str, payload: Vec<u8>, version: u64) -> Vec<u8> {
+    let payload = message::for_version(payload, version);
+    let limit = if version == 1 { frame::MAX_FRAME_LEN - frame::HEADER_LEN } else { frame::MAX_FRAME_LEN_V2 };
+    if payload.len() <= limit
+        && let Some(framed) = frame::encode_frame_max(&payload, limit)
+    {
+        return framed;
+    }
+    crate::log_warn!("an answer of {} bytes does not fit a version-{version} frame; replaced", payload.len());
+    let e = if version == 1 { wire::RESPONSE_TOO_LARGE_V1 } else { wire::RESPONSE_TOO_LARGE };
+    let short = message::for_version(wire_error(id, e), version);
+    frame::encode_frame(&short)
+        .unwrap_or_else(|| frame::encode_frame(&wire_error("unknown", e)).expect("a short error frame"))
 }
 
 /// Answers a connection over the cap and closes it.
@@ -51,7 +72,7 @@ fn token_matches(expected: &str, presented: Option<&str>) -> bool {
 }
 
 /// Serves one connection until it closes, times out, or misbehaves.
-pub fn serve(shared: &Shared, conn: u64, mut stream: UnixStream) {
+pub fn serve(shared: &Arc<Shared>, conn: u64, mut stream: UnixStream) {
     if shared.stopping.load(Ordering::SeqCst) {
         return;
     }
@@ -85,7 +106,7 @@ pub fn serve(shared: &Shared, conn: u64, mut stream: UnixStream) {
         let _ = send(&mut stream, &wire_error("unknown", wire::TOO_MANY_REQUESTS));
         return;
     }
-    let owner = match message::parse_handshake(&first) {
+    let (owner, version) = match message::parse_handshake(&first) {
         Ok(h) => {
             if let Some(expected) = &shared.config.capability_token
                 && !token_matches(expected.expose(), h.capability_token.as_deref())
@@ -98,14 +119,14 @@ pub fn serve(shared: &Shared, conn: u64, mut stream: UnixStream) {
                 );
                 return;
             }
-            if let Err(e) = send(&mut stream, &message::handshake_ok()) {
+            if let Err(e) = send(&mut stream, &message::handshake_ok(h.version)) {
                 crate::log_info!("audit {who} op=handshake outcome=closed reason=\"write: {e}\"");
                 return;
             }
             // Login sessions belong to this identity: the uid plus the
             // capability token, when the daemon requires one.
             let capability = shared.config.capability_token.as_ref().and(h.capability_token.as_deref());
-            Owner::new(peer.uid.0, capability)
+            (Owner::new(peer.uid.0, capability), h.version)
         }
         Err(e) => {
             crate::log_info!("audit {who} op=handshake outcome={}", e.code.as_str());
@@ -119,6 +140,12 @@ pub fn serve(shared: &Shared, conn: u64, mut stream: UnixStream) {
             return;
         }
     };
+    crate::log_debug!("{who} protocol version {version}");
+    if version >= 2 {
+        reader.set_max_frame(frame::MAX_FRAME_LEN_V2);
+        super::concurrent::serve(shared, who, key, owner, reader, stream);
+        return;
+    }
     let mut refusals = Refusals::default();
     serve_requests(shared, &who, key, owner, &mut reader, &mut stream, &mut refusals);
     if let Some(summary) = refusals.summary() {
@@ -127,7 +154,7 @@ pub fn serve(shared: &Shared, conn: u64, mut stream: UnixStream) {
 }
 
 /// Whether an outcome is a refusal, whose audit lines are aggregated.
-fn is_refusal(outcome: &str) -> bool {
+pub(super) fn is_refusal(outcome: &str) -> bool {
     matches!(outcome, "RATE_LIMITED" | "INVALID_REQUEST" | "FORBIDDEN" | "UNAUTHORIZED")
 }
 
@@ -168,6 +195,10 @@ fn serve_requests(
         let started = Instant::now();
         let parsed = message::parse_request(body);
         let allowed = shared.limits.allow(key);
+        let id = match &parsed {
+            Ok(req) => req.id.clone(),
+            Err(e) => e.id.clone(),
+        };
         let (reply, op, outcome, target) = match parsed {
             _ if !allowed => {
                 let id = match &parsed {
@@ -205,7 +236,7 @@ fn serve_requests(
         } else {
             line(&target);
         }
-        if let Err(e) = send(stream, &reply) {
+        if let Err(e) = stream.write_all(&answer_frame(&id, reply, 1)) {
             crate::log_info!("audit {who} op=write outcome=closed reason=\"{e}\"");
             return;
         }

@@ -8,6 +8,7 @@ errors to wire codes.
 */
 #![forbid(unsafe_code)]
 
+pub mod concurrent;
 pub mod connection;
 pub mod dispatch;
 pub mod limits;

@@ -53,6 +53,7 @@ pub struct FrameReader {
     buf: Vec<u8>,
     start: usize,
     timeout: Option<Duration>,
+    max: usize,
 }
 
 /// Smallest read.
@@ -61,7 +62,18 @@ const READ_CHUNK: usize = 4096;
 impl FrameReader {
     /// An empty reader.
     pub fn new() -> Self {
-        FrameReader { buf: Vec::with_capacity(READ_CHUNK), start: 0, timeout: None }
+        FrameReader {
+            buf: Vec::with_capacity(READ_CHUNK),
+            start: 0,
+            timeout: None,
+            max: frame::MAX_FRAME_LEN,
+        }
+    }
+
+    /// Accepts frames of up to `max` bytes from now on (the negotiated
+    /// version's limit; version 1's until then).
+    pub fn set_max_frame(&mut self, max: usize) {
+        self.max = max;
     }
 
     fn buffered(&self) -> &[u8] {
@@ -98,6 +110,12 @@ impl FrameReader {
     /// then on the whole frame must arrive within [`PARTIAL_FRAME_TIMEOUT`].
     pub fn next<S: FrameSource>(&mut self, stream: &mut S, idle: Duration) -> Result<&[u8], ReadError> {
         if self.buffered().is_empty() {
+            // A large version-2 frame does not keep its buffer for the
+            // connection's life.
+            if self.buf.capacity() > 16 * READ_CHUNK {
+                self.buf = Vec::with_capacity(READ_CHUNK);
+                self.start = 0;
+            }
             self.set_timeout(stream, idle)?;
             match self.fill(stream, READ_CHUNK) {
                 Ok(0) => return Err(ReadError::Closed),
@@ -111,7 +129,7 @@ impl FrameReader {
             let have = self.buffered();
             let need = match <[u8; HEADER_LEN]>::try_from(have.get(..HEADER_LEN).unwrap_or(&[])) {
                 Ok(header) => {
-                    let need = HEADER_LEN + frame::frame_len(header).map_err(ReadError::Bad)?;
+                    let need = HEADER_LEN + frame::frame_len_max(header, self.max).map_err(ReadError::Bad)?;
                     if have.len() >= need {
                         let body = self.start + HEADER_LEN..self.start + need;
                         self.start += need;

@@ -56,8 +56,18 @@ pub const TOO_MANY_CONNECTIONS: WireError = WireError {
 /// A handshake without the right capability token.
 pub const BAD_CAPABILITY: WireError =
     WireError::new(ErrorCode::Unauthorized, "Invalid or missing capability token");
-/// A response that does not fit in a frame.
+/// A response that does not fit in a version-2 frame.
 pub const RESPONSE_TOO_LARGE: WireError = WireError::new(ErrorCode::InternalError, "Response too large");
+/// A response that does not fit in a version-1 frame (the connection stays).
+pub const RESPONSE_TOO_LARGE_V1: WireError =
+    WireError::new(ErrorCode::ResponseTooLarge, "Response exceeds maximum frame size for protocol version 1");
+/// Version 2: a 17th request in flight on one connection.
+pub const TOO_MANY_IN_FLIGHT: WireError =
+    WireError::new(ErrorCode::ResourceExhausted, "Too many concurrent requests");
+/// Version 2: an id already in flight on the connection.
+pub const DUPLICATE_ID: WireError = WireError::new(ErrorCode::InvalidRequest, "Duplicate request id");
+/// Version 2: the answer of a cancelled request.
+pub const CANCELLED: WireError = WireError::new(ErrorCode::Cancelled, "Operation cancelled");
 
 /// A store failure: logged with its details under `target`.
 pub fn store(e: &Error, target: &str) -> WireError {

@@ -197,7 +197,7 @@ fn client_idle_close_reconnects_and_handshakes_again() {
     assert!(clean_close(), "{}", d.log_text());
     // close() is graceful too; the next call connects afresh
     tokens.client().close();
-    assert_eq!(tokens.client().connect().unwrap(), 1);
+    assert_eq!(tokens.client().connect().unwrap(), 2);
     assert_eq!(connections(&d).len(), 3);
 }
 
@@ -216,7 +216,7 @@ fn client_capability_token_right_wrong_and_missing() {
         _ => None,
     };
     let client = ProxySocketClient::from_lookup(&lookup).unwrap().expect("proxy mode");
-    assert_eq!(client.connect().unwrap(), 1);
+    assert_eq!(client.connect().unwrap(), 2);
     let (_, keys) = stores(client);
     assert_eq!(keys.get_key("OPENAI").unwrap().unwrap().expose(), "sk-PLANTED-KEY");
     let wrong = llxprt_credd::secret::SecretString::from("0".repeat(64));
@@ -383,7 +383,7 @@ fn client_commands_status_get_and_get_key() {
     assert_eq!(
         status,
         format!(
-            "socket: {}\nprotocol version: 1\ntokens: anthropic:default anthropic:work\napi keys: OPENAI\n",
+            "socket: {}\nprotocol version: 2\ntokens: anthropic:default anthropic:work\napi keys: OPENAI\n",
             d.socket.display()
         )
     );

@@ -543,12 +543,19 @@ impl Raw {
         matches!(self.stream.read(&mut b), Ok(0) | Err(_))
     }
 
+    /// A version-1 handshake (one request at a time, answers in order):
+    /// what most tests want from a raw client.
     pub fn handshake_with(&mut self, token: Option<&str>) -> serde_json::Value {
-        let mut payload = serde_json::json!({"minVersion": 1, "maxVersion": 2});
+        self.handshake_range(token, 1, 1)
+    }
+
+    /// A handshake offering versions `min..=max`; the answer.
+    pub fn handshake_range(&mut self, token: Option<&str>, min: u64, max: u64) -> serde_json::Value {
+        let mut payload = serde_json::json!({"minVersion": min, "maxVersion": max});
         if let Some(t) = token {
             payload["capabilityToken"] = t.into();
         }
-        let frame = serde_json::json!({"v": 2, "op": "handshake", "payload": payload});
+        let frame = serde_json::json!({"v": max, "op": "handshake", "payload": payload});
         self.send_frame(frame.to_string().as_bytes()).unwrap();
         self.recv().expect("handshake answer")
     }
@@ -557,6 +564,20 @@ impl Raw {
         let r = self.handshake_with(None);
         assert_eq!(r["ok"], true, "{r}");
         self
+    }
+
+    /// A handshake offering 1..=2, as llxprt-code's client does; version 2
+    /// must be settled.
+    pub fn handshake_v2(&mut self) -> &mut Self {
+        let r = self.handshake_range(None, 1, 2);
+        assert_eq!((r["ok"].clone(), r["data"]["version"].clone()), (true.into(), 2.into()), "{r}");
+        self
+    }
+
+    /// Sends a request with this id without waiting for the answer.
+    pub fn send_request(&mut self, id: &str, op: &str, payload: serde_json::Value) {
+        let frame = serde_json::json!({"v": 2, "id": id, "op": op, "payload": payload});
+        self.send_frame(frame.to_string().as_bytes()).unwrap();
     }
 
     pub fn request(&mut self, op: &str, payload: serde_json::Value) -> serde_json::Value {

@@ -15,6 +15,7 @@ mod harness;
 mod install;
 mod lifecycle;
 mod login;
+mod protocol_v2;
 mod refresh;
 mod sandbox;
 mod store_file;

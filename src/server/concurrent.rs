@@ -1,0 +1,325 @@
+/*!
+Protocol version 2 on one connection (SPEC §12): the connection's thread
+reads frames; each request runs on a worker of the connection's own small
+pool; answers go out whole, under one writer lock, as each finishes.
+
+- At most [`MAX_IN_FLIGHT`] requests in flight: the next one is answered
+  `RESOURCE_EXHAUSTED`; an id already in flight `INVALID_REQUEST`
+  "Duplicate request id". `cancel` is exempt from both and answered by the
+  reader itself.
+- `cancel {targetId}` of a request in flight answers `{"cancelled":true}`,
+  then the target's `CANCELLED` at once; the target's work is told to stop
+  through its [`CancelFlag`] and its own answer is dropped when it ends (a
+  provider call may finish meanwhile: the host store keeps what it needs).
+  An unknown target answers `{"cancelled":false}`.
+- The in-flight table decides who answers an id: whoever takes the id out
+  of it (the worker when done, the reader on cancel) sends its answer, so
+  an id gets exactly one answer besides the cancel's own.
+- Closing the connection cancels everything in flight; the reader then
+  waits for the workers, so the connection's slot is held until its work
+  has stopped.
+- An idle connection is closed only when nothing is in flight.
+
+Workers are plain threads, started when every existing one is busy, up to
+[`MAX_WORKERS`] (in flight plus cancelled work still winding down).
+*/
+#![forbid(unsafe_code)]
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::net::Shutdown;
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use serde_json::{Map, json};
+
+use super::connection::{answer_frame, is_refusal, wire_error};
+use super::limits::{PeerKey, Refusals};
+use super::reader::{FrameReader, ReadError};
+use super::{Shared, dispatch, wire};
+use crate::oauth::Owner;
+use crate::protocol::message::{self, ErrorCode, Op, Request};
+
+/// Requests in flight on one connection.
+pub const MAX_IN_FLIGHT: usize = 16;
+/// Worker threads of one connection at most.
+pub const MAX_WORKERS: usize = 2 * MAX_IN_FLIGHT;
+const VERSION: u64 = 2;
+
+/// Tells a request's work that its answer is no longer wanted.
+#[derive(Clone, Default)]
+pub struct CancelFlag(Arc<AtomicBool>);
+
+impl CancelFlag {
+    /// Whether the request was cancelled (or its connection closed).
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+
+    fn cancel(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+/// What the reader and the workers of one connection share.
+struct Conn {
+    shared: Arc<Shared>,
+    who: String,
+    owner: Owner,
+    writer: Mutex<UnixStream>,
+    in_flight: Mutex<HashMap<String, CancelFlag>>,
+    refusals: Mutex<Refusals>,
+    broken: AtomicBool,
+}
+
+impl Conn {
+    fn in_flight(&self) -> MutexGuard<'_, HashMap<String, CancelFlag>> {
+        self.in_flight.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Writes one whole answer frame; a failed write ends the connection.
+    fn send(&self, id: &str, payload: Vec<u8>) {
+        let framed = answer_frame(id, payload, VERSION);
+        let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        if self.broken.load(Ordering::SeqCst) {
+            return;
+        }
+        if let Err(e) = w.write_all(&framed) {
+            crate::log_info!("audit {} op=write outcome=closed reason=\"{e}\"", self.who);
+            self.broken.store(true, Ordering::SeqCst);
+            let _ = w.shutdown(Shutdown::Both);
+        }
+    }
+
+    fn audit(&self, op: &str, target: &str, outcome: &'static str, started: Instant) {
+        let line = || {
+            crate::log_info!(
+                "audit {} op={op} target={target} outcome={outcome} duration_us={}",
+                self.who,
+                started.elapsed().as_micros()
+            )
+        };
+        if !is_refusal(outcome) {
+            return line();
+        }
+        let (own, summary) = self.refusals.lock().unwrap_or_else(|e| e.into_inner()).note(outcome, started);
+        if let Some(summary) = summary {
+            crate::log_info!("audit {} {summary}", self.who);
+        }
+        if own {
+            line();
+        }
+    }
+
+    /// A worker's job: answer `req` unless it was cancelled meanwhile.
+    fn run(&self, req: Request, flag: CancelFlag, started: Instant) {
+        let (reply, outcome, target) = dispatch::handle(&self.shared, &req, self.owner);
+        let mine = self.in_flight().remove(&req.id).is_some();
+        if mine && !flag.is_cancelled() {
+            self.send(&req.id, reply);
+            self.audit(req.op.name(), &target, outcome, started);
+        } else {
+            self.audit(req.op.name(), &target, "cancelled", started);
+        }
+    }
+
+    /// `cancel {targetId}`, answered by the reader at once.
+    fn cancel(&self, id: &str, target_id: &str, started: Instant) {
+        let flag = self.in_flight().remove(target_id);
+        let shown: String = target_id.chars().take(16).collect();
+        match flag {
+            Some(flag) => {
+                flag.cancel();
+                self.send(id, message::ok_response(id, object(json!({"cancelled": true}))));
+                self.send(target_id, wire_error(target_id, wire::CANCELLED));
+                self.audit("cancel", &shown, "ok", started);
+            }
+            None => {
+                self.send(id, message::ok_response(id, object(json!({"cancelled": false}))));
+                self.audit("cancel", &shown, "not_in_flight", started);
+            }
+        }
+    }
+
+    /// Cancels everything in flight (the connection is closing).
+    fn cancel_all(&self) {
+        for (_, flag) in self.in_flight().drain() {
+            flag.cancel();
+        }
+    }
+}
+
+fn object(v: serde_json::Value) -> Map<String, serde_json::Value> {
+    match v {
+        serde_json::Value::Object(m) => m,
+        _ => Map::new(),
+    }
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The connection's workers.
+struct Pool {
+    jobs: Option<Sender<Job>>,
+    queue: Arc<Mutex<Receiver<Job>>>,
+    /// Jobs submitted and not yet finished.
+    pending: Arc<AtomicUsize>,
+    workers: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Pool {
+    fn new() -> Pool {
+        let (tx, rx) = mpsc::channel();
+        Pool {
+            jobs: Some(tx),
+            queue: Arc::new(Mutex::new(rx)),
+            pending: Arc::new(AtomicUsize::new(0)),
+            workers: vec![],
+        }
+    }
+
+    /// Runs `job` on a worker, starting one when all are busy.
+    fn submit(&mut self, who: &str, job: Job) {
+        let pending = self.pending.fetch_add(1, Ordering::SeqCst) + 1;
+        if pending > self.workers.len() && self.workers.len() < MAX_WORKERS {
+            let (queue, left) = (self.queue.clone(), self.pending.clone());
+            let spawned = std::thread::Builder::new().name("conn-worker".into()).spawn(move || {
+                loop {
+                    let job = queue.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                    let Ok(job) = job else { return };
+                    job();
+                    left.fetch_sub(1, Ordering::SeqCst);
+                }
+            });
+            match spawned {
+                Ok(handle) => self.workers.push(handle),
+                Err(e) => crate::log_error!("{who}: cannot start a worker thread: {e}"),
+            }
+        }
+        if let Some(tx) = &self.jobs {
+            let _ = tx.send(job);
+        }
+    }
+
+    /// Lets the workers finish what they hold and waits for them.
+    fn finish(mut self) {
+        self.jobs = None;
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+    }
+}
+
+/// Serves a version-2 connection until it closes, times out or misbehaves.
+pub fn serve(
+    shared: &Arc<Shared>,
+    who: String,
+    key: PeerKey,
+    owner: Owner,
+    mut reader: FrameReader,
+    mut stream: UnixStream,
+) {
+    let writer = match stream.try_clone() {
+        Ok(w) => w,
+        Err(e) => {
+            crate::log_warn!("{who}: cannot clone the socket: {e}");
+            return;
+        }
+    };
+    let conn = Arc::new(Conn {
+        shared: shared.clone(),
+        who,
+        owner,
+        writer: Mutex::new(writer),
+        in_flight: Mutex::new(HashMap::new()),
+        refusals: Mutex::new(Refusals::default()),
+        broken: AtomicBool::new(false),
+    });
+    let mut pool = Pool::new();
+    read_loop(&conn, key, &mut reader, &mut stream, &mut pool);
+    conn.cancel_all();
+    pool.finish();
+    if let Some(summary) = conn.refusals.lock().unwrap_or_else(|e| e.into_inner()).summary() {
+        crate::log_info!("audit {} {summary}", conn.who);
+    }
+}
+
+fn read_loop(
+    conn: &Arc<Conn>,
+    key: PeerKey,
+    reader: &mut FrameReader,
+    stream: &mut UnixStream,
+    pool: &mut Pool,
+) {
+    let shared = &conn.shared;
+    let idle = shared.config.idle_timeout;
+    loop {
+        if shared.stopping.load(Ordering::SeqCst) || conn.broken.load(Ordering::SeqCst) {
+            return;
+        }
+        let body = match reader.next(stream, idle) {
+            Ok(b) => b,
+            // A request in flight (a long GitHub watch) keeps the
+            // connection open however long it takes.
+            Err(ReadError::Idle) if !conn.in_flight().is_empty() => continue,
+            Err(ReadError::Bad(e)) => {
+                crate::log_info!("audit {} op=frame outcome=closed reason=\"{e}\"", conn.who);
+                conn.send(
+                    "unknown",
+                    message::error_response("unknown", ErrorCode::InvalidRequest, &e.to_string(), None),
+                );
+                return;
+            }
+            Err(e) => {
+                crate::log_debug!("{} closed: {e:?}", conn.who);
+                return;
+            }
+        };
+        let started = Instant::now();
+        let parsed = message::parse_request(body);
+        if !shared.limits.allow(key) {
+            let (id, op) = match &parsed {
+                Ok(req) => (req.id.as_str(), req.op.name()),
+                Err(e) => (e.id.as_str(), "invalid"),
+            };
+            conn.send(id, wire_error(id, wire::TOO_MANY_REQUESTS));
+            conn.audit(op, "-", "RATE_LIMITED", started);
+            continue;
+        }
+        let req = match parsed {
+            Ok(req) => req,
+            Err(e) => {
+                conn.send(&e.id, message::error_response(&e.id, e.code, &e.message, None));
+                conn.audit("invalid", "-", e.code.as_str(), started);
+                continue;
+            }
+        };
+        if let Op::Cancel { target_id } = &req.op {
+            conn.cancel(&req.id, target_id, started);
+            continue;
+        }
+        let flag = CancelFlag::default();
+        {
+            let mut in_flight = conn.in_flight();
+            let refused = if in_flight.contains_key(&req.id) {
+                Some(wire::DUPLICATE_ID)
+            } else if in_flight.len() >= MAX_IN_FLIGHT {
+                Some(wire::TOO_MANY_IN_FLIGHT)
+            } else {
+                in_flight.insert(req.id.clone(), flag.clone());
+                None
+            };
+            drop(in_flight);
+            if let Some(e) = refused {
+                conn.send(&req.id, wire_error(&req.id, e));
+                conn.audit(req.op.name(), "-", e.code.as_str(), started);
+                continue;
+            }
+        }
+        let worker_conn = conn.clone();
+        pool.submit(&conn.who, Box::new(move || worker_conn.run(req, flag, started)));
+    }
+}

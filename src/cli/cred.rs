@@ -746,6 +746,19 @@ fn doctor(host: &HostStore, profile: Option<&str>) -> Result<i32> {
         }
     }
     legacy_claude_note(host, &f)?;
+    match crate::github::run::host_gh() {
+        crate::github::run::HostGh::Ready(v) => {
+            f.line(format!("github: {v}, logged in (the github op can serve)"))?
+        }
+        crate::github::run::HostGh::LoggedOut(v) => f.note(
+            format!("github: {v}, not logged in: the github op answers HOST_AUTH_REQUIRED"),
+            "run on the host: gh auth login",
+        )?,
+        crate::github::run::HostGh::Missing => f.note(
+            "github: gh is not on PATH: the github op answers HOST_GH_UNAVAILABLE",
+            "install GitHub CLI (https://cli.github.com) to let sandboxes use llxprt-code's github tool",
+        )?,
+    }
     f.line(format!("oauth fallback dir: {}", host.tokens.secure_store().dir().display()))?;
     f.line(format!("api key fallback dir: {}", host.keys.secure_store().dir().display()))?;
     if let Some(name) = profile {

@@ -48,7 +48,10 @@ Options:
   --allow-key NAME        also serve this API key
   --allow-uid UID         also accept connections from this uid (a POSIX ACL lets it reach the socket)
   --permit CLASS[,CLASS]  also let the sandbox refresh (refresh_token), log in
-                          (oauth_*) or write (save_token, remove_token); default: read only
+                          (oauth_*), write (save_token, remove_token) or change things on
+                          GitHub (github-write); default: read only
+  --github-repo OWNER/REPO  the github op serves only this repository (repeatable)
+  --no-github             turn the github op off
   --socket PATH           listen here (default: $XDG_RUNTIME_DIR/llxprt-cred/, else
                           $TMPDIR/llxprt-cred-UID/; file llxprt-cred-PID-NONCE.sock)
   --store auto|keyring|file
@@ -118,6 +121,10 @@ pub struct Args {
     pub permits: Permits,
     /// `--no-capability`.
     pub no_capability: bool,
+    /// `--github-repo` (repeatable).
+    pub github_repos: Vec<String>,
+    /// `--no-github`.
+    pub no_github: bool,
     /// `--providers-file`.
     pub providers_file: Option<PathBuf>,
     /// `--socket`.
@@ -168,6 +175,8 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
         allow_uids: vec![],
         permits: Permits::read_only(),
         no_capability: false,
+        github_repos: vec![],
+        no_github: false,
         providers_file: None,
         socket: None,
         store: None,
@@ -199,6 +208,18 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
             Long("allow-uid") => a.allow_uids.push(number(&mut parser, "--allow-uid")?),
             Long("permit") => a.permits.add(&string_value(parser.value().map_err(usage)?, "--permit")?)?,
             Long("no-capability") => a.no_capability = true,
+            Long("no-github") => a.no_github = true,
+            Long("github-repo") => {
+                let repo = string_value(parser.value().map_err(usage)?, "--github-repo")?;
+                let valid = crate::protocol::github::validate(
+                    crate::protocol::github::spec("label.list").expect("in the catalogue"),
+                    serde_json::json!({ "repo": repo }).as_object().expect("an object"),
+                );
+                if valid.is_err() {
+                    return Err(Error::Usage(format!("--github-repo {repo:?}: not OWNER/REPO")));
+                }
+                a.github_repos.push(repo);
+            }
             Long("providers-file") => a.providers_file = Some(parser.value().map_err(usage)?.into()),
             Long("socket") => a.socket = Some(parser.value().map_err(usage)?.into()),
             Long("store") => {
@@ -263,6 +284,13 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
             "--ready-fd and --capability-fd name the same descriptor; the readiness reader would \
              receive the capability token"
                 .into(),
+        ));
+    }
+    if a.no_github
+        && (!a.github_repos.is_empty() || a.permits.allows(crate::protocol::message::OpClass::GithubWrite))
+    {
+        return Err(Error::Usage(
+            "--no-github does not mix with --github-repo or --permit github-write".into(),
         ));
     }
     if a.max_connections == 0 {
@@ -403,6 +431,43 @@ fn daemonize() -> Result<std::result::Result<File, i32>> {
     }
 }
 
+/// The GitHub broker's settings: bodies go to a private directory beside
+/// the capability file's (never the tmpdir or the socket's directory, which
+/// a sandbox may see).
+fn github_config(args: &Args, cwd: PathBuf, cleanup: &mut Cleanup) -> Result<crate::github::GithubConfig> {
+    let mut config = crate::github::GithubConfig {
+        enabled: !args.no_github,
+        repos: args.github_repos.clone(),
+        cwd,
+        ..Default::default()
+    };
+    if !config.enabled {
+        return Ok(config);
+    }
+    match socket::default_capability_dir() {
+        Ok(dir) => {
+            if dir.temporary {
+                cleanup.dirs.push(dir.path.clone());
+            }
+            config.body_dir = Some(dir.path);
+        }
+        Err(e) => {
+            crate::log_warn!("github: no private directory for body files ({e}); operations with a body fail")
+        }
+    }
+    if let Some(ms) = std::env::var("LLXPRT_CREDD_GH_TIMEOUT_MS").ok().and_then(|v| v.parse::<u64>().ok()) {
+        config.call_timeout = Duration::from_millis(ms.max(1));
+    }
+    if let Some(scale) = std::env::var(crate::oauth::TIME_SCALE_ENV)
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s > 0.0)
+    {
+        config.time_scale = scale;
+    }
+    Ok(config)
+}
+
 /// Descriptors inherited from whoever started the daemon.
 struct Inherited {
     activated: Option<socket::Activated>,
@@ -491,6 +556,9 @@ fn run(args: &Args) -> Result<i32> {
     let exec_mode = !args.command.is_empty();
     let background = !args.foreground && !exec_mode;
     let Inherited { activated, ready, capability: capability_file } = claim_inherited(args, background)?;
+    // gh runs where the daemon was started (the project checkout), even
+    // after a background daemon has moved to /.
+    let start_dir = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
     log::set_max_level(args.log_level);
     if let Some(path) = &args.log_file {
         open_log_file(path)?;
@@ -570,6 +638,7 @@ fn run(args: &Args) -> Result<i32> {
         );
     }
     let oauth = crate::oauth::OAuthConfig::load(args.providers_file.as_deref())?;
+    let github = github_config(args, start_dir, &mut cleanup)?;
     let allow_uids: Vec<UserId> = args.allow_uids.iter().map(|&u| UserId(u)).collect();
     // A socket passed by the service manager is its to keep: never removed.
     let listener = match activated {
@@ -616,6 +685,7 @@ fn run(args: &Args) -> Result<i32> {
         write_timeout: write_timeout(),
         oauth,
         permits: args.permits.clone(),
+        github,
     };
     let server = Server::new(listener, config, store)?;
     let handle = server.handle();

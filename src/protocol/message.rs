@@ -50,6 +50,18 @@ pub enum ErrorCode {
     Cancelled,
     /// Version 1: the answer does not fit in a version-1 frame.
     ResponseTooLarge,
+    /// `github`: no such operation.
+    UnknownOp,
+    /// `github`: a parameter is missing, unknown or invalid.
+    InvalidParam,
+    /// `github`: GitHub or the host refused (`--github-repo`).
+    PermissionDenied,
+    /// `github`: `gh` on the host is not logged in.
+    HostAuthRequired,
+    /// `github`: `gh` is not installed on the host.
+    HostGhUnavailable,
+    /// `github`: any other failure of `gh` or GitHub.
+    GithubError,
 }
 
 impl ErrorCode {
@@ -73,6 +85,12 @@ impl ErrorCode {
             ErrorCode::ResourceExhausted => "RESOURCE_EXHAUSTED",
             ErrorCode::Cancelled => "CANCELLED",
             ErrorCode::ResponseTooLarge => "RESPONSE_TOO_LARGE",
+            ErrorCode::UnknownOp => "UNKNOWN_OP",
+            ErrorCode::InvalidParam => "INVALID_PARAM",
+            ErrorCode::PermissionDenied => "PERMISSION_DENIED",
+            ErrorCode::HostAuthRequired => "HOST_AUTH_REQUIRED",
+            ErrorCode::HostGhUnavailable => "HOST_GH_UNAVAILABLE",
+            ErrorCode::GithubError => "GITHUB_ERROR",
         }
     }
 }
@@ -254,6 +272,9 @@ pub enum Op {
     OauthCancel { session_id: String },
     /// `cancel`
     Cancel { target_id: String },
+    /// `github`: `payload.op` and the other keys of the payload as its
+    /// parameters (checked by the broker, not here).
+    Github { op: String, params: Map<String, Value> },
 }
 
 impl Op {
@@ -275,6 +296,7 @@ impl Op {
             Op::OauthPoll { .. } => "oauth_poll",
             Op::OauthCancel { .. } => "oauth_cancel",
             Op::Cancel { .. } => "cancel",
+            Op::Github { .. } => "github",
         }
     }
 }
@@ -291,11 +313,14 @@ pub enum OpClass {
     Login,
     /// `save_token`, `remove_token`.
     Write,
+    /// The mutating operations of `github`.
+    GithubWrite,
 }
 
 impl OpClass {
     /// The classes a host can permit, by their `--permit` names.
-    pub const PERMITTABLE: [OpClass; 3] = [OpClass::Refresh, OpClass::Login, OpClass::Write];
+    pub const PERMITTABLE: [OpClass; 4] =
+        [OpClass::Refresh, OpClass::Login, OpClass::Write, OpClass::GithubWrite];
 
     /// The name `--permit` takes.
     pub fn as_str(self) -> &'static str {
@@ -303,6 +328,7 @@ impl OpClass {
             OpClass::Read => "read",
             OpClass::Refresh => "refresh",
             OpClass::Login => "login",
+            OpClass::GithubWrite => "github-write",
             OpClass::Write => "write",
         }
     }
@@ -318,6 +344,10 @@ impl Op {
             | Op::OauthPoll { .. }
             | Op::OauthCancel { .. } => OpClass::Login,
             Op::SaveToken { .. } | Op::RemoveToken { .. } => OpClass::Write,
+            Op::Github { op, .. } if super::github::spec(op).is_some_and(|s| s.mutating) => {
+                OpClass::GithubWrite
+            }
+            Op::Github { .. } => OpClass::Read,
             Op::GetToken { .. }
             | Op::ListProviders
             | Op::ListBuckets { .. }
@@ -457,6 +487,15 @@ pub fn parse_request(bytes: &[u8]) -> Result<Request, RequestError> {
         "oauth_poll" => Op::OauthPoll { session_id: f.string("session_id")? },
         "oauth_cancel" => Op::OauthCancel { session_id: f.string("session_id")? },
         "cancel" => Op::Cancel { target_id: f.string("targetId")? },
+        "github" => {
+            let op = payload.get("op").and_then(Value::as_str).unwrap_or_default().to_owned();
+            let params = payload
+                .iter()
+                .filter(|(k, _)| k.as_str() != "op")
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            Op::Github { op, params }
+        }
         other => {
             let shown: String = other.chars().take(64).filter(|c| !c.is_control()).collect();
             return Err(invalid(&id, format!("Unknown operation: {shown}")));

@@ -13,6 +13,7 @@ response: in order under version 1, as each finishes under version 2.
 #![forbid(unsafe_code)]
 
 pub mod frame;
+pub mod github;
 pub mod message;
 
 pub use frame::{FrameError, HEADER_LEN, MAX_FRAME_LEN, encode_frame, frame_len};

@@ -116,7 +116,7 @@ impl Conn {
 
     /// A worker's job: answer `req` unless it was cancelled meanwhile.
     fn run(&self, req: Request, flag: CancelFlag, started: Instant) {
-        let (reply, outcome, target) = dispatch::handle(&self.shared, &req, self.owner);
+        let (reply, outcome, target) = dispatch::handle(&self.shared, &req, self.owner, &flag);
         let mine = self.in_flight().remove(&req.id).is_some();
         if mine && !flag.is_cancelled() {
             self.send(&req.id, reply);

@@ -215,7 +215,8 @@ fn serve_requests(
                 "-".into(),
             ),
             Ok(req) => {
-                let (reply, outcome, target) = dispatch::handle(shared, &req, owner);
+                let (reply, outcome, target) =
+                    dispatch::handle(shared, &req, owner, &super::concurrent::CancelFlag::default());
                 (reply, req.op.name(), outcome, target)
             }
         };

@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 
+use super::concurrent::CancelFlag;
 use super::{Shared, wire};
 use crate::error::Error;
 use crate::oauth::{FlowType, Initiated, LoginError, Owner, Poll, RefreshError};
@@ -128,8 +129,11 @@ fn internal(id: &str, e: &Error, target: String) -> Reply {
 /// for the audit line and the audit target (never a secret). The
 /// permission check comes first (SPEC §11.1): a class the host did not
 /// permit is refused before the scope or any store is looked at.
-pub fn handle(shared: &Shared, req: &Request, owner: Owner) -> Reply {
+pub fn handle(shared: &Shared, req: &Request, owner: Owner, cancel: &CancelFlag) -> Reply {
     let id = req.id.as_str();
+    if let Op::Github { op, params } = &req.op {
+        return github(shared, id, op, params, cancel);
+    }
     let class = req.op.class();
     if !shared.config.permits.allows(class) {
         let text = super::permit::Permits::refusal(req.op.name(), class);
@@ -310,6 +314,7 @@ pub fn handle(shared: &Shared, req: &Request, owner: Owner) -> Reply {
                 Err(e) => login_failed(id, &e, t),
             }
         }
+        Op::Github { .. } => unreachable!("answered above"),
         Op::OauthCancel { session_id } => {
             let t = shared.oauth.logins().target(session_id);
             match shared.oauth.logins().cancel(owner, session_id) {
@@ -317,5 +322,43 @@ pub fn handle(shared: &Shared, req: &Request, owner: Owner) -> Reply {
                 Err(e) => login_failed(id, &e, t),
             }
         }
+    }
+}
+
+/// `github` (SPEC §13): off with `--no-github` (as if unknown); the
+/// operation and its parameters checked; a mutating one needs `--permit
+/// github-write`; then the broker. The audit target names the operation
+/// and the repository, never a body, title or query.
+fn github(shared: &Shared, id: &str, op: &str, params: &Map<String, Value>, cancel: &CancelFlag) -> Reply {
+    let config = &shared.config.github;
+    if !config.enabled {
+        return err(id, ErrorCode::InvalidRequest, "Unknown operation: github", "-".into());
+    }
+    let repo = params
+        .get("repo")
+        .and_then(Value::as_str)
+        .filter(|r| crate::protocol::github::spec(op).is_some() && !r.is_empty());
+    let op_shown: String = op.chars().filter(|c| c.is_ascii_graphic()).take(32).collect();
+    let target =
+        format!("{op_shown} repo={}", repo.map_or("-".to_owned(), |r| r.chars().take(100).collect()));
+    let broker_err = |e: crate::github::BrokerError, target: String| {
+        (message::error_response(id, e.code, &e.message, None), e.code.as_str(), target)
+    };
+    let spec = match crate::github::check(op, params) {
+        Ok(s) => s,
+        Err(e) => return broker_err(e, target),
+    };
+    let class = if spec.mutating {
+        crate::protocol::message::OpClass::GithubWrite
+    } else {
+        crate::protocol::message::OpClass::Read
+    };
+    if !shared.config.permits.allows(class) {
+        let text = super::permit::Permits::refusal(spec.name, class);
+        return err(id, ErrorCode::Forbidden, &text, target);
+    }
+    match crate::github::execute(config, spec, params.clone(), cancel) {
+        Ok(data) => ok(id, data, target),
+        Err(e) => broker_err(e, target),
     }
 }

@@ -80,6 +80,8 @@ pub struct ServerConfig {
     pub oauth: OAuthConfig,
     /// What the sandbox may do beyond reading (`--permit`).
     pub permits: permit::Permits,
+    /// The GitHub broker's settings.
+    pub github: crate::github::GithubConfig,
 }
 
 /// State shared by all connection threads.

@@ -153,6 +153,7 @@ fn sample(placeholder: &str) -> &'static str {
         "LEVEL" => "debug",
         "FLOW" => "device_code",
         "CLASS" => "refresh",
+        "OWNER/REPO" => "octo/demo",
         "auto" => "file",
         other => panic!("no sample value for placeholder {other}: add one to docs.rs"),
     }

@@ -10,6 +10,7 @@ mod docs;
 mod doctor;
 mod fake_provider;
 mod faults;
+mod github;
 mod hardening;
 mod harness;
 mod install;

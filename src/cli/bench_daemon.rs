@@ -7,11 +7,15 @@ level, written to a file), and measures with one tool:
 
 - time from exec to ready (the socket path read from the daemon's stdout);
 - resident memory idle, with 64 open connections, and after they close;
-- `get_token` round trips with 1 and 8 connections, daemon and clients
-  pinned to the same CPU and to different CPUs (what `taskset` does,
-  through `sched_setaffinity`), next to a raw Unix-socket ping-pong that
-  moves frames of exactly the same sizes (the floor);
-- requests per second with 8 connections, unpinned.
+- `get_token` round trips with 1 and 8 connections, under protocol
+  version 1 and version 2, daemon and clients pinned to the same CPU and
+  to different CPUs (what `taskset` does, through `sched_setaffinity`),
+  next to a raw Unix-socket ping-pong that moves frames of exactly the
+  same sizes (the floor);
+- version 2's concurrency: 16 requests in flight on one connection (each
+  round writes 16 requests and reads 16 answers), next to the same
+  pipelining against the ping-pong floor;
+- requests per second, unpinned.
 
 Prints Markdown tables. Never touches real credentials.
 */
@@ -31,7 +35,10 @@ use crate::sys::{self, ProcessId};
 use crate::token::OAuthToken;
 
 const TOKEN: &str = r#"{"access_token":"bench-access-token-0123456789abcdef","refresh_token":"bench-refresh","expiry":1893456000,"token_type":"Bearer","scope":"user:inference"}"#;
-const HANDSHAKE: &[u8] = br#"{"v":1,"op":"handshake","payload":{"minVersion":1,"maxVersion":2}}"#;
+const HANDSHAKE_V1: &[u8] = br#"{"v":1,"op":"handshake","payload":{"minVersion":1,"maxVersion":1}}"#;
+const HANDSHAKE_V2: &[u8] = br#"{"v":2,"op":"handshake","payload":{"minVersion":1,"maxVersion":2}}"#;
+/// Requests in flight per round of the pipelined rows.
+const IN_FLIGHT: usize = 16;
 const REQUEST: &[u8] =
     br#"{"v":1,"id":"00000000-0000-4000-8000-000000000000","op":"get_token","payload":{"provider":"claudecode"}}"#;
 const STARTS: usize = 20;
@@ -46,11 +53,52 @@ fn exchange(stream: &mut UnixStream, request: &[u8], buf: &mut Vec<u8>) -> std::
     stream.read_exact(buf)
 }
 
-fn connect(socket: &Path) -> Result<UnixStream> {
+fn connect(socket: &Path, version: u64) -> Result<UnixStream> {
     let mut s = UnixStream::connect(socket).map_err(io("connect"))?;
     let mut buf = Vec::new();
-    exchange(&mut s, &frame::encode_frame(HANDSHAKE).expect("small"), &mut buf).map_err(io("handshake"))?;
+    let hello = if version >= 2 { HANDSHAKE_V2 } else { HANDSHAKE_V1 };
+    exchange(&mut s, &frame::encode_frame(hello).expect("small"), &mut buf).map_err(io("handshake"))?;
     Ok(s)
+}
+
+/// The `get_token` request with request id number `n` (same length for
+/// every `n`, so every frame is the same size).
+fn request_with_id(n: usize) -> Vec<u8> {
+    let text = String::from_utf8_lossy(REQUEST).replace("000000000000\"", &format!("{n:012}\""));
+    frame::encode_frame(text.as_bytes()).expect("small")
+}
+
+/// One connection, [`IN_FLIGHT`] requests written per round, then their
+/// answers read (in any order): the round times and requests per second.
+fn run_pipelined(socket: &Path, version: u64, rounds: usize, cpus: &[usize]) -> Result<(Summary, f64)> {
+    let mut stream = connect(socket, version)?;
+    sys::pin_to_cpus(0, cpus).map_err(io("sched_setaffinity"))?;
+    let batch: Vec<u8> = (1..=IN_FLIGHT).flat_map(request_with_id).collect();
+    let mut buf = Vec::new();
+    let mut round = |stream: &mut UnixStream| -> std::io::Result<()> {
+        stream.write_all(&batch)?;
+        for _ in 0..IN_FLIGHT {
+            let mut header = [0u8; frame::HEADER_LEN];
+            stream.read_exact(&mut header)?;
+            buf.resize(frame::frame_len(header).map_err(|e| std::io::Error::other(e.to_string()))?, 0);
+            stream.read_exact(&mut buf)?;
+        }
+        Ok(())
+    };
+    for _ in 0..rounds / 10 {
+        round(&mut stream).map_err(io("pipelined warm-up"))?;
+    }
+    let started = Instant::now();
+    let mut samples = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        let t = Instant::now();
+        round(&mut stream).map_err(io("pipelined round"))?;
+        samples.push(t.elapsed());
+    }
+    let rate = (rounds * IN_FLIGHT) as f64 / started.elapsed().as_secs_f64();
+    let all: Vec<usize> = (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect();
+    sys::pin_to_cpus(0, &all).map_err(io("sched_setaffinity"))?;
+    Ok((summarise(&mut samples), rate))
 }
 
 fn start(credd: &Path, root: &Path, n: usize) -> Result<BenchDaemon> {
@@ -78,12 +126,18 @@ fn pin_process(pid: ProcessId, cpus: &[usize]) -> Result<()> {
 
 /// Round trips on `conns` connections at once; samples and requests per
 /// second.
-fn run_clients(socket: &Path, conns: usize, per_conn: usize, cpus: &[usize]) -> Result<(Summary, f64)> {
+fn run_clients(
+    socket: &Path,
+    conns: usize,
+    per_conn: usize,
+    cpus: &[usize],
+    version: u64,
+) -> Result<(Summary, f64)> {
     let barrier = Arc::new(Barrier::new(conns + 1));
     let request = Arc::new(frame::encode_frame(REQUEST).expect("small"));
     let mut threads = Vec::new();
     for _ in 0..conns {
-        let mut stream = connect(socket)?;
+        let mut stream = connect(socket, version)?;
         let (barrier, request, cpus) = (barrier.clone(), request.clone(), cpus.to_vec());
         threads.push(std::thread::spawn(move || -> std::io::Result<Vec<Duration>> {
             sys::pin_to_cpus(0, &cpus)?;
@@ -148,7 +202,7 @@ fn rss(pid: ProcessId) -> String {
     sys::rss_kib(pid).map_or_else(|| "n/a".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0))
 }
 
-fn latency_row(what: &str, conns: usize, pinning: &str, s: &Summary, floor: Option<&Summary>, rate: f64) {
+fn latency_row(what: &str, conns: &str, pinning: &str, s: &Summary, floor: Option<&Summary>, rate: f64) {
     let ratio =
         floor.map_or_else(|| "—".into(), |f| format!("{:.2}×", s.p50.as_secs_f64() / f.p50.as_secs_f64()));
     println!(
@@ -188,7 +242,7 @@ fn run(credd: &Path, root: &Path, per_conn: usize) -> Result<()> {
     let idle_start = rss(daemon.pid);
 
     // Warm the store's cache (the first read decrypts: scrypt).
-    let mut warm = connect(&daemon.socket)?;
+    let mut warm = connect(&daemon.socket, 1)?;
     let mut response = Vec::new();
     exchange(&mut warm, &frame::encode_frame(REQUEST).expect("small"), &mut response)
         .map_err(io("warm-up"))?;
@@ -199,7 +253,7 @@ fn run(credd: &Path, root: &Path, per_conn: usize) -> Result<()> {
 
     let held: Vec<UnixStream> = (0..64)
         .map(|_| {
-            let mut s = connect(&daemon.socket)?;
+            let mut s = connect(&daemon.socket, 2)?;
             exchange(&mut s, &frame::encode_frame(REQUEST).expect("small"), &mut Vec::new())
                 .map_err(io("get_token"))?;
             Ok(s)
@@ -246,11 +300,22 @@ fn run(credd: &Path, root: &Path, per_conn: usize) -> Result<()> {
         ping_pong_server(&socket, response.len(), server_cpus.clone())?;
         pin_process(daemon.pid, server_cpus)?;
         for conns in [1usize, 8] {
-            let (floor, floor_rate) = run_clients(&socket, conns, per_conn, client_cpus)?;
-            latency_row("raw ping-pong (floor)", conns, pinning, &floor, None, floor_rate);
-            let (s, rate) = run_clients(&daemon.socket, conns, per_conn, client_cpus)?;
-            latency_row("llxprt-credd get_token", conns, pinning, &s, Some(&floor), rate);
+            let (floor, floor_rate) = run_clients(&socket, conns, per_conn, client_cpus, 1)?;
+            latency_row("raw ping-pong (floor)", &conns.to_string(), pinning, &floor, None, floor_rate);
+            for version in [1, 2] {
+                let (s, rate) = run_clients(&daemon.socket, conns, per_conn, client_cpus, version)?;
+                let what = format!("llxprt-credd get_token, v{version}");
+                latency_row(&what, &conns.to_string(), pinning, &s, Some(&floor), rate);
+            }
         }
+        let (floor, floor_rate) = run_pipelined(&socket, 1, per_conn, client_cpus)?;
+        let label = format!("1, {IN_FLIGHT} in flight");
+        latency_row("raw ping-pong, pipelined (floor)", &label, pinning, &floor, None, floor_rate);
+        let (s, rate) = run_pipelined(&daemon.socket, 2, per_conn, client_cpus)?;
+        latency_row("llxprt-credd get_token, v2", &label, pinning, &s, Some(&floor), rate);
     }
+    println!(
+        "\nThe pipelined rows time a round: {IN_FLIGHT} requests written at once, then {IN_FLIGHT} answers read."
+    );
     Ok(())
 }

@@ -19,6 +19,7 @@ reach the host's `llxprt-credd`.
 #![forbid(unsafe_code)]
 
 pub mod capability;
+mod mux;
 pub mod oauth;
 pub mod socket;
 pub mod stores;

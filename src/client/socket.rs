@@ -6,16 +6,21 @@ The life of a client:
 - Constructing it does nothing on the network. The first request connects
   and handshakes (offering versions 1 to 2 and the capability token when
   the client holds one); later requests carry the negotiated version.
-- Requests go one at a time (a mutex around the connection), each with a
-  fresh UUID as its id; the answer must carry the same id.
+- Each request has a fresh UUID as its id; the answer must carry the same
+  id. Under protocol version 1 requests go one at a time (a mutex around
+  the connection). Under version 2 ([`super::mux`]) requests from several
+  threads go out at once on the one connection, and a request that times
+  out sends `cancel` for itself and fails alone ("Request timed out after
+  N ms"), the connection staying up.
 - After [`CLIENT_IDLE_CLOSE`] without a request, the connection is shut
   down gracefully before the next request, which then connects and
   handshakes afresh. This is deliberately shorter than the daemon's own
   idle timeout, so the client always closes first and the daemon's close is
   never mistaken for a failure.
-- Any failure (I/O error, timeout after [`REQUEST_TIMEOUT`], end of
-  stream, a frame that is oversize, not JSON, of the wrong shape or with
-  another id) kills the client for good: it never reconnects, and this and
+- Any other failure (I/O error, a version-1 timeout after
+  [`REQUEST_TIMEOUT`], end of stream, a frame that is oversize, not JSON,
+  of the wrong shape, or under version 1 with another id) kills the client
+  for good: it never reconnects, and this and
   every later request fail with [`CONNECTION_LOST`]. A session whose broker
   went away must be restarted, not silently re-attached to whatever now
   listens on that path.
@@ -33,12 +38,13 @@ use std::io::{self, Read, Write};
 use std::net::Shutdown;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value, json};
 use zeroize::Zeroizing;
 
+use super::mux::{CallError, Mux};
 use super::{capability, socket_from};
 use crate::error::{Error, Result};
 use crate::protocol::frame::{HEADER_LEN, encode_frame_max, frame_len_max, max_frame_len};
@@ -102,19 +108,19 @@ impl Response {
 
 /// A frame that breaks the response shape.
 #[derive(Debug, PartialEq)]
-struct Malformed;
+pub(super) struct Malformed;
 
 /// A parsed response frame: its id (if any) and the response.
 #[derive(Debug)]
-struct Frame {
-    id: Option<String>,
-    response: Response,
+pub(super) struct Frame {
+    pub(super) id: Option<String>,
+    pub(super) response: Response,
 }
 
 /// The shape check of llxprt-code's client: a JSON object whose `ok` is a
 /// boolean; `code` and `error` strings, `retryAfter` a number and `data` an
 /// object whenever they are present.
-fn parse_frame(bytes: &[u8]) -> std::result::Result<Frame, Malformed> {
+pub(super) fn parse_frame(bytes: &[u8]) -> std::result::Result<Frame, Malformed> {
     let Ok(Value::Object(mut map)) = serde_json::from_slice::<Value>(bytes) else { return Err(Malformed) };
     let ok = map.get("ok").and_then(Value::as_bool).ok_or(Malformed)?;
     let string = |v: Option<Value>| match v {
@@ -183,6 +189,18 @@ struct Connection {
     stream: UnixStream,
     version: u64,
     last_used: Instant,
+    /// Version 2: the reader thread and the requests waiting on it.
+    mux: Option<Arc<Mux>>,
+}
+
+impl Connection {
+    /// Shuts the connection down on purpose.
+    fn shut(&self) {
+        if let Some(m) = &self.mux {
+            m.close();
+        }
+        let _ = self.stream.shutdown(Shutdown::Both);
+    }
 }
 
 enum State {
@@ -319,7 +337,7 @@ impl ProxySocketClient {
                 // A request panicked half-way: its connection cannot be trusted.
                 let mut g = poisoned.into_inner();
                 if let State::Open(c) = &*g {
-                    let _ = c.stream.shutdown(Shutdown::Both);
+                    c.shut();
                     *g = State::Dead(CONNECTION_LOST.into());
                 }
                 g
@@ -339,7 +357,7 @@ impl ProxySocketClient {
     pub fn close(&self) {
         let mut state = self.lock();
         if let State::Open(c) = &*state {
-            let _ = c.stream.shutdown(Shutdown::Both);
+            c.shut();
             *state = State::Closed;
         }
     }
@@ -350,8 +368,14 @@ impl ProxySocketClient {
         if let State::Open(c) = state
             && c.last_used.elapsed() > self.idle_close
         {
-            let _ = c.stream.shutdown(Shutdown::Both);
+            c.shut();
             *state = State::Closed;
+        }
+        if let State::Open(c) = state
+            && c.mux.as_ref().is_some_and(|m| m.is_broken())
+        {
+            c.shut();
+            *state = State::Dead(CONNECTION_LOST.into());
         }
         if let State::Closed = state {
             match self.handshake() {
@@ -385,7 +409,16 @@ impl ProxySocketClient {
         let version = handshake_outcome(&answer).inspect_err(|_| {
             let _ = stream.shutdown(Shutdown::Both);
         })?;
-        Ok(Connection { stream, version, last_used: Instant::now() })
+        let mux = if version >= 2 {
+            let started =
+                Mux::start(&stream).map_err(|e| Error::io("cannot start the connection's reader", e));
+            Some(started.inspect_err(|_| {
+                let _ = stream.shutdown(Shutdown::Both);
+            })?)
+        } else {
+            None
+        };
+        Ok(Connection { stream, version, last_used: Instant::now(), mux })
     }
 
     /// Sends `op` with `payload` (a JSON object, or null for none) and
@@ -400,6 +433,11 @@ impl ProxySocketClient {
         let id = crate::random::uuid_v4().map_err(|e| Error::io("cannot make a request id", e))?;
         let mut state = self.lock();
         let conn = self.open(&mut state)?;
+        if let Some(mux) = conn.mux.clone() {
+            conn.last_used = Instant::now();
+            drop(state);
+            return self.request_v2(&mux, &id, op, payload);
+        }
         let body = Zeroizing::new(
             serde_json::to_vec(&json!({"v": conn.version, "id": id, "op": op, "payload": payload}))
                 .expect("JSON serialises"),
@@ -426,6 +464,47 @@ impl ProxySocketClient {
                 *state = State::Dead(CONNECTION_LOST.into());
                 Err(Error::Connection(CONNECTION_LOST.into()))
             }
+        }
+    }
+}
+
+impl ProxySocketClient {
+    /// A version-2 request: sent at once beside any others, answered when
+    /// its own answer comes.
+    fn request_v2(&self, mux: &Arc<Mux>, id: &str, op: &str, payload: Value) -> Result<Response> {
+        let body = Zeroizing::new(
+            serde_json::to_vec(&json!({"v": 2, "id": id, "op": op, "payload": payload}))
+                .expect("JSON serialises"),
+        );
+        let Some(frame) = encode_frame_max(&body, max_frame_len(2)).map(Zeroizing::new) else {
+            return Err(Error::Usage(format!("the {op} request is too large to send")));
+        };
+        match mux.call(id, &frame, self.request_timeout) {
+            Ok(frame) => Ok(frame.response),
+            Err(CallError::TimedOut) => Err(Error::Connection(format!(
+                "Request timed out after {}ms",
+                self.request_timeout.as_millis()
+            ))),
+            Err(CallError::Lost) => {
+                crate::log_debug!("credential proxy connection failed during {op}");
+                let mut state = self.lock();
+                if let State::Open(c) = &*state
+                    && c.mux.as_ref().is_some_and(|m| Arc::ptr_eq(m, mux))
+                {
+                    c.shut();
+                    *state = State::Dead(CONNECTION_LOST.into());
+                }
+                Err(Error::Connection(CONNECTION_LOST.into()))
+            }
+        }
+    }
+}
+
+impl Drop for ProxySocketClient {
+    /// Closes the connection (and so ends a version-2 reader thread).
+    fn drop(&mut self) {
+        if let State::Open(c) = &*self.lock() {
+            c.shut();
         }
     }
 }

@@ -53,8 +53,9 @@ pub struct GithubConfig {
 
 /// One `gh` call's default time limit.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(120);
-/// A `pr.checks` watch's limit: under llxprt-code's one-hour client timeout.
-pub const WATCH_LIMIT: Duration = Duration::from_secs(3500);
+/// A `pr.checks` watch's limit: with a last poll of up to [`CALL_TIMEOUT`]
+/// it still ends under llxprt-code's one-hour client timeout.
+pub const WATCH_LIMIT: Duration = Duration::from_secs(3400);
 
 impl Default for GithubConfig {
     fn default() -> Self {
@@ -331,6 +332,11 @@ fn ops(
             let mut argv = args(&["pr", "checks", &n(), "--json", "name,state,bucket,link"]);
             repo(&mut argv, p);
             if p.get("watch") == Some(&Value::Bool(true)) {
+                if !gh.cancellable() {
+                    return Err(BrokerError::invalid(
+                        "Parameter watch needs protocol version 2 (a version-1 request cannot be cancelled)",
+                    ));
+                }
                 watch(config, gh, &argv)
             } else {
                 Ok(shape::checks(&gh.json_tolerant(&argv).map_err(gh_failed)?))
@@ -561,7 +567,9 @@ fn issue_edit(
         ]))
         .map_err(gh_failed)?;
     }
-    Ok(shape::object(json!({"number": request_number(p), "type": wanted})))
+    Ok(shape::object(
+        json!({"number": request_number(p), "type": p.get("type").cloned().unwrap_or(Value::Null)}),
+    ))
 }
 
 /// `pr.checks` with `watch:true`: polls until the checks conclude, none
@@ -602,7 +610,7 @@ fn watch(config: &GithubConfig, gh: &Gh<'_>, argv: &[String]) -> Result<Map<Stri
             break;
         }
         let nap = if elapsed < scaled(30) { scaled(10) } else { scaled(30) };
-        if gh.nap(nap) {
+        if gh.nap(nap.min(config.watch_limit - elapsed)) {
             break;
         }
     }
@@ -612,4 +620,14 @@ fn watch(config: &GithubConfig, gh: &Gh<'_>, argv: &[String]) -> Result<Map<Stri
     data.insert("elapsedMs".into(), json!(started.elapsed().as_secs_f64() * 1000.0));
     data.insert("polls".into(), json!(polls));
     Ok(data)
+}
+
+/// The repository an operation acts on, for the audit line: the validated
+/// `repo`, or the one a single `--github-repo` fills in.
+pub fn audited_repo(config: &GithubConfig, params: &Map<String, Value>) -> String {
+    match repo_param(params) {
+        Some(r) => r.to_owned(),
+        None if config.repos.len() == 1 => config.repos[0].clone(),
+        None => "-".to_owned(),
+    }
 }

@@ -35,6 +35,18 @@ pub const PASSED_ENV: [&str; 11] = [
     "https_proxy",
     "no_proxy",
 ];
+/// Settings given to every `git` that `gh` runs (`GIT_CONFIG_COUNT`
+/// overrides the repository's own configuration): a `.git/config` the
+/// sandbox wrote cannot make the host run a program.
+pub const GIT_OVERRIDES: [(&str, &str); 7] = [
+    ("GIT_CONFIG_COUNT", "3"),
+    ("GIT_CONFIG_KEY_0", "core.fsmonitor"),
+    ("GIT_CONFIG_VALUE_0", "false"),
+    ("GIT_CONFIG_KEY_1", "core.hooksPath"),
+    ("GIT_CONFIG_VALUE_1", "/dev/null"),
+    ("GIT_CONFIG_KEY_2", "protocol.ext.allow"),
+    ("GIT_CONFIG_VALUE_2", "never"),
+];
 /// How often a running call checks for cancellation and its deadline.
 const TICK: Duration = Duration::from_millis(20);
 
@@ -53,10 +65,13 @@ fn gh_command(argv: &[String]) -> Command {
         ("GH_PROMPT_DISABLED", "1"),
         ("GH_NO_UPDATE_NOTIFIER", "1"),
         ("GH_NO_EXTENSION_UPDATE_NOTIFIER", "1"),
-    ])
-    .stdin(Stdio::null())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
+    ]);
+    // gh runs git in the project checkout, whose .git/config a sandbox can
+    // write: no filesystem monitor, hooks or ext:: transport from there.
+    cmd.envs(GIT_OVERRIDES.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     cmd
 }
 
@@ -193,6 +208,11 @@ impl<'a> Gh<'a> {
         Gh { config, cancel }
     }
 
+    /// Whether the request can be cancelled (version 2).
+    pub fn cancellable(&self) -> bool {
+        self.cancel.is_cancellable()
+    }
+
     /// Whether the request was cancelled.
     pub fn cancelled(&self) -> bool {
         self.cancel.is_cancelled()
@@ -232,7 +252,7 @@ impl<'a> Gh<'a> {
             }
         })?;
         let reader = |stream: Option<Box<dyn Read + Send>>| {
-            std::thread::spawn(move || {
+            std::thread::Builder::new().name("gh-output".into()).spawn(move || {
                 let mut buf = Vec::new();
                 if let Some(s) = stream {
                     let _ = s.take(MAX_OUTPUT as u64 + 1).read_to_end(&mut buf);
@@ -240,9 +260,22 @@ impl<'a> Gh<'a> {
                 buf
             })
         };
-        let out = reader(child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>));
-        let err = reader(child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>));
-        let deadline = Instant::now() + self.config.call_timeout;
+        let readers =
+            reader(child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>)).and_then(|out| {
+                reader(child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>)).map(|err| (out, err))
+            });
+        let (out, err) = match readers {
+            Ok(r) => r,
+            Err(e) => {
+                crate::log_warn!("github: no thread to read gh {sub}: {e}");
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(fail(ErrorCode::GithubError));
+            }
+        };
+        let deadline = Instant::now()
+            .checked_add(self.config.call_timeout)
+            .unwrap_or_else(|| Instant::now() + super::CALL_TIMEOUT);
         let status = loop {
             match child.try_wait() {
                 Ok(Some(status)) => break status,

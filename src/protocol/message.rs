@@ -202,7 +202,7 @@ pub fn parse_handshake(bytes: &[u8]) -> Result<HandshakeRequest, RequestError> {
         return Err(invalid("unknown", "Handshake required before any request"));
     }
     let payload = value.get("payload").and_then(Value::as_object);
-    let bound = |name: &str| payload.and_then(|p| p.get(name)).and_then(Value::as_u64);
+    let bound = |name: &str| payload.and_then(|p| p.get(name)).and_then(Value::as_i64);
     let version_error = RequestError {
         id: "unknown".into(),
         code: ErrorCode::UnknownVersion,
@@ -211,8 +211,10 @@ pub fn parse_handshake(bytes: &[u8]) -> Result<HandshakeRequest, RequestError> {
     // SPEC §12: both bounds integers, min <= max, the ranges overlap; the
     // answer is min(2, max).
     let version = match (bound("minVersion"), bound("maxVersion")) {
-        (Some(min), Some(max)) if min <= max && min <= MAX_PROTOCOL_VERSION && max >= PROTOCOL_VERSION => {
-            max.min(MAX_PROTOCOL_VERSION)
+        (Some(min), Some(max))
+            if min <= max && min <= MAX_PROTOCOL_VERSION as i64 && max >= PROTOCOL_VERSION as i64 =>
+        {
+            max.min(MAX_PROTOCOL_VERSION as i64) as u64
         }
         _ => return Err(version_error),
     };

@@ -50,17 +50,48 @@ pub const MAX_WORKERS: usize = 2 * MAX_IN_FLIGHT;
 const VERSION: u64 = 2;
 
 /// Tells a request's work that its answer is no longer wanted.
-#[derive(Clone, Default)]
-pub struct CancelFlag(Arc<AtomicBool>);
+#[derive(Clone)]
+pub struct CancelFlag {
+    cancelled: Arc<AtomicBool>,
+    cancellable: bool,
+}
 
 impl CancelFlag {
+    /// The flag of a version-2 request, which `cancel` and closing the
+    /// connection can set.
+    pub fn new() -> CancelFlag {
+        CancelFlag { cancelled: Arc::new(AtomicBool::new(false)), cancellable: true }
+    }
+
+    /// The flag of a version-1 request: nothing can cancel it (the
+    /// connection is not read while it runs), so long operations are
+    /// refused.
+    pub fn uncancellable() -> CancelFlag {
+        CancelFlag { cancelled: Arc::new(AtomicBool::new(false)), cancellable: false }
+    }
+
+    /// Whether the request can be cancelled at all.
+    pub fn is_cancellable(&self) -> bool {
+        self.cancellable
+    }
+
     /// Whether the request was cancelled (or its connection closed).
     pub fn is_cancelled(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
+        self.cancelled.load(Ordering::SeqCst)
     }
 
     fn cancel(&self) {
-        self.0.store(true, Ordering::SeqCst);
+        self.cancelled.store(true, Ordering::SeqCst);
+    }
+
+    fn same(&self, other: &CancelFlag) -> bool {
+        Arc::ptr_eq(&self.cancelled, &other.cancelled)
+    }
+}
+
+impl Default for CancelFlag {
+    fn default() -> Self {
+        CancelFlag::new()
     }
 }
 
@@ -114,11 +145,34 @@ impl Conn {
         }
     }
 
-    /// A worker's job: answer `req` unless it was cancelled meanwhile.
+    /// Takes `id` out of the in-flight table if it is still this
+    /// request's (the id may have been cancelled and reused since).
+    fn finish(&self, id: &str, flag: &CancelFlag) -> bool {
+        let mut table = self.in_flight();
+        if table.get(id).is_some_and(|f| f.same(flag)) {
+            table.remove(id);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// A worker's job: answer `req` unless it was cancelled meanwhile. A
+    /// request cancelled before it started does nothing. A panic in the
+    /// handler is answered `INTERNAL_ERROR`, so no id is left unanswered.
     fn run(&self, req: Request, flag: CancelFlag, started: Instant) {
-        let (reply, outcome, target) = dispatch::handle(&self.shared, &req, self.owner, &flag);
-        let mine = self.in_flight().remove(&req.id).is_some();
-        if mine && !flag.is_cancelled() {
+        if flag.is_cancelled() {
+            self.audit(req.op.name(), "-", "cancelled", started);
+            return;
+        }
+        let handled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            dispatch::handle(&self.shared, &req, self.owner, &flag)
+        }));
+        let (reply, outcome, target) = handled.unwrap_or_else(|_| {
+            crate::log_error!("{}: the {} handler panicked", self.who, req.op.name());
+            (wire_error(&req.id, wire::PANICKED), "INTERNAL_ERROR", "-".to_owned())
+        });
+        if self.finish(&req.id, &flag) && !flag.is_cancelled() {
             self.send(&req.id, reply);
             self.audit(req.op.name(), &target, outcome, started);
         } else {
@@ -179,6 +233,12 @@ impl Pool {
             pending: Arc::new(AtomicUsize::new(0)),
             workers: vec![],
         }
+    }
+
+    /// Whether the workers have as much work as they may hold (requests
+    /// in flight and cancelled ones still winding down).
+    fn full(&self) -> bool {
+        self.pending.load(Ordering::SeqCst) >= MAX_WORKERS
     }
 
     /// Runs `job` on a worker, starting one when all are busy.
@@ -301,12 +361,12 @@ fn read_loop(
             conn.cancel(&req.id, target_id, started);
             continue;
         }
-        let flag = CancelFlag::default();
+        let flag = CancelFlag::new();
         {
             let mut in_flight = conn.in_flight();
             let refused = if in_flight.contains_key(&req.id) {
                 Some(wire::DUPLICATE_ID)
-            } else if in_flight.len() >= MAX_IN_FLIGHT {
+            } else if in_flight.len() >= MAX_IN_FLIGHT || pool.full() {
                 Some(wire::TOO_MANY_IN_FLIGHT)
             } else {
                 in_flight.insert(req.id.clone(), flag.clone());

@@ -155,7 +155,16 @@ pub fn serve(shared: &Arc<Shared>, conn: u64, mut stream: UnixStream) {
 
 /// Whether an outcome is a refusal, whose audit lines are aggregated.
 pub(super) fn is_refusal(outcome: &str) -> bool {
-    matches!(outcome, "RATE_LIMITED" | "INVALID_REQUEST" | "FORBIDDEN" | "UNAUTHORIZED")
+    matches!(
+        outcome,
+        "RATE_LIMITED"
+            | "INVALID_REQUEST"
+            | "FORBIDDEN"
+            | "UNAUTHORIZED"
+            | "RESOURCE_EXHAUSTED"
+            | "INVALID_PARAM"
+            | "UNKNOWN_OP"
+    )
 }
 
 /// The request loop of a connection past its handshake.
@@ -216,7 +225,7 @@ fn serve_requests(
             ),
             Ok(req) => {
                 let (reply, outcome, target) =
-                    dispatch::handle(shared, &req, owner, &super::concurrent::CancelFlag::default());
+                    dispatch::handle(shared, &req, owner, &super::concurrent::CancelFlag::uncancellable());
                 (reply, req.op.name(), outcome, target)
             }
         };

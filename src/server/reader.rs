@@ -50,8 +50,10 @@ fn is_timeout(e: &io::Error) -> bool {
 /// socket's read timeout is changed only when it must be, so a busy
 /// connection costs one `read` per request.
 pub struct FrameReader {
+    /// Zero-filled once as it grows; `start..end` holds unread bytes.
     buf: Vec<u8>,
     start: usize,
+    end: usize,
     timeout: Option<Duration>,
     max: usize,
 }
@@ -62,12 +64,7 @@ const READ_CHUNK: usize = 4096;
 impl FrameReader {
     /// An empty reader.
     pub fn new() -> Self {
-        FrameReader {
-            buf: Vec::with_capacity(READ_CHUNK),
-            start: 0,
-            timeout: None,
-            max: frame::MAX_FRAME_LEN,
-        }
+        FrameReader { buf: Vec::new(), start: 0, end: 0, timeout: None, max: frame::MAX_FRAME_LEN }
     }
 
     /// Accepts frames of up to `max` bytes from now on (the negotiated
@@ -77,7 +74,7 @@ impl FrameReader {
     }
 
     fn buffered(&self) -> &[u8] {
-        &self.buf[self.start..]
+        &self.buf[self.start..self.end]
     }
 
     fn set_timeout<S: FrameSource>(&mut self, stream: &S, t: Duration) -> Result<(), ReadError> {
@@ -88,21 +85,27 @@ impl FrameReader {
         Ok(())
     }
 
-    /// One `read` of at least `want` more bytes' room; the count read.
+    /// One `read` with room for at least `want` more bytes; the count
+    /// read. The buffer grows (and is zero-filled) only when the room is
+    /// not there, so a frame trickled in tiny pieces costs no more than
+    /// one sent at once.
     fn fill<S: FrameSource>(&mut self, stream: &mut S, want: usize) -> io::Result<usize> {
         if self.start > 0 {
-            self.buf.drain(..self.start);
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
             self.start = 0;
         }
-        let old = self.buf.len();
-        self.buf.resize(old + want.max(READ_CHUNK), 0);
+        let need = self.end + want.max(READ_CHUNK);
+        if self.buf.len() < need {
+            self.buf.resize(need, 0);
+        }
         let got = loop {
-            match stream.read(&mut self.buf[old..]) {
+            match stream.read(&mut self.buf[self.end..]) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 other => break other,
             }
         };
-        self.buf.truncate(old + *got.as_ref().unwrap_or(&0));
+        self.end += *got.as_ref().unwrap_or(&0);
         got
     }
 
@@ -112,10 +115,11 @@ impl FrameReader {
         if self.buffered().is_empty() {
             // A large version-2 frame does not keep its buffer for the
             // connection's life.
-            if self.buf.capacity() > 16 * READ_CHUNK {
-                self.buf = Vec::with_capacity(READ_CHUNK);
-                self.start = 0;
+            if self.buf.len() > 16 * READ_CHUNK {
+                self.buf = Vec::new();
             }
+            self.start = 0;
+            self.end = 0;
             self.set_timeout(stream, idle)?;
             match self.fill(stream, READ_CHUNK) {
                 Ok(0) => return Err(ReadError::Closed),

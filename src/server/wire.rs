@@ -66,6 +66,8 @@ pub const TOO_MANY_IN_FLIGHT: WireError =
     WireError::new(ErrorCode::ResourceExhausted, "Too many concurrent requests");
 /// Version 2: an id already in flight on the connection.
 pub const DUPLICATE_ID: WireError = WireError::new(ErrorCode::InvalidRequest, "Duplicate request id");
+/// A handler that panicked (a bug; the details are in the host log).
+pub const PANICKED: WireError = WireError::new(ErrorCode::InternalError, "The request failed on the host");
 /// Version 2: the answer of a cancelled request.
 pub const CANCELLED: WireError = WireError::new(ErrorCode::Cancelled, "Operation cancelled");
 

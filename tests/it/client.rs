@@ -441,3 +441,65 @@ fn client_commands_without_a_daemon_exit_1() {
         stderr(&unnamed)
     );
 }
+
+/// A daemon whose anthropic token expired and whose provider takes
+/// `delay` to refresh it, with a valid codex token beside it.
+fn slow_refresh(dir: &TestDir, fake: &crate::fake_provider::FakeProvider) -> Daemon {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let expired = serde_json::json!({"access_token":"at-old","refresh_token":"rt-CANARY-slow","expiry":now - 10,"token_type":"Bearer"});
+    ok(dir.run(None, &["--store", "file", "token", "import", "anthropic:slow"], &expired.to_string()));
+    let valid = serde_json::json!({"access_token":"at-codex","refresh_token":"rt-CANARY-codex","expiry":now + 3600,"token_type":"Bearer"});
+    ok(dir.run(None, &["--store", "file", "token", "import", "codex"], &valid.to_string()));
+    let url = fake.token_url();
+    dir.daemon_with_env(
+        &["--allow", "anthropic", "--allow", "codex", "--rate-limit", "0"],
+        &[("LLXPRT_CREDD_ANTHROPIC_TOKEN_URL", url.as_str()), ("ALL_PROXY", "http://127.0.0.1:9")],
+    )
+}
+
+#[test]
+fn client_sends_concurrent_requests_on_its_one_version_2_connection() {
+    let dir = TestDir::new("client-v2");
+    let fake = crate::fake_provider::FakeProvider::start();
+    fake.set_delay(Duration::from_secs(2));
+    let d = slow_refresh(&dir, &fake);
+    let client = Arc::new(ProxySocketClient::new(&d.socket, None));
+    assert_eq!(client.connect().unwrap(), 2);
+    let tokens = ProxyTokenStore::new(client.clone());
+    let slow = {
+        let tokens = ProxyTokenStore::new(client.clone());
+        std::thread::spawn(move || {
+            tokens.get_token("anthropic", Some("slow")).map(|t| t.map(|t| t.access_token().to_owned()))
+        })
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    let asked = Instant::now();
+    let fast = tokens.get_token("codex", None).unwrap().unwrap();
+    assert_eq!(fast.access_token(), "at-codex");
+    assert!(asked.elapsed() < Duration::from_millis(500), "not behind the refresh: {:?}", asked.elapsed());
+    assert_eq!(slow.join().unwrap().unwrap().as_deref(), Some("at-refreshed-1"));
+    assert_eq!(connections(&d).len(), 1, "one connection for both");
+}
+
+#[test]
+fn client_cancels_a_timed_out_request_and_keeps_its_connection() {
+    let dir = TestDir::new("client-v2-timeout");
+    let fake = crate::fake_provider::FakeProvider::start();
+    fake.set_delay(Duration::from_secs(3));
+    let d = slow_refresh(&dir, &fake);
+    let client =
+        Arc::new(ProxySocketClient::new(&d.socket, None).with_request_timeout(Duration::from_millis(300)));
+    let tokens = ProxyTokenStore::new(client.clone());
+    match tokens.get_token("anthropic", Some("slow")) {
+        Err(Error::Connection(m)) => assert_eq!(m, "Request timed out after 300ms"),
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    // the daemon was told, and the connection still serves
+    assert_eq!(tokens.get_token("codex", None).unwrap().unwrap().access_token(), "at-codex");
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !d.log_text().contains("op=cancel") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(d.log_text().contains("op=cancel target="), "{}", d.log_text());
+    assert_eq!(connections(&d).len(), 1);
+}

@@ -382,6 +382,12 @@ fn write_operations_need_the_permit_and_send_bodies_through_private_files() {
     );
     assert_eq!((call.body.as_deref(), call.body_mode.as_deref()), (Some(body), Some("600")));
     assert!(!Path::new(&path).exists() && !Path::new(&path).parent().unwrap().exists(), "removed afterwards");
+    // removed when gh fails too
+    gh.reply("issue create", "", "HTTP 403: Resource not accessible by integration", 1);
+    let r = github(&mut c, json!({"op":"issue.create","title":"t","body":"b"}));
+    assert_eq!(r["code"], "PERMISSION_DENIED");
+    let failed = gh.take_calls().remove(0).body_path.unwrap();
+    assert!(!Path::new(&failed).exists(), "removed after a failure");
     assert!(
         path.contains("capability/gh-body-") || path.contains("capability-"),
         "beside the capability file, not in a tmpdir: {path}"
@@ -465,6 +471,9 @@ fn write_operations_need_the_permit_and_send_bodies_through_private_files() {
     );
     let r = github(&mut c, json!({"op":"pr.resolve-thread","threadId":"T1"}));
     assert_eq!(r["data"], json!({"threadId":"T1","isResolved":true}));
+    // a watch needs a connection it can be cancelled on
+    let r = github(&mut c, json!({"op":"pr.checks","number":1,"watch":true}));
+    assert_eq!(r["code"], "INVALID_PARAM", "{r}");
     let log = d.log_text();
     assert!(!log.contains("rm -rf") && !log.contains("## Steps"), "no title or body in the log");
 }
@@ -532,9 +541,30 @@ fn gh_gets_a_minimal_environment_and_its_failures_fixed_texts() {
     gh.reply("label list", "[]", "", 0);
     github(&mut c, json!({"op":"label.list"}));
     let env = gh.take_calls().remove(0).env;
-    for gone in ["GH_TOKEN", "GITHUB_TOKEN", "OPENAI_API_KEY", "LLXPRT_CREDD_TIME_SCALE", "TMPDIR"] {
-        assert!(!env.contains_key(gone), "{gone} reached gh: {env:?}");
-    }
+    // exactly the broker's set: nothing of the daemon's own environment
+    // (its LLXPRT_* and XDG variables, the planted tokens and keys) passes
+    let allowed = |k: &str| {
+        [
+            "PATH",
+            "HOME",
+            "GH_CONFIG_DIR",
+            "XDG_CONFIG_HOME",
+            "GH_HOST",
+            "GH_PROMPT_DISABLED",
+            "GH_NO_UPDATE_NOTIFIER",
+            "GH_NO_EXTENSION_UPDATE_NOTIFIER",
+        ]
+        .contains(&k)
+            || k.starts_with("GIT_CONFIG_")
+            || k.eq_ignore_ascii_case("http_proxy")
+            || k.eq_ignore_ascii_case("https_proxy")
+            || k.eq_ignore_ascii_case("no_proxy")
+    };
+    let extra: Vec<&String> = env.keys().filter(|k| !allowed(k)).collect();
+    assert!(extra.is_empty(), "reached gh: {extra:?}");
+    assert!(!env.contains_key("GH_TOKEN") && !env.contains_key("GITHUB_TOKEN"));
+    assert_eq!(env.get("GIT_CONFIG_COUNT").map(String::as_str), Some("3"), "git in the checkout is defused");
+    assert_eq!(env.get("GIT_CONFIG_KEY_0").map(String::as_str), Some("core.fsmonitor"));
     assert_eq!(env.get("GH_HOST").map(String::as_str), Some("github.example"));
     assert_eq!(env.get("GH_PROMPT_DISABLED").map(String::as_str), Some("1"));
     assert_eq!(env.get("GH_NO_UPDATE_NOTIFIER").map(String::as_str), Some("1"));

@@ -1,27 +1,32 @@
 /*!
-Protocol version 2 on one connection (SPEC §12): the connection's thread
-reads frames; each request runs on a worker of the connection's own small
-pool; answers go out whole, under one writer lock, as each finishes.
+Protocol version 2 on one connection (SPEC §12): a small set of threads
+per connection in a leader/follower arrangement. One thread at a time holds
+the reading side; when it has read a request it passes the reading side on
+(starting another thread when none waits) and runs the request itself, so
+there is no hand-off between reading and running, and a slow request never
+holds up the next frame. Answers go out whole, under one writer lock, as
+each finishes.
 
 - At most [`MAX_IN_FLIGHT`] requests in flight: the next one is answered
   `RESOURCE_EXHAUSTED`; an id already in flight `INVALID_REQUEST`
   "Duplicate request id". `cancel` is exempt from both and answered by the
-  reader itself.
+  reading thread itself.
 - `cancel {targetId}` of a request in flight answers `{"cancelled":true}`,
   then the target's `CANCELLED` at once; the target's work is told to stop
   through its [`CancelFlag`] and its own answer is dropped when it ends (a
   provider call may finish meanwhile: the host store keeps what it needs).
   An unknown target answers `{"cancelled":false}`.
 - The in-flight table decides who answers an id: whoever takes the id out
-  of it (the worker when done, the reader on cancel) sends its answer, so
+  of it (the running thread when done, the reading one on cancel) sends its answer, so
   an id gets exactly one answer besides the cancel's own.
-- Closing the connection cancels everything in flight; the reader then
-  waits for the workers, so the connection's slot is held until its work
-  has stopped.
+- Closing the connection cancels everything in flight; the connection's
+  own thread then waits for the others, so the connection's slot is held
+  until its work has stopped.
 - An idle connection is closed only when nothing is in flight.
 
-Workers are plain threads, started when every existing one is busy, up to
-[`MAX_WORKERS`] (in flight plus cancelled work still winding down).
+Threads are started when none waits for the reading side, up to
+[`MAX_WORKERS`] plus the reader (in flight plus cancelled work still
+winding down); more work than that is answered `RESOURCE_EXHAUSTED`.
 */
 #![forbid(unsafe_code)]
 
@@ -30,7 +35,6 @@ use std::io::Write;
 use std::net::Shutdown;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -95,15 +99,26 @@ impl Default for CancelFlag {
     }
 }
 
-/// What the reader and the workers of one connection share.
+/// What the threads of one connection share.
 struct Conn {
     shared: Arc<Shared>,
     who: String,
     owner: Owner,
+    key: PeerKey,
     writer: Mutex<UnixStream>,
+    reading: Mutex<Reading>,
     in_flight: Mutex<HashMap<String, CancelFlag>>,
     refusals: Mutex<Refusals>,
     broken: AtomicBool,
+    /// Set once the reading side is done: every thread stops.
+    ended: AtomicBool,
+    /// Threads started besides the connection's own.
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    alive: AtomicUsize,
+    /// Threads queued for the reading side.
+    waiting: AtomicUsize,
+    /// Threads running a request (cancelled ones included).
+    busy: AtomicUsize,
 }
 
 impl Conn {
@@ -213,64 +228,11 @@ fn object(v: serde_json::Value) -> Map<String, serde_json::Value> {
     }
 }
 
-type Job = Box<dyn FnOnce() + Send>;
-
-/// The connection's workers.
-struct Pool {
-    jobs: Option<Sender<Job>>,
-    queue: Arc<Mutex<Receiver<Job>>>,
-    /// Jobs submitted and not yet finished.
-    pending: Arc<AtomicUsize>,
-    workers: Vec<std::thread::JoinHandle<()>>,
-}
-
-impl Pool {
-    fn new() -> Pool {
-        let (tx, rx) = mpsc::channel();
-        Pool {
-            jobs: Some(tx),
-            queue: Arc::new(Mutex::new(rx)),
-            pending: Arc::new(AtomicUsize::new(0)),
-            workers: vec![],
-        }
-    }
-
-    /// Whether the workers have as much work as they may hold (requests
-    /// in flight and cancelled ones still winding down).
-    fn full(&self) -> bool {
-        self.pending.load(Ordering::SeqCst) >= MAX_WORKERS
-    }
-
-    /// Runs `job` on a worker, starting one when all are busy.
-    fn submit(&mut self, who: &str, job: Job) {
-        let pending = self.pending.fetch_add(1, Ordering::SeqCst) + 1;
-        if pending > self.workers.len() && self.workers.len() < MAX_WORKERS {
-            let (queue, left) = (self.queue.clone(), self.pending.clone());
-            let spawned = std::thread::Builder::new().name("conn-worker".into()).spawn(move || {
-                loop {
-                    let job = queue.lock().unwrap_or_else(|e| e.into_inner()).recv();
-                    let Ok(job) = job else { return };
-                    job();
-                    left.fetch_sub(1, Ordering::SeqCst);
-                }
-            });
-            match spawned {
-                Ok(handle) => self.workers.push(handle),
-                Err(e) => crate::log_error!("{who}: cannot start a worker thread: {e}"),
-            }
-        }
-        if let Some(tx) = &self.jobs {
-            let _ = tx.send(job);
-        }
-    }
-
-    /// Lets the workers finish what they hold and waits for them.
-    fn finish(mut self) {
-        self.jobs = None;
-        for w in self.workers.drain(..) {
-            let _ = w.join();
-        }
-    }
+/// The connection's reading side: whichever thread holds it reads the next
+/// request.
+struct Reading {
+    reader: FrameReader,
+    stream: UnixStream,
 }
 
 /// Serves a version-2 connection until it closes, times out or misbehaves.
@@ -279,8 +241,8 @@ pub fn serve(
     who: String,
     key: PeerKey,
     owner: Owner,
-    mut reader: FrameReader,
-    mut stream: UnixStream,
+    reader: FrameReader,
+    stream: UnixStream,
 ) {
     let writer = match stream.try_clone() {
         Ok(w) => w,
@@ -293,32 +255,85 @@ pub fn serve(
         shared: shared.clone(),
         who,
         owner,
+        key,
         writer: Mutex::new(writer),
+        reading: Mutex::new(Reading { reader, stream }),
         in_flight: Mutex::new(HashMap::new()),
         refusals: Mutex::new(Refusals::default()),
         broken: AtomicBool::new(false),
+        ended: AtomicBool::new(false),
+        threads: Mutex::new(Vec::new()),
+        alive: AtomicUsize::new(1),
+        waiting: AtomicUsize::new(0),
+        busy: AtomicUsize::new(0),
     });
-    let mut pool = Pool::new();
-    read_loop(&conn, key, &mut reader, &mut stream, &mut pool);
-    conn.cancel_all();
-    pool.finish();
+    participate(&conn);
+    // The connection's slot is held until every thread has stopped.
+    loop {
+        let handles: Vec<_> = conn.threads.lock().unwrap_or_else(|e| e.into_inner()).drain(..).collect();
+        if handles.is_empty() {
+            break;
+        }
+        for h in handles {
+            let _ = h.join();
+        }
+    }
     if let Some(summary) = conn.refusals.lock().unwrap_or_else(|e| e.into_inner()).summary() {
         crate::log_info!("audit {} {summary}", conn.who);
     }
 }
 
-fn read_loop(
-    conn: &Arc<Conn>,
-    key: PeerKey,
-    reader: &mut FrameReader,
-    stream: &mut UnixStream,
-    pool: &mut Pool,
-) {
+/// One thread of the connection (leader/follower): take the reading side,
+/// read until a request to run, hand the reading side to the next thread
+/// (starting one when none waits), run the request, answer, and queue for
+/// the reading side again. So a request runs on the thread that read it
+/// (no hand-off on the way), and while it runs another thread reads.
+fn participate(conn: &Arc<Conn>) {
+    loop {
+        conn.waiting.fetch_add(1, Ordering::SeqCst);
+        let mut reading = conn.reading.lock().unwrap_or_else(|e| e.into_inner());
+        conn.waiting.fetch_sub(1, Ordering::SeqCst);
+        if conn.ended.load(Ordering::SeqCst) {
+            return;
+        }
+        let next = next_request(conn, &mut reading);
+        if next.is_none() {
+            conn.ended.store(true, Ordering::SeqCst);
+            conn.cancel_all();
+            let _ = reading.stream.shutdown(Shutdown::Read);
+        }
+        drop(reading);
+        let Some((req, flag, started)) = next else { return };
+        if conn.waiting.load(Ordering::SeqCst) == 0 && conn.alive.load(Ordering::SeqCst) < MAX_WORKERS + 1 {
+            let c = conn.clone();
+            c.alive.fetch_add(1, Ordering::SeqCst);
+            let spawned = std::thread::Builder::new().name("conn-worker".into()).spawn({
+                let c = c.clone();
+                move || participate(&c)
+            });
+            match spawned {
+                Ok(h) => c.threads.lock().unwrap_or_else(|e| e.into_inner()).push(h),
+                Err(e) => {
+                    c.alive.fetch_sub(1, Ordering::SeqCst);
+                    crate::log_error!("{}: cannot start a thread: {e}", c.who);
+                }
+            }
+        }
+        conn.busy.fetch_add(1, Ordering::SeqCst);
+        conn.run(req, flag, started);
+        conn.busy.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Reads frames until one is a request to run (answering the others
+/// here: refusals, `cancel`); `None` when the connection ends.
+fn next_request(conn: &Arc<Conn>, reading: &mut Reading) -> Option<(Request, CancelFlag, Instant)> {
     let shared = &conn.shared;
     let idle = shared.config.idle_timeout;
+    let Reading { reader, stream } = reading;
     loop {
         if shared.stopping.load(Ordering::SeqCst) || conn.broken.load(Ordering::SeqCst) {
-            return;
+            return None;
         }
         let body = match reader.next(stream, idle) {
             Ok(b) => b,
@@ -331,16 +346,16 @@ fn read_loop(
                     "unknown",
                     message::error_response("unknown", ErrorCode::InvalidRequest, &e.to_string(), None),
                 );
-                return;
+                return None;
             }
             Err(e) => {
                 crate::log_debug!("{} closed: {e:?}", conn.who);
-                return;
+                return None;
             }
         };
         let started = Instant::now();
         let parsed = message::parse_request(body);
-        if !shared.limits.allow(key) {
+        if !shared.limits.allow(conn.key) {
             let (id, op) = match &parsed {
                 Ok(req) => (req.id.as_str(), req.op.name()),
                 Err(e) => (e.id.as_str(), "invalid"),
@@ -362,24 +377,22 @@ fn read_loop(
             continue;
         }
         let flag = CancelFlag::new();
-        {
-            let mut in_flight = conn.in_flight();
-            let refused = if in_flight.contains_key(&req.id) {
-                Some(wire::DUPLICATE_ID)
-            } else if in_flight.len() >= MAX_IN_FLIGHT || pool.full() {
-                Some(wire::TOO_MANY_IN_FLIGHT)
-            } else {
-                in_flight.insert(req.id.clone(), flag.clone());
-                None
-            };
-            drop(in_flight);
-            if let Some(e) = refused {
+        let mut in_flight = conn.in_flight();
+        let refused = if in_flight.contains_key(&req.id) {
+            Some(wire::DUPLICATE_ID)
+        } else if in_flight.len() >= MAX_IN_FLIGHT || conn.busy.load(Ordering::SeqCst) >= MAX_WORKERS {
+            Some(wire::TOO_MANY_IN_FLIGHT)
+        } else {
+            in_flight.insert(req.id.clone(), flag.clone());
+            None
+        };
+        drop(in_flight);
+        match refused {
+            Some(e) => {
                 conn.send(&req.id, wire_error(&req.id, e));
                 conn.audit(req.op.name(), "-", e.code.as_str(), started);
-                continue;
             }
+            None => return Some((req, flag, started)),
         }
-        let worker_conn = conn.clone();
-        pool.submit(&conn.who, Box::new(move || worker_conn.run(req, flag, started)));
     }
 }

@@ -3,9 +3,10 @@
 from the sandbox over the socket (`oauth_initiate`, `oauth_exchange`,
 `oauth_poll`, `oauth_cancel`).
 
-It reads both spellings the daemon sends (`session_id`/`sessionId`,
-`verification_url`/`verification_uri`, the `token` object or the flat
-token fields), as llxprt-code's adapter does. A flow that fails
+Requests are encoded by [`Op::payload`] and answers decoded by
+[`Answer::decode`], which reads both spellings the daemon may send
+(`session_id`/`sessionId`, `verification_url`/`verification_uri`, the
+`token` object or the flat token fields), as llxprt-code's adapter does. A flow that fails
 (`status:"error"`) becomes [`Error::Remote`] with the flow's code and
 "Authentication failed: ...". What the caller gets is only what the user
 must see (the URL, the user code) and, at the end, the sanitized token.
@@ -21,16 +22,9 @@ use serde_json::{Map, Value};
 use super::socket::ProxySocketClient;
 use crate::error::{Error, Result};
 use crate::oauth::{FlowType, Initiated, Poll};
+use crate::protocol::answer::{Answer, PollState};
+use crate::protocol::message::Op;
 use crate::store::names::{check_bucket, check_provider};
-
-/// Poll interval when the daemon suggests none: llxprt-code's adapter
-/// defaults (device 5 s, browser 2 s).
-fn default_interval(flow: FlowType) -> Duration {
-    match flow {
-        FlowType::BrowserRedirect => Duration::from_secs(2),
-        _ => Duration::from_secs(5),
-    }
-}
 
 /// A login that has started: what to show the user.
 #[derive(Clone)]
@@ -136,27 +130,8 @@ pub struct ProxyOAuthAdapter {
     client: Arc<ProxySocketClient>,
 }
 
-fn text(data: &Map<String, Value>, names: &[&str]) -> Option<String> {
-    names
-        .iter()
-        .find_map(|n| data.get(*n).and_then(Value::as_str))
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-}
-
 fn malformed(what: &str) -> Error {
     Error::Connection(format!("Malformed OAuth answer from the credential proxy: {what}"))
-}
-
-/// The token of a `complete` poll: the `token` object, else the flat fields.
-fn token_of(mut data: Map<String, Value>) -> Map<String, Value> {
-    match data.remove("token") {
-        Some(Value::Object(t)) => t,
-        _ => {
-            data.remove("status");
-            data
-        }
-    }
 }
 
 impl ProxyOAuthAdapter {
@@ -166,71 +141,59 @@ impl ProxyOAuthAdapter {
     }
 }
 
+impl ProxyOAuthAdapter {
+    /// Sends `op` and decodes its answer.
+    fn ask(&self, op: &Op) -> Result<Answer> {
+        let data = self.client.request(op.name(), Value::Object(op.payload()))?.into_data()?;
+        Answer::decode(op.name(), data).map_err(|m| malformed(m.0))
+    }
+}
+
 impl LoginDriver for ProxyOAuthAdapter {
     fn initiate(&self, provider: &str, bucket: Option<&str>, flow: Option<FlowType>) -> Result<LoginStart> {
         check_provider(provider)?;
-        let mut payload = Map::new();
-        payload.insert("provider".into(), provider.into());
         if let Some(b) = bucket {
             check_bucket(b)?;
-            payload.insert("bucket".into(), b.into());
         }
-        if let Some(f) = flow {
-            payload.insert("flow_type".into(), f.as_str().into());
+        let op = Op::OauthInitiate {
+            provider: provider.to_owned(),
+            bucket: bucket.map(str::to_owned),
+            flow_type: flow,
+        };
+        match self.ask(&op)? {
+            Answer::Initiated(i) => Ok(LoginStart {
+                session_id: i.session_id,
+                flow: i.flow,
+                auth_url: i.auth_url,
+                user_code: i.user_code,
+                verification_url_complete: i.verification_uri_complete,
+                poll_interval: i.poll_interval,
+            }),
+            _ => Err(malformed("not a started login")),
         }
-        let data = self.client.request("oauth_initiate", Value::Object(payload))?.into_data()?;
-        let session_id =
-            text(&data, &["session_id", "sessionId"]).ok_or_else(|| malformed("no session_id"))?;
-        let flow = text(&data, &["flow_type", "mode"])
-            .and_then(|f| FlowType::parse(&f))
-            .ok_or_else(|| malformed("no known flow_type"))?;
-        let auth_url = text(&data, &["auth_url", "verification_url", "verification_uri"])
-            .ok_or_else(|| malformed("no URL to open"))?;
-        let poll_interval = data
-            .get("pollIntervalMs")
-            .and_then(Value::as_u64)
-            .map(Duration::from_millis)
-            .unwrap_or_else(|| default_interval(flow));
-        Ok(LoginStart {
-            session_id,
-            flow,
-            auth_url,
-            user_code: text(&data, &["user_code"]),
-            verification_url_complete: text(&data, &["verification_uri_complete"]),
-            poll_interval,
-        })
     }
 
     fn exchange(&self, session_id: &str, code: &str) -> Result<Map<String, Value>> {
-        let payload = serde_json::json!({ "session_id": session_id, "code": code });
-        self.client.request("oauth_exchange", payload)?.into_data()
+        let op = Op::OauthExchange { session_id: session_id.to_owned(), code: code.to_owned() };
+        match self.ask(&op)? {
+            Answer::Token(t) => Ok(t),
+            _ => Err(malformed("not a token")),
+        }
     }
 
     fn poll(&self, session_id: &str) -> Result<LoginPoll> {
-        let data = self
-            .client
-            .request("oauth_poll", serde_json::json!({ "session_id": session_id }))?
-            .into_data()?;
-        match data.get("status").and_then(Value::as_str) {
-            Some("pending") => {
-                let ms = data.get("pollIntervalMs").and_then(Value::as_u64);
-                let secs = data.get("interval").and_then(Value::as_u64).map(|s| s * 1000);
-                Ok(LoginPoll::Pending(Duration::from_millis(ms.or(secs).unwrap_or(2000))))
+        match self.ask(&Op::OauthPoll { session_id: session_id.to_owned() })? {
+            Answer::Polled(PollState::Pending(interval)) => Ok(LoginPoll::Pending(interval)),
+            Answer::Polled(PollState::Complete(token)) => Ok(LoginPoll::Complete(token)),
+            Answer::Polled(PollState::Failed { code, message }) => {
+                Err(Error::Remote { code, message: format!("Authentication failed: {message}") })
             }
-            Some("complete") => Ok(LoginPoll::Complete(token_of(data))),
-            Some("error") => Err(Error::Remote {
-                code: text(&data, &["code"]).unwrap_or_else(|| "UNKNOWN".into()),
-                message: format!("Authentication failed: {}", text(&data, &["error"]).unwrap_or_default()),
-            }),
             _ => Err(malformed("no known status")),
         }
     }
 
     fn cancel(&self, session_id: &str) -> Result<()> {
-        self.client
-            .request("oauth_cancel", serde_json::json!({ "session_id": session_id }))?
-            .into_data()
-            .map(|_| ())
+        self.ask(&Op::OauthCancel { session_id: session_id.to_owned() }).map(drop)
     }
 }
 
@@ -240,16 +203,14 @@ mod tests {
 
     #[test]
     fn a_complete_poll_yields_the_token_object_or_the_flat_fields() {
+        let token = |v: Value| match Answer::decode("oauth_poll", v.as_object().unwrap().clone()) {
+            Ok(Answer::Polled(PollState::Complete(t))) => Value::Object(t),
+            other => panic!("{other:?}"),
+        };
         let both = serde_json::json!({"status":"complete","access_token":"a","token":{"access_token":"a","expiry":1}});
-        assert_eq!(
-            Value::Object(token_of(both.as_object().unwrap().clone())),
-            serde_json::json!({"access_token":"a","expiry":1})
-        );
+        assert_eq!(token(both), serde_json::json!({"access_token":"a","expiry":1}));
         let flat = serde_json::json!({"status":"complete","access_token":"a"});
-        assert_eq!(
-            Value::Object(token_of(flat.as_object().unwrap().clone())),
-            serde_json::json!({"access_token":"a"})
-        );
+        assert_eq!(token(flat), serde_json::json!({"access_token":"a"}));
         let start = LoginStart {
             session_id: "0123456789abcdef".into(),
             flow: FlowType::DeviceCode,

@@ -8,7 +8,7 @@ The life of a client:
   the client holds one); later requests carry the negotiated version.
 - Each request has a fresh UUID as its id; the answer must carry the same
   id. Under protocol version 1 requests go one at a time (a mutex around
-  the connection). Under version 2 ([`super::mux`]) requests from several
+  the connection). Under version 2 (the `mux` module) requests from several
   threads go out at once on the one connection, and a request that times
   out sends `cancel` for itself and fails alone ("Request timed out after
   N ms"), the connection staying up.

@@ -24,10 +24,12 @@ rules and messages.
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 use super::socket::{ProxySocketClient, Response};
 use crate::error::{Error, Result};
+use crate::protocol::answer::Answer;
+use crate::protocol::message::Op;
 use crate::secret::SecretString;
 use crate::store::names::{DEFAULT_BUCKET, check_bucket, check_key_name, check_provider};
 use crate::store::{BucketStats, KeyStore, RefreshLock, TokenStore};
@@ -41,18 +43,25 @@ const NOT_FOUND: &str = "NOT_FOUND";
 
 /// `{"provider":P}` plus `"bucket":B` when a bucket is named, after the
 /// name checks.
-fn target(provider: &str, bucket: Option<&str>) -> Result<Map<String, Value>> {
+/// Checks a provider and bucket with the host store's rules.
+fn checked(provider: &str, bucket: Option<&str>) -> Result<(String, Option<String>)> {
     check_provider(provider)?;
-    let mut payload = Map::new();
-    payload.insert("provider".into(), Value::String(provider.to_owned()));
     if let Some(b) = bucket {
         check_bucket(b)?;
-        payload.insert("bucket".into(), Value::String(b.to_owned()));
     }
-    Ok(payload)
+    Ok((provider.to_owned(), bucket.map(str::to_owned)))
 }
 
-/// `None` for `NOT_FOUND`, the data for success, [`Error::Remote`] otherwise.
+/// Sends `op` through `client`.
+fn ask(client: &ProxySocketClient, op: &Op) -> Result<Response> {
+    client.request(op.name(), Value::Object(op.payload()))
+}
+
+/// The typed `data` of `op`'s answer.
+fn decode(op: &Op, data: Map<String, Value>) -> Result<Answer> {
+    Answer::decode(op.name(), data).map_err(|_| malformed(op.name()))
+}
+
 fn found(response: Response) -> Result<Option<Map<String, Value>>> {
     match response {
         Response::Err { code, .. } if code == NOT_FOUND => Ok(None),
@@ -65,12 +74,6 @@ fn malformed(op: &str) -> Error {
 }
 
 /// The string list in `data[field]`.
-fn string_list(data: &Map<String, Value>, field: &str, op: &str) -> Result<Vec<String>> {
-    let Some(Value::Array(items)) = data.get(field) else { return Err(malformed(op)) };
-    items.iter().map(|v| v.as_str().map(str::to_owned).ok_or_else(|| malformed(op))).collect()
-}
-
-/// A [`TokenStore`] answered by the daemon.
 #[derive(Debug, Clone)]
 pub struct ProxyTokenStore {
     client: Arc<ProxySocketClient>,
@@ -86,54 +89,61 @@ impl ProxyTokenStore {
     pub fn client(&self) -> &Arc<ProxySocketClient> {
         &self.client
     }
-
-    fn call(&self, op: &str, payload: Map<String, Value>) -> Result<Response> {
-        self.client.request(op, Value::Object(payload))
-    }
 }
 
 impl TokenStore for ProxyTokenStore {
-    /// Sends the token without its `refresh_token`: the daemon ignores one
-    /// from the socket anyway, and keeps the stored one when it merges.
     fn save_token(&self, provider: &str, bucket: Option<&str>, token: &OAuthToken) -> Result<()> {
-        let mut payload = target(provider, bucket)?;
-        payload.insert("token".into(), Value::Object(token.sanitize().into_map()));
-        self.call("save_token", payload)?.into_data().map(drop)
+        let (provider, bucket) = checked(provider, bucket)?;
+        let op = Op::SaveToken { provider, bucket, token: token.sanitize().into_map() };
+        ask(&self.client, &op)?.into_data().map(drop)
     }
 
     fn get_token(&self, provider: &str, bucket: Option<&str>) -> Result<Option<OAuthToken>> {
-        let Some(data) = found(self.call("get_token", target(provider, bucket)?)?)? else { return Ok(None) };
-        Ok(Some(OAuthToken::from_map(data)?))
+        let (provider, bucket) = checked(provider, bucket)?;
+        let op = Op::GetToken { provider, bucket };
+        let Some(data) = found(ask(&self.client, &op)?)? else { return Ok(None) };
+        match decode(&op, data)? {
+            Answer::Token(t) => Ok(Some(OAuthToken::from_map(t)?)),
+            _ => Err(malformed(op.name())),
+        }
     }
 
     fn remove_token(&self, provider: &str, bucket: Option<&str>) -> Result<()> {
-        found(self.call("remove_token", target(provider, bucket)?)?).map(drop)
+        let (provider, bucket) = checked(provider, bucket)?;
+        found(ask(&self.client, &Op::RemoveToken { provider, bucket })?).map(drop)
     }
 
     fn list_providers(&self) -> Result<Vec<String>> {
-        let data = self.call("list_providers", Map::new())?.into_data()?;
-        string_list(&data, "providers", "list_providers")
+        let op = Op::ListProviders;
+        match decode(&op, ask(&self.client, &op)?.into_data()?)? {
+            Answer::Providers(l) => Ok(l),
+            _ => Err(malformed(op.name())),
+        }
     }
 
     fn list_buckets(&self, provider: &str) -> Result<Vec<String>> {
-        let data = self.call("list_buckets", target(provider, None)?)?.into_data()?;
-        string_list(&data, "buckets", "list_buckets")
+        let (provider, _) = checked(provider, None)?;
+        let op = Op::ListBuckets { provider };
+        match decode(&op, ask(&self.client, &op)?.into_data()?)? {
+            Answer::Buckets(l) => Ok(l),
+            _ => Err(malformed(op.name())),
+        }
     }
 
-    /// The daemon keeps no usage figures: the counters it sends (zeros)
-    /// are passed on, and the bucket is the one asked for.
     fn get_bucket_stats(&self, provider: &str, bucket: Option<&str>) -> Result<Option<BucketStats>> {
-        let Some(data) = found(self.call("get_bucket_stats", target(provider, bucket)?)?)? else {
-            return Ok(None);
-        };
-        Ok(Some(BucketStats {
-            bucket: bucket.unwrap_or(DEFAULT_BUCKET).to_owned(),
-            request_count: data.get("requestCount").and_then(Value::as_u64).unwrap_or(0),
-            percentage: data.get("percentage").and_then(Value::as_f64).unwrap_or(0.0),
-        }))
+        let (provider, bucket) = checked(provider, bucket)?;
+        let op = Op::GetBucketStats { provider, bucket: bucket.clone() };
+        let Some(data) = found(ask(&self.client, &op)?)? else { return Ok(None) };
+        match decode(&op, data)? {
+            Answer::Stats { request_count, percentage, .. } => Ok(Some(BucketStats {
+                bucket: bucket.unwrap_or_else(|| DEFAULT_BUCKET.to_owned()),
+                request_count,
+                percentage,
+            })),
+            _ => Err(malformed(op.name())),
+        }
     }
 
-    /// A no-op: refreshes happen on the host, under the daemon's lock.
     fn acquire_refresh_lock(&self, _: &str, _: Option<&str>, _: Duration) -> Result<RefreshLock> {
         Ok(RefreshLock::none())
     }
@@ -156,9 +166,9 @@ impl ProxyProviderKeyStorage {
         &self.client
     }
 
-    fn call(&self, op: &str, name: &str) -> Result<Response> {
+    fn key_op(name: &str, make: fn(String) -> Op) -> Result<Op> {
         check_key_name(name)?;
-        self.client.request(op, json!({ "name": name }))
+        Ok(make(name.to_owned()))
     }
 }
 
@@ -169,10 +179,11 @@ impl KeyStore for ProxyProviderKeyStorage {
     }
 
     fn get_key(&self, name: &str) -> Result<Option<SecretString>> {
-        let Some(mut data) = found(self.call("get_api_key", name)?)? else { return Ok(None) };
-        match data.remove("key") {
-            Some(Value::String(key)) => Ok(Some(SecretString::new(key))),
-            _ => Err(malformed("get_api_key")),
+        let op = Self::key_op(name, |name| Op::GetApiKey { name })?;
+        let Some(data) = found(ask(&self.client, &op)?)? else { return Ok(None) };
+        match decode(&op, data)? {
+            Answer::Key(key) => Ok(Some(SecretString::new(key))),
+            _ => Err(malformed(op.name())),
         }
     }
 
@@ -182,29 +193,37 @@ impl KeyStore for ProxyProviderKeyStorage {
     }
 
     fn list_keys(&self) -> Result<Vec<String>> {
-        let data = self.client.request("list_api_keys", Value::Null)?.into_data()?;
-        string_list(&data, "keys", "list_api_keys")
+        let op = Op::ListApiKeys;
+        match decode(&op, ask(&self.client, &op)?.into_data()?)? {
+            Answer::Keys(l) => Ok(l),
+            _ => Err(malformed(op.name())),
+        }
     }
 
     fn has_key(&self, name: &str) -> Result<bool> {
-        let data = self.call("has_api_key", name)?.into_data()?;
-        data.get("exists").and_then(Value::as_bool).ok_or_else(|| malformed("has_api_key"))
+        let op = Self::key_op(name, |name| Op::HasApiKey { name })?;
+        match decode(&op, ask(&self.client, &op)?.into_data()?)? {
+            Answer::Exists(e) => Ok(e),
+            _ => Err(malformed(op.name())),
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn payloads_omit_an_absent_bucket_and_check_names() {
-        assert_eq!(Value::Object(target("anthropic", None).unwrap()), json!({"provider":"anthropic"}));
-        assert_eq!(
-            Value::Object(target("codex", Some("work")).unwrap()),
-            json!({"provider":"codex","bucket":"work"})
-        );
-        assert!(matches!(target("../x", None), Err(Error::Store(_))));
-        assert!(matches!(target("a", Some("b/c")), Err(Error::Store(_))));
+        let payload = |p: &str, b: Option<&str>| {
+            let (provider, bucket) = checked(p, b)?;
+            Ok::<_, Error>(Value::Object(Op::GetToken { provider, bucket }.payload()))
+        };
+        assert_eq!(payload("anthropic", None).unwrap(), json!({"provider":"anthropic"}));
+        assert_eq!(payload("codex", Some("work")).unwrap(), json!({"provider":"codex","bucket":"work"}));
+        assert!(matches!(payload("../x", None), Err(Error::Store(_))));
+        assert!(matches!(payload("a", Some("b/c")), Err(Error::Store(_))));
     }
 
     #[test]
@@ -223,10 +242,14 @@ mod tests {
     #[test]
     fn lists_must_be_string_arrays() {
         let data = |v: Value| v.as_object().unwrap().clone();
-        assert_eq!(string_list(&data(json!({"keys":["a","b"]})), "keys", "op").unwrap(), ["a", "b"]);
+        let op = Op::ListApiKeys;
+        assert_eq!(
+            decode(&op, data(json!({"keys":["a","b"]}))).unwrap(),
+            Answer::Keys(vec!["a".into(), "b".into()])
+        );
         for bad in [json!({}), json!({"keys":"a"}), json!({"keys":[1]})] {
             assert_eq!(
-                string_list(&data(bad), "keys", "list_api_keys").unwrap_err().to_string(),
+                decode(&op, data(bad)).unwrap_err().to_string(),
                 "Malformed list_api_keys response from proxy"
             );
         }

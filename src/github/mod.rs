@@ -614,7 +614,7 @@ fn watch(config: &GithubConfig, gh: &Gh<'_>, argv: &[String]) -> Result<Map<Stri
             break;
         }
     }
-    let mut data = shape::checks(&last);
+    let mut data = shape::watch_checks(&last);
     data.insert("concluded".into(), json!(concluded));
     data.insert("cancelled".into(), json!(gh.cancelled()));
     data.insert("elapsedMs".into(), json!(started.elapsed().as_secs_f64() * 1000.0));

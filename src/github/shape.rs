@@ -179,8 +179,18 @@ pub fn diff(text: &str) -> Map<String, Value> {
     }))
 }
 
-/// `pr.checks`: the rows and the counts by bucket.
+/// `pr.checks`: the rows and the counts of the four usual buckets (a
+/// watch's summary also counts every other bucket seen, as llxprt-code's).
 pub fn checks(out: &Value) -> Map<String, Value> {
+    checks_counting(out, false)
+}
+
+/// [`checks`] for a watch.
+pub fn watch_checks(out: &Value) -> Map<String, Value> {
+    checks_counting(out, true)
+}
+
+fn checks_counting(out: &Value, every_bucket: bool) -> Map<String, Value> {
     let rows: Vec<Value> = out
         .as_array()
         .map(|items| {
@@ -193,10 +203,13 @@ pub fn checks(out: &Value) -> Map<String, Value> {
         .unwrap_or_default();
     let mut summary = object(json!({"pass": 0, "fail": 0, "pending": 0, "skipping": 0}));
     for r in &rows {
-        if let Some(b) = r.get("bucket").and_then(Value::as_str)
-            && let Some(n) = summary.get_mut(b)
-        {
-            *n = json!(n.as_u64().unwrap_or(0) + 1);
+        let Some(b) = r.get("bucket").and_then(Value::as_str) else { continue };
+        match summary.get_mut(b) {
+            Some(n) => *n = json!(n.as_u64().unwrap_or(0) + 1),
+            None if every_bucket && !b.is_empty() => {
+                summary.insert(b.to_owned(), json!(1));
+            }
+            None => {}
         }
     }
     object(json!({"checks": rows, "summary": summary}))
@@ -266,6 +279,16 @@ mod tests {
             object(json!({"url":"https://github.com/o/r/issues/12","number":12}))
         );
         assert_eq!(created("done\n")["number"], Value::Null);
+    }
+
+    #[test]
+    fn a_watch_counts_every_bucket() {
+        let rows = json!([{"bucket":"pass"},{"bucket":"cancel"},{"bucket":"cancel"}]);
+        assert_eq!(checks(&rows)["summary"], json!({"pass":1,"fail":0,"pending":0,"skipping":0}));
+        assert_eq!(
+            watch_checks(&rows)["summary"],
+            json!({"pass":1,"fail":0,"pending":0,"skipping":0,"cancel":2})
+        );
     }
 
     #[test]

@@ -586,7 +586,7 @@ impl CallbackConn {
         if now >= self.deadline { CallbackRead::Dropped } else { CallbackRead::Waiting }
     }
 
-    /// Sorts the complete request (see [`classify_callback`]); the stream,
+    /// Sorts the complete request (as `classify_callback` does); the stream,
     /// blocking again with a short write deadline, to answer on.
     pub fn finish(self, path: &str, state: &str) -> (TcpStream, Callback) {
         let mut stream = self.stream;

@@ -105,41 +105,7 @@ pub struct Provider {
     pub login: Login,
 }
 
-/// A login flow, named as on the wire (`flow_type`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FlowType {
-    /// Authorization code with PKCE; the user pastes `code#state` back
-    /// (`oauth_exchange`).
-    PkceRedirect,
-    /// Device authorization; the host polls the provider in the background
-    /// (`oauth_poll`).
-    DeviceCode,
-    /// Authorization code with PKCE; the browser comes back to a listener
-    /// on the host's loopback (`oauth_poll`).
-    BrowserRedirect,
-}
-
-impl FlowType {
-    /// The wire name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FlowType::PkceRedirect => "pkce_redirect",
-            FlowType::DeviceCode => "device_code",
-            FlowType::BrowserRedirect => "browser_redirect",
-        }
-    }
-
-    /// Parses a wire name (llxprt-code's adapter also says `pkce`).
-    pub fn parse(s: &str) -> Option<FlowType> {
-        match s {
-            "pkce_redirect" | "pkce" => Some(FlowType::PkceRedirect),
-            "device_code" | "device" => Some(FlowType::DeviceCode),
-            "browser_redirect" | "browser" => Some(FlowType::BrowserRedirect),
-            _ => None,
-        }
-    }
-}
+pub use crate::protocol::names::FlowType;
 
 /// Which device authorization protocol a provider speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]

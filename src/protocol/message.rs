@@ -8,9 +8,9 @@ a wrong type or a hostile name never reaches a store: it becomes
 
 use serde_json::{Map, Value, json};
 
+pub use super::names::FlowType;
+use super::names::{is_valid_key_name, is_valid_provider_name};
 use super::{MAX_PROTOCOL_VERSION, PROTOCOL_VERSION};
-pub use crate::oauth::provider::FlowType;
-use crate::store::names::{is_valid_key_name, is_valid_provider_name};
 
 /// Wire error codes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -362,6 +362,64 @@ impl Op {
     }
 }
 
+impl Op {
+    /// The request's `payload`, as a client sends it (the inverse of
+    /// [`parse_request`]; an absent bucket or flow is left out).
+    pub fn payload(&self) -> Map<String, Value> {
+        let mut p = Map::new();
+        let mut put = |k: &str, v: Value| {
+            p.insert(k.to_owned(), v);
+        };
+        let target = |put: &mut dyn FnMut(&str, Value), provider: &str, bucket: &Option<String>| {
+            put("provider", json!(provider));
+            if let Some(b) = bucket {
+                put("bucket", json!(b));
+            }
+        };
+        match self {
+            Op::GetToken { provider, bucket }
+            | Op::RemoveToken { provider, bucket }
+            | Op::GetBucketStats { provider, bucket }
+            | Op::RefreshToken { provider, bucket } => target(&mut put, provider, bucket),
+            Op::SaveToken { provider, bucket, token } => {
+                target(&mut put, provider, bucket);
+                put("token", Value::Object(token.clone()));
+            }
+            Op::OauthInitiate { provider, bucket, flow_type } => {
+                target(&mut put, provider, bucket);
+                if let Some(f) = flow_type {
+                    put("flow_type", json!(f.as_str()));
+                }
+            }
+            Op::ListBuckets { provider } => put("provider", json!(provider)),
+            Op::GetApiKey { name } | Op::HasApiKey { name } => put("name", json!(name)),
+            Op::ListProviders | Op::ListApiKeys => {}
+            Op::OauthExchange { session_id, code } => {
+                put("session_id", json!(session_id));
+                put("code", json!(code));
+            }
+            Op::OauthPoll { session_id } | Op::OauthCancel { session_id } => {
+                put("session_id", json!(session_id))
+            }
+            Op::Cancel { target_id } => put("targetId", json!(target_id)),
+            Op::Github { op, params } => {
+                put("op", json!(op));
+                for (k, v) in params {
+                    put(k, v.clone());
+                }
+            }
+        }
+        p
+    }
+}
+
+/// A request frame's body for protocol `version`.
+pub fn encode_request(version: u64, req: &Request) -> Vec<u8> {
+    to_bytes(
+        json!({"v": version, "id": req.id, "op": req.op.name(), "payload": Value::Object(req.op.payload())}),
+    )
+}
+
 /// Largest token object `save_token` accepts, as JSON text (SPEC §11.2).
 pub const MAX_SAVED_TOKEN_BYTES: usize = 16 * 1024;
 /// Largest `access_token` `save_token` accepts (SPEC §11.2).
@@ -565,6 +623,52 @@ mod tests {
 
     fn req(s: &str) -> Result<Request, RequestError> {
         parse_request(s.as_bytes())
+    }
+
+    #[test]
+    fn every_request_encodes_to_what_the_parser_reads_back() {
+        let token: Map<String, Value> = serde_json::from_value(
+            json!({"access_token":"at","expiry": crate::token::now_unix_seconds() + 60.0,"token_type":"Bearer"}),
+        )
+        .unwrap();
+        let ops = [
+            Op::GetToken { provider: "codex".into(), bucket: None },
+            Op::SaveToken { provider: "codex".into(), bucket: Some("work".into()), token },
+            Op::RemoveToken { provider: "codex".into(), bucket: Some("w".into()) },
+            Op::ListProviders,
+            Op::ListBuckets { provider: "codex".into() },
+            Op::GetBucketStats { provider: "codex".into(), bucket: None },
+            Op::GetApiKey { name: "K".into() },
+            Op::ListApiKeys,
+            Op::HasApiKey { name: "K".into() },
+            Op::RefreshToken { provider: "codex".into(), bucket: None },
+            Op::OauthInitiate {
+                provider: "codex".into(),
+                bucket: None,
+                flow_type: Some(FlowType::DeviceCode),
+            },
+            Op::OauthExchange { session_id: "s".into(), code: "c#s".into() },
+            Op::OauthPoll { session_id: "s".into() },
+            Op::OauthCancel { session_id: "s".into() },
+            Op::Cancel { target_id: "t".into() },
+            Op::Github {
+                op: "issue.view".into(),
+                params: serde_json::from_value(json!({"number":7})).unwrap(),
+            },
+        ];
+        for op in ops {
+            let req = Request { id: "r1".into(), op };
+            let bytes = encode_request(2, &req);
+            assert_eq!(parse_request(&bytes).unwrap(), req, "{}", String::from_utf8_lossy(&bytes));
+        }
+        let fixed = encode_request(
+            1,
+            &Request { id: "a".into(), op: Op::GetToken { provider: "p".into(), bucket: Some("b".into()) } },
+        );
+        assert_eq!(
+            serde_json::from_slice::<Value>(&fixed).unwrap(),
+            json!({"v":1,"id":"a","op":"get_token","payload":{"provider":"p","bucket":"b"}})
+        );
     }
 
     #[test]

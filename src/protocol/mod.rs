@@ -1,6 +1,7 @@
 /*!
 The wire protocol, pure: bytes in, typed values out, and back. No sockets,
-no stores. The server reads frames with [`frame`], parses them with
+no stores, and no dependency on the OAuth or store modules: the names on the
+wire (flow types, name rules) live here, in [`names`]. The server reads frames with [`frame`], parses them with
 [`message`], and writes the answers [`message`] builds.
 
 A frame is a 4-byte big-endian length N followed by N bytes of UTF-8 JSON
@@ -12,9 +13,11 @@ response: in order under version 1, as each finishes under version 2.
 */
 #![forbid(unsafe_code)]
 
+pub mod answer;
 pub mod frame;
 pub mod github;
 pub mod message;
+pub mod names;
 
 pub use frame::{FrameError, HEADER_LEN, MAX_FRAME_LEN, encode_frame, frame_len};
 pub use message::{ErrorCode, HandshakeRequest, Op, Request, RequestError};

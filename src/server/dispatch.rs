@@ -20,12 +20,13 @@ session by a short prefix of its id only.
 
 use std::time::Duration;
 
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 use super::concurrent::CancelFlag;
 use super::{Shared, wire};
 use crate::error::Error;
-use crate::oauth::{FlowType, Initiated, LoginError, Owner, Poll, RefreshError};
+use crate::oauth::{Initiated, LoginError, Owner, Poll, RefreshError};
+use crate::protocol::answer::{Answer, Initiation, PollState};
 use crate::protocol::message::{self, ErrorCode, Op, Request};
 use crate::store::names::DEFAULT_BUCKET;
 use crate::store::{KeyStore, TokenStore};
@@ -36,18 +37,12 @@ pub const LOCK_WAIT: Duration = Duration::from_secs(30);
 
 type Reply = (Vec<u8>, &'static str, String);
 
-fn object(v: Value) -> Map<String, Value> {
-    match v {
-        Value::Object(m) => m,
-        _ => Map::new(),
-    }
-}
-
 fn target(provider: &str, bucket: &Option<String>) -> String {
     format!("{provider}:{}", bucket.as_deref().unwrap_or(DEFAULT_BUCKET))
 }
 
-fn ok(id: &str, data: Map<String, Value>, target: String) -> Reply {
+fn ok(id: &str, answer: Answer, target: String) -> Reply {
+    let data = answer.encode();
     (message::ok_response(id, data), "ok", target)
 }
 
@@ -69,46 +64,30 @@ fn login_failed(id: &str, e: &LoginError, target: String) -> Reply {
     fail(id, wire::login(e, &target), target)
 }
 
-/// `oauth_initiate`'s data: the plan's fields and llxprt-code's.
-fn initiated(i: &Initiated) -> Map<String, Value> {
-    let mut data = object(json!({
-        "session_id": i.session_id,
-        "flow_type": i.flow.as_str(),
-        "auth_url": i.auth_url,
-        "pollIntervalMs": i.poll_interval.as_millis() as u64,
-        "expires_in": i.expires_in.as_secs(),
-    }));
-    if i.flow == FlowType::DeviceCode {
-        data.insert("user_code".into(), json!(i.user_code));
-        data.insert("verification_url".into(), json!(i.verification_uri));
-        data.insert("verification_uri".into(), json!(i.verification_uri));
-        if let Some(c) = &i.verification_uri_complete {
-            data.insert("verification_uri_complete".into(), json!(c));
-        }
-    }
-    data
+/// `oauth_initiate`'s answer.
+fn initiated(i: &Initiated) -> Answer {
+    Answer::Initiated(Initiation {
+        session_id: i.session_id.clone(),
+        flow: i.flow,
+        auth_url: i.auth_url.clone(),
+        poll_interval: i.poll_interval,
+        expires_in: i.expires_in.as_secs(),
+        user_code: i.user_code.clone(),
+        verification_uri: i.verification_uri.clone(),
+        verification_uri_complete: i.verification_uri_complete.clone(),
+    })
 }
 
-/// `oauth_poll`'s data.
-fn polled(poll: Poll) -> Map<String, Value> {
-    match poll {
-        Poll::Pending { interval } => object(json!({
-            "status": "pending",
-            "pollIntervalMs": interval.as_millis() as u64,
-            "interval": interval.as_secs_f64().ceil().max(1.0) as u64,
-        })),
-        Poll::Complete(token) => {
-            let flat = token.sanitize().into_map();
-            let mut data = flat.clone();
-            data.insert("status".into(), json!("complete"));
-            data.insert("token".into(), Value::Object(flat));
-            data
-        }
+/// `oauth_poll`'s answer.
+fn polled(poll: Poll) -> Answer {
+    Answer::Polled(match poll {
+        Poll::Pending { interval } => PollState::Pending(interval),
+        Poll::Complete(token) => PollState::Complete(token.sanitize().into_map()),
         Poll::Failed(e) => {
             let (code, text) = wire::flow(&e);
-            object(json!({"status": "error", "code": code, "error": text}))
+            PollState::Failed { code: code.to_owned(), message: text.to_owned() }
         }
-    }
+    })
 }
 
 /// Whether a session's provider:bucket is still in scope (a SIGHUP may
@@ -151,7 +130,7 @@ pub fn handle(shared: &Shared, req: &Request, owner: Owner, cancel: &CancelFlag)
             }
             match tokens.get_token(provider, bucket.as_deref()) {
                 Ok(Some(token)) => match shared.oauth.serve(provider, bucket.as_deref(), token) {
-                    Ok(token) => ok(id, token.sanitize().into_map(), t),
+                    Ok(token) => ok(id, Answer::Token(token.sanitize().into_map()), t),
                     Err(e) => refresh_failed(id, &e, t),
                 },
                 Ok(None) => fail(id, wire::NO_TOKEN, t),
@@ -178,7 +157,7 @@ pub fn handle(shared: &Shared, req: &Request, owner: Owner, cancel: &CancelFlag)
             });
             let _ = tokens.release_refresh_lock(lock);
             match saved {
-                Ok(true) => ok(id, Map::new(), t),
+                Ok(true) => ok(id, Answer::Done, t),
                 Ok(false) => fail(id, wire::BAD_SAVE, t),
                 Err(e) => internal(id, &e, t),
             }
@@ -196,7 +175,7 @@ pub fn handle(shared: &Shared, req: &Request, owner: Owner, cancel: &CancelFlag)
                 crate::log_warn!("{t}: remove failed: {e}");
             }
             let _ = tokens.release_refresh_lock(lock);
-            ok(id, Map::new(), t)
+            ok(id, Answer::Done, t)
         }
         Op::ListProviders => {
             let mut list = tokens.list_providers().unwrap_or_default();
@@ -208,7 +187,7 @@ pub fn handle(shared: &Shared, req: &Request, owner: Owner, cancel: &CancelFlag)
                         .iter()
                         .any(|b| scope.allows_token(p, Some(b)))
             });
-            ok(id, object(json!({ "providers": list })), "-".into())
+            ok(id, Answer::Providers(list), "-".into())
         }
         Op::ListBuckets { provider } => {
             let mut list = if scope.allows_provider(provider) {
@@ -217,7 +196,7 @@ pub fn handle(shared: &Shared, req: &Request, owner: Owner, cancel: &CancelFlag)
                 vec![]
             };
             list.retain(|b| scope.allows_token(provider, Some(b)));
-            ok(id, object(json!({ "buckets": list })), provider.clone())
+            ok(id, Answer::Buckets(list), provider.clone())
         }
         Op::GetBucketStats { provider, bucket } => {
             let t = target(provider, bucket);
@@ -227,9 +206,11 @@ pub fn handle(shared: &Shared, req: &Request, owner: Owner, cancel: &CancelFlag)
             match tokens.get_bucket_stats(provider, bucket.as_deref()) {
                 Ok(Some(s)) => ok(
                     id,
-                    object(
-                        json!({"bucket": s.bucket, "requestCount": s.request_count, "percentage": s.percentage}),
-                    ),
+                    Answer::Stats {
+                        bucket: s.bucket,
+                        request_count: s.request_count,
+                        percentage: s.percentage,
+                    },
                     t,
                 ),
                 Ok(None) => fail(id, wire::NO_STATS, t),
@@ -241,7 +222,7 @@ pub fn handle(shared: &Shared, req: &Request, owner: Owner, cancel: &CancelFlag)
                 return denied(name.clone());
             }
             match keys.get_key(name) {
-                Ok(Some(k)) => ok(id, object(json!({ "key": k.expose() })), name.clone()),
+                Ok(Some(k)) => ok(id, Answer::Key(k.expose().to_owned()), name.clone()),
                 Ok(None) => fail(id, wire::NO_KEY, name.clone()),
                 Err(e) => internal(id, &e, name.clone()),
             }
@@ -249,20 +230,20 @@ pub fn handle(shared: &Shared, req: &Request, owner: Owner, cancel: &CancelFlag)
         Op::ListApiKeys => {
             let mut list = keys.list_keys().unwrap_or_default();
             list.retain(|k| scope.allows_key(k));
-            ok(id, object(json!({ "keys": list })), "-".into())
+            ok(id, Answer::Keys(list), "-".into())
         }
         Op::HasApiKey { name } => {
             if !scope.allows_key(name) {
                 return denied(name.clone());
             }
             match keys.has_key(name) {
-                Ok(exists) => ok(id, object(json!({ "exists": exists })), name.clone()),
+                Ok(exists) => ok(id, Answer::Exists(exists), name.clone()),
                 Err(e) => internal(id, &e, name.clone()),
             }
         }
         Op::Cancel { target_id } => {
             let shown: String = target_id.chars().take(16).filter(|c| !c.is_control()).collect();
-            ok(id, object(json!({ "cancelled": false })), shown)
+            ok(id, Answer::Cancelled(false), shown)
         }
         Op::RefreshToken { provider, bucket } => {
             let t = target(provider, bucket);
@@ -270,7 +251,7 @@ pub fn handle(shared: &Shared, req: &Request, owner: Owner, cancel: &CancelFlag)
                 return denied(t);
             }
             match shared.oauth.refresh(provider, bucket.as_deref()) {
-                Ok(token) => ok(id, token.sanitize().into_map(), t),
+                Ok(token) => ok(id, Answer::Token(token.sanitize().into_map()), t),
                 Err(e) => refresh_failed(id, &e, t),
             }
         }
@@ -293,7 +274,7 @@ pub fn handle(shared: &Shared, req: &Request, owner: Owner, cancel: &CancelFlag)
                 return denied(t);
             }
             match shared.oauth.exchange(owner, session_id, code) {
-                Ok(token) => ok(id, token.sanitize().into_map(), t),
+                Ok(token) => ok(id, Answer::Token(token.sanitize().into_map()), t),
                 Err(e) => login_failed(id, &e, t),
             }
         }
@@ -309,7 +290,7 @@ pub fn handle(shared: &Shared, req: &Request, owner: Owner, cancel: &CancelFlag)
                         Poll::Complete(_) => "complete",
                         Poll::Failed(_) => "flow_error",
                     };
-                    (message::ok_response(id, polled(poll)), outcome, t)
+                    (message::ok_response(id, polled(poll).encode()), outcome, t)
                 }
                 Err(e) => login_failed(id, &e, t),
             }
@@ -318,7 +299,7 @@ pub fn handle(shared: &Shared, req: &Request, owner: Owner, cancel: &CancelFlag)
         Op::OauthCancel { session_id } => {
             let t = shared.oauth.logins().target(session_id);
             match shared.oauth.logins().cancel(owner, session_id) {
-                Ok(()) => ok(id, Map::new(), t),
+                Ok(()) => ok(id, Answer::Done, t),
                 Err(e) => login_failed(id, &e, t),
             }
         }
@@ -358,7 +339,7 @@ fn github(shared: &Shared, id: &str, op: &str, params: &Map<String, Value>, canc
         return err(id, ErrorCode::Forbidden, &text, target);
     }
     match crate::github::execute(config, spec, params.clone(), cancel) {
-        Ok(data) => ok(id, data, target),
+        Ok(data) => ok(id, Answer::Github(data), target),
         Err(e) => broker_err(e, target),
     }
 }

@@ -7,27 +7,10 @@ The rules and messages are llxprt-code's.
 
 use super::error::{StoreError, StoreErrorKind, StoreResult};
 
-/// The bucket used when a request names none.
-pub const DEFAULT_BUCKET: &str = "default";
+pub use crate::protocol::names::{DEFAULT_BUCKET, is_valid_key_name, is_valid_provider_name};
 
+/// Longest name shown in a message.
 const NAME_MAX_CHARS: usize = 64;
-
-fn all_chars(name: &str, extra: &[char]) -> bool {
-    !name.is_empty()
-        && name.len() <= NAME_MAX_CHARS
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || extra.contains(&c))
-}
-
-/// Whether `name` is a valid provider or bucket name
-/// (`^[a-zA-Z0-9._@-]{1,64}$`).
-pub fn is_valid_provider_name(name: &str) -> bool {
-    all_chars(name, &['.', '_', '@', '-'])
-}
-
-/// Whether `name` is a valid API key name (`^[a-zA-Z0-9._-]{1,64}$`).
-pub fn is_valid_key_name(name: &str) -> bool {
-    all_chars(name, &['.', '_', '-'])
-}
 
 /// Checks a provider name.
 pub fn check_provider(name: &str) -> StoreResult<()> {

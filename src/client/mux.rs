@@ -23,8 +23,8 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::socket::{Frame, parse_frame};
 use crate::protocol::frame::{HEADER_LEN, MAX_FRAME_LEN_V2, encode_frame_max, frame_len_max};
+use crate::protocol::message::{ResponseFrame as Frame, decode_response as parse_frame};
 
 /// Why a call did not get its answer.
 #[derive(Debug, PartialEq, Eq)]

@@ -44,6 +44,9 @@ use std::time::{Duration, Instant};
 use serde_json::{Map, Value, json};
 use zeroize::Zeroizing;
 
+pub use crate::protocol::message::Response;
+use crate::protocol::message::decode_response as parse_frame;
+
 use super::mux::{CallError, Mux};
 use super::{capability, socket_from};
 use crate::error::{Error, Result};
@@ -61,41 +64,6 @@ pub const CONNECTION_LOST: &str = "Credential proxy connection lost. Restart the
 /// The protocol versions offered in the handshake.
 pub const OFFERED_VERSIONS: (u64, u64) = (1, 2);
 
-/// A response from the daemon.
-#[derive(Clone, PartialEq)]
-pub enum Response {
-    /// `ok: true`, with its `data` object (empty when the daemon sent none).
-    Ok(Map<String, Value>),
-    /// `ok: false`.
-    Err {
-        /// The wire code (`NOT_FOUND`, `UNAUTHORIZED`, ...); `UNKNOWN` when
-        /// the daemon sent none.
-        code: String,
-        /// The daemon's message (`proxy error` when it sent none).
-        message: String,
-        /// Seconds to wait before retrying (`RATE_LIMITED`).
-        retry_after: Option<u64>,
-    },
-}
-
-impl fmt::Debug for Response {
-    /// Data may hold a token or a key: only the field names are shown.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Response::Ok(data) => {
-                let keys: Vec<&String> = data.keys().collect();
-                write!(f, "Ok {{ fields: {keys:?}, values: <redacted> }}")
-            }
-            Response::Err { code, message, retry_after } => f
-                .debug_struct("Err")
-                .field("code", code)
-                .field("message", message)
-                .field("retry_after", retry_after)
-                .finish(),
-        }
-    }
-}
-
 impl Response {
     /// Turns an error response into [`Error::Remote`].
     pub fn into_data(self) -> Result<Map<String, Value>> {
@@ -106,68 +74,13 @@ impl Response {
     }
 }
 
-/// A frame that breaks the response shape.
-#[derive(Debug, PartialEq)]
-pub(super) struct Malformed;
-
-/// A parsed response frame: its id (if any) and the response.
-#[derive(Debug)]
-pub(super) struct Frame {
-    pub(super) id: Option<String>,
-    pub(super) response: Response,
-}
-
-/// The shape check of llxprt-code's client: a JSON object whose `ok` is a
-/// boolean; `code` and `error` strings, `retryAfter` a number and `data` an
-/// object whenever they are present.
-pub(super) fn parse_frame(bytes: &[u8]) -> std::result::Result<Frame, Malformed> {
-    let Ok(Value::Object(mut map)) = serde_json::from_slice::<Value>(bytes) else { return Err(Malformed) };
-    let ok = map.get("ok").and_then(Value::as_bool).ok_or(Malformed)?;
-    let string = |v: Option<Value>| match v {
-        None => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s)),
-        Some(_) => Err(Malformed),
-    };
-    let code = string(map.remove("code"))?;
-    let error = string(map.remove("error"))?;
-    let retry_after = match map.remove("retryAfter") {
-        None => None,
-        Some(Value::Number(n)) => Some(n.as_f64().unwrap_or(0.0).ceil().max(0.0) as u64),
-        Some(_) => return Err(Malformed),
-    };
-    let data = match map.remove("data") {
-        None => Map::new(),
-        Some(Value::Object(d)) => d,
-        Some(_) => return Err(Malformed),
-    };
-    let id = match map.remove("id") {
-        Some(Value::String(s)) => Some(s),
-        _ => None,
-    };
-    let response = if ok {
-        Response::Ok(data)
-    } else {
-        Response::Err {
-            code: code.unwrap_or_else(|| "UNKNOWN".into()),
-            message: error.unwrap_or_else(|| "proxy error".into()),
-            retry_after,
-        }
-    };
-    Ok(Frame { id, response })
-}
-
 /// The handshake frame.
 fn handshake_frame(token: Option<&SecretString>) -> Zeroizing<Vec<u8>> {
-    let mut payload = json!({"minVersion": OFFERED_VERSIONS.0, "maxVersion": OFFERED_VERSIONS.1});
-    if let Some(t) = token {
-        payload["capabilityToken"] = Value::String(t.expose().to_owned());
-    }
-    let mut frame = json!({"v": OFFERED_VERSIONS.1, "op": "handshake", "payload": payload});
-    let bytes = Zeroizing::new(serde_json::to_vec(&frame).expect("JSON serialises"));
-    if let Some(Value::String(s)) = frame.pointer_mut("/payload/capabilityToken") {
-        zeroize::Zeroize::zeroize(s);
-    }
-    bytes
+    crate::protocol::message::encode_handshake(
+        OFFERED_VERSIONS.0,
+        OFFERED_VERSIONS.1,
+        token.map(|t| t.expose()),
+    )
 }
 
 /// The negotiated version from a handshake answer, or the error to report.
@@ -513,7 +426,12 @@ impl Drop for ProxySocketClient {
 mod tests {
     use super::*;
 
-    fn frame(s: &str) -> std::result::Result<Frame, Malformed> {
+    fn frame(
+        s: &str,
+    ) -> std::result::Result<
+        crate::protocol::message::ResponseFrame,
+        crate::protocol::message::MalformedResponse,
+    > {
         parse_frame(s.as_bytes())
     }
 
@@ -558,7 +476,7 @@ mod tests {
             r#"{"id":"a","ok":false,"error":{}}"#,
             r#"{"id":"a","ok":false,"retryAfter":"1"}"#,
         ] {
-            assert_eq!(frame(bad).unwrap_err(), Malformed, "{bad}");
+            assert_eq!(frame(bad).unwrap_err(), crate::protocol::message::MalformedResponse, "{bad}");
         }
     }
 

@@ -231,8 +231,10 @@ impl<'a> Gh<'a> {
     }
 
     fn command(&self, argv: &[String]) -> Command {
+        use std::os::unix::process::CommandExt;
         let mut cmd = gh_command(argv);
-        cmd.current_dir(&self.config.cwd);
+        // its own process group, so a cancel reaches the git it may run too
+        cmd.current_dir(&self.config.cwd).process_group(0);
         cmd
     }
 
@@ -289,6 +291,8 @@ impl<'a> Gh<'a> {
             }
             let (cancelled, late) = (self.cancelled(), Instant::now() >= deadline);
             if cancelled || late {
+                let group = crate::sys::ProcessId(-(child.id() as i32));
+                let _ = crate::sys::send_signal(group, libc::SIGKILL);
                 let _ = child.kill();
                 let _ = child.wait();
                 let _ = (out.join(), err.join());

@@ -6,6 +6,8 @@ a wrong type or a hostile name never reaches a store: it becomes
 */
 #![forbid(unsafe_code)]
 
+use std::fmt;
+
 use serde_json::{Map, Value, json};
 
 pub use super::names::FlowType;
@@ -193,6 +195,22 @@ pub struct RequestError {
 
 fn invalid(id: &str, message: impl Into<String>) -> RequestError {
     RequestError { id: id.to_owned(), code: ErrorCode::InvalidRequest, message: message.into() }
+}
+
+/// The handshake a client sends, offering versions `min..=max` (its frame
+/// says `max`) and the capability token when it has one; wiped on drop, as
+/// it may carry the token.
+pub fn encode_handshake(min: u64, max: u64, capability_token: Option<&str>) -> zeroize::Zeroizing<Vec<u8>> {
+    let mut payload = json!({"minVersion": min, "maxVersion": max});
+    if let Some(t) = capability_token {
+        payload["capabilityToken"] = Value::String(t.to_owned());
+    }
+    let mut frame = json!({"v": max, "op": "handshake", "payload": payload});
+    let bytes = zeroize::Zeroizing::new(serde_json::to_vec(&frame).expect("JSON serialises"));
+    if let Some(Value::String(s)) = frame.pointer_mut("/payload/capabilityToken") {
+        zeroize::Zeroize::zeroize(s);
+    }
+    bytes
 }
 
 /// Parses the first frame of a connection.
@@ -617,6 +635,97 @@ pub fn error_response(id: &str, code: ErrorCode, message: &str, retry_after: Opt
     to_bytes(v)
 }
 
+/// The envelope of every answer, decoded (the client library's side of
+/// [`ok_response`] and [`error_response`]).
+/// A response from the daemon.
+#[derive(Clone, PartialEq)]
+pub enum Response {
+    /// `ok: true`, with its `data` object (empty when the daemon sent none).
+    Ok(Map<String, Value>),
+    /// `ok: false`.
+    Err {
+        /// The wire code (`NOT_FOUND`, `UNAUTHORIZED`, ...); `UNKNOWN` when
+        /// the daemon sent none.
+        code: String,
+        /// The daemon's message (`proxy error` when it sent none).
+        message: String,
+        /// Seconds to wait before retrying (`RATE_LIMITED`).
+        retry_after: Option<u64>,
+    },
+}
+
+impl fmt::Debug for Response {
+    /// Data may hold a token or a key: only the field names are shown.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Response::Ok(data) => {
+                let keys: Vec<&String> = data.keys().collect();
+                write!(f, "Ok {{ fields: {keys:?}, values: <redacted> }}")
+            }
+            Response::Err { code, message, retry_after } => f
+                .debug_struct("Err")
+                .field("code", code)
+                .field("message", message)
+                .field("retry_after", retry_after)
+                .finish(),
+        }
+    }
+}
+
+/// A frame that breaks the response shape.
+#[derive(Debug, PartialEq, Eq)]
+pub struct MalformedResponse;
+
+/// A decoded response frame: its id (if any) and the response.
+#[derive(Debug)]
+pub struct ResponseFrame {
+    /// The request id it answers, if it names one.
+    pub id: Option<String>,
+    /// The answer.
+    pub response: Response,
+}
+
+/// The shape check of llxprt-code's client: a JSON object whose `ok` is a
+/// boolean; `code` and `error` strings, `retryAfter` a number and `data` an
+/// object whenever they are present.
+pub fn decode_response(bytes: &[u8]) -> Result<ResponseFrame, MalformedResponse> {
+    let Ok(Value::Object(mut map)) = serde_json::from_slice::<Value>(bytes) else {
+        return Err(MalformedResponse);
+    };
+    let ok = map.get("ok").and_then(Value::as_bool).ok_or(MalformedResponse)?;
+    let string = |v: Option<Value>| match v {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(MalformedResponse),
+    };
+    let code = string(map.remove("code"))?;
+    let error = string(map.remove("error"))?;
+    let retry_after = match map.remove("retryAfter") {
+        None => None,
+        Some(Value::Number(n)) => Some(n.as_f64().unwrap_or(0.0).ceil().max(0.0) as u64),
+        Some(_) => return Err(MalformedResponse),
+    };
+    let data = match map.remove("data") {
+        None => Map::new(),
+        Some(Value::Object(d)) => d,
+        Some(_) => return Err(MalformedResponse),
+    };
+    let id = match map.remove("id") {
+        Some(Value::String(s)) => Some(s),
+        _ => None,
+    };
+    let response = if ok {
+        Response::Ok(data)
+    } else {
+        Response::Err {
+            code: code.unwrap_or_else(|| "UNKNOWN".into()),
+            message: error.unwrap_or_else(|| "proxy error".into()),
+            retry_after,
+        }
+    };
+    Ok(ResponseFrame { id, response })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -626,9 +735,48 @@ mod tests {
     }
 
     #[test]
+    fn the_handshake_a_client_sends_is_what_the_server_reads() {
+        let h = parse_handshake(&encode_handshake(1, 2, Some("ab"))).unwrap();
+        assert_eq!((h.version, h.capability_token.as_deref()), (2, Some("ab")));
+        assert_eq!(
+            serde_json::from_slice::<Value>(&encode_handshake(1, 2, None)).unwrap(),
+            json!({"v":2,"op":"handshake","payload":{"minVersion":1,"maxVersion":2}})
+        );
+    }
+
+    #[test]
+    fn every_error_envelope_decodes_as_sent() {
+        for (bytes, code, text, retry) in [
+            (
+                error_response("i", ErrorCode::RateLimited, "Too many requests", Some(1)),
+                "RATE_LIMITED",
+                "Too many requests",
+                Some(1),
+            ),
+            (
+                error_response("i", ErrorCode::Cancelled, "Operation cancelled", None),
+                "CANCELLED",
+                "Operation cancelled",
+                None,
+            ),
+            (error_response("i", ErrorCode::ResponseTooLarge, "x", None), "RESPONSE_TOO_LARGE", "x", None),
+        ] {
+            let f = decode_response(&bytes).unwrap();
+            assert_eq!(f.id.as_deref(), Some("i"));
+            assert_eq!(
+                f.response,
+                Response::Err { code: code.into(), message: text.into(), retry_after: retry }
+            );
+        }
+        let f = decode_response(&ok_response("j", Map::new())).unwrap();
+        assert_eq!((f.id.as_deref(), f.response), (Some("j"), Response::Ok(Map::new())));
+        assert_eq!(decode_response(br#"{"ok":"yes"}"#).unwrap_err(), MalformedResponse);
+    }
+
+    #[test]
     fn every_request_encodes_to_what_the_parser_reads_back() {
         let token: Map<String, Value> = serde_json::from_value(
-            json!({"access_token":"at","expiry": crate::token::now_unix_seconds() + 60.0,"token_type":"Bearer"}),
+            json!({"access_token":"at","expiry": (crate::token::now_unix_seconds() + 60.0).floor(),"token_type":"Bearer"}),
         )
         .unwrap();
         let ops = [

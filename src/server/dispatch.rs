@@ -34,6 +34,31 @@ use crate::token::OAuthToken;
 
 /// Longest wait for the refresh lock in save/remove.
 pub const LOCK_WAIT: Duration = Duration::from_secs(30);
+/// The refresh lock is waited for in slices this long, so a cancelled
+/// request stops waiting within one.
+const LOCK_SLICE: Duration = Duration::from_millis(200);
+
+/// The refresh lock of `provider:bucket`, waited for up to [`LOCK_WAIT`]
+/// unless the request is cancelled meanwhile (then the wait ends with the
+/// store's timeout error and nothing is written).
+fn refresh_lock(
+    tokens: &dyn TokenStore,
+    provider: &str,
+    bucket: Option<&str>,
+    cancel: &CancelFlag,
+) -> Result<crate::store::RefreshLock, Error> {
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match tokens.acquire_refresh_lock(provider, bucket, left.min(LOCK_SLICE)) {
+            Err(Error::Store(e))
+                if e.kind == crate::store::StoreErrorKind::Timeout
+                    && !cancel.is_cancelled()
+                    && !left.is_zero() => {}
+            other => return other,
+        }
+    }
+}
 
 type Reply = (Vec<u8>, &'static str, String);
 
@@ -144,7 +169,7 @@ pub fn handle(shared: &Shared, req: &Request, owner: Owner, cancel: &CancelFlag)
             }
             // SPEC §11.2: only the access token, its expiry, type and scope
             // change; the stored record keeps every other field.
-            let lock = match tokens.acquire_refresh_lock(provider, bucket.as_deref(), LOCK_WAIT) {
+            let lock = match refresh_lock(tokens.as_ref(), provider, bucket.as_deref(), cancel) {
                 Ok(l) => l,
                 Err(e) => return internal(id, &e, t),
             };
@@ -167,7 +192,7 @@ pub fn handle(shared: &Shared, req: &Request, owner: Owner, cancel: &CancelFlag)
             if !scope.allows_token(provider, bucket.as_deref()) {
                 return denied(t);
             }
-            let lock = match tokens.acquire_refresh_lock(provider, bucket.as_deref(), LOCK_WAIT) {
+            let lock = match refresh_lock(tokens.as_ref(), provider, bucket.as_deref(), cancel) {
                 Ok(l) => l,
                 Err(e) => return internal(id, &e, t),
             };
@@ -339,6 +364,18 @@ fn github(shared: &Shared, id: &str, op: &str, params: &Map<String, Value>, canc
         return err(id, ErrorCode::Forbidden, &text, target);
     }
     match crate::github::execute(config, spec, params.clone(), cancel) {
+        // llxprt-code's broker: an answer that cannot fit a frame is an error
+        // of the operation, not of the connection
+        Ok(data)
+            if serde_json::to_vec(&data).map_or(0, |b| b.len())
+                > crate::protocol::frame::MAX_FRAME_LEN_V2 - 256 =>
+        {
+            let e = crate::github::BrokerError {
+                code: ErrorCode::GithubError,
+                message: "Frame exceeds maximum size".into(),
+            };
+            broker_err(e, target)
+        }
         Ok(data) => ok(id, Answer::Github(data), target),
         Err(e) => broker_err(e, target),
     }

@@ -733,3 +733,21 @@ fn doctor_says_whether_gh_is_installed_and_logged_in() {
     let text = doctor("/nonexistent");
     assert!(text.contains("gh is not on PATH") && text.contains("HOST_GH_UNAVAILABLE"), "{text}");
 }
+
+#[test]
+fn an_answer_too_large_for_a_frame_is_an_error_of_the_operation() {
+    let dir = seeded("gh-huge");
+    let gh = FakeGh::new(&dir);
+    let d = daemon(&dir, &gh, &[], &[]);
+    let mut c = d.connect();
+    c.handshake_v2();
+    let body = "b".repeat(4_300_000);
+    gh.reply("issue view", &json!({"number":1,"title":"t","body":body}).to_string(), "", 0);
+    let r = github(&mut c, json!({"op":"issue.view","number":1}));
+    assert_eq!(
+        (r["code"].as_str(), r["error"].as_str()),
+        (Some("GITHUB_ERROR"), Some("Frame exceeds maximum size"))
+    );
+    gh.reply("label list", "[]", "", 0);
+    assert_eq!(github(&mut c, json!({"op":"label.list"}))["ok"], true, "the connection goes on");
+}

@@ -235,3 +235,35 @@ fn closing_the_connection_cancels_its_requests_and_the_daemon_stays_healthy() {
         d.log_text()
     );
 }
+
+#[test]
+fn a_cancelled_save_stops_waiting_for_the_refresh_lock_and_writes_nothing() {
+    use llxprt_credd::store::{Backend, HostStore, Paths, TokenStore};
+    let dir = TestDir::new("v2-lockwait");
+    let fake = FakeProvider::start();
+    plant_token(&dir, "codex", &token("at-before", 3600.0));
+    let d = daemon(&dir, &fake, &["--permit", "write"]);
+    let paths = Paths { data: dir.data(), log: dir.log(), config: dir.root.join("config") };
+    let host = HostStore::open_at(paths, Backend::File).unwrap();
+    // another process (this test) holds the refresh lock
+    let lock = host.tokens.acquire_refresh_lock("codex", None, Duration::from_secs(5)).unwrap();
+    let mut c = d.connect();
+    c.handshake_v2();
+    let new = json!({"access_token":"at-after","expiry":(now() + 600.0).floor(),"token_type":"Bearer"});
+    c.send_request("s", "save_token", json!({"provider":"codex","token":new}));
+    std::thread::sleep(Duration::from_millis(300));
+    c.send_request("c", "cancel", json!({"targetId":"s"}));
+    assert_eq!(c.recv().unwrap()["data"]["cancelled"], true);
+    assert_eq!(c.recv().unwrap()["code"], "CANCELLED");
+    // the save gives up its wait within a slice; the lock comes free later
+    std::thread::sleep(Duration::from_millis(600));
+    host.tokens.release_refresh_lock(lock).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let stored = host.tokens.get_token("codex", None).unwrap().unwrap();
+    assert_eq!(stored.access_token(), "at-before", "a cancelled save wrote nothing");
+    assert!(
+        d.log_text().contains("op=save_token target=codex:default outcome=cancelled"),
+        "{}",
+        d.log_text()
+    );
+}

@@ -215,7 +215,16 @@ fn read_operations_run_their_gh_invocations_and_shape_the_output() {
         json!({"number":3,"title":"P","state":"OPEN","author":"ann","labels":[],"body":"","isDraft":true,
             "reviewDecision":"","headRefName":"h","baseRefName":"","comments":null})
     );
-    gh.take_calls();
+    assert_eq!(
+        gh.take_calls()[0].argv,
+        strs(&[
+            "pr",
+            "view",
+            "3",
+            "--json",
+            "number,title,state,author,body,labels,isDraft,reviewDecision,headRefName,baseRefName"
+        ])
+    );
 
     gh.reply("pr list", "[]", "", 0);
     assert_eq!(github(&mut c, json!({"op":"pr.list","state":"merged"}))["data"], json!({"prs":[]}));
@@ -424,6 +433,13 @@ fn write_operations_need_the_permit_and_send_bodies_through_private_files() {
             json!({"name":"l"}),
         ),
         (
+            "pr.create",
+            "pr create",
+            json!({"title":"T","body":"hi","base":"main","head":"feat","draft":true}),
+            vec!["pr", "create", "--title", "T"],
+            json!({"url":"U","number":null}),
+        ),
+        (
             "pr.edit",
             "pr edit",
             json!({"number":5,"addLabel":"x","milestone":"m"}),
@@ -442,6 +458,9 @@ fn write_operations_need_the_permit_and_send_bodies_through_private_files() {
         if payload.get("body").is_some() {
             assert_eq!(call.body.as_deref(), Some("hi"), "{op}");
             assert_eq!(call.argv[expected.len()], "--body-file", "{op}");
+        }
+        if op == "pr.create" {
+            assert_eq!(&call.argv[6..], strs(&["--base", "main", "--head", "feat", "--draft"]).as_slice());
         }
     }
 

@@ -288,7 +288,7 @@ fn run(credd: &Path, root: &Path, length: Duration) -> Result<i32> {
     let idle_before = settled(daemon.pid);
 
     println!(
-        "Soak: {} connections × {} requests/s for {} min against {} (file store, default limits, audit log to a file)\n",
+        "Soak: {} connections × {} requests/s for {} min against {} (file store, the connection cap, rate limits off: one process plays every client; audit log to a file)\n",
         CONNECTIONS,
         RATE_PER_SECOND,
         length.as_secs() / 60,

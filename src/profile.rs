@@ -123,9 +123,25 @@ impl Scope {
 
 /// Reads profile `name` from `profiles_dir` into a scope.
 pub fn load_scope(profiles_dir: &Path, name: &str) -> Result<Scope> {
+    // `--profile work.json` means profile `work`
+    let name = name.strip_suffix(".json").filter(|n| !n.is_empty()).unwrap_or(name);
     let mut scope = Scope::default();
     add_profile(profiles_dir, name, &mut scope, 0)?;
     Ok(scope)
+}
+
+/// The profile names in `dir` (its `*.json` files), sorted, at most 20.
+pub fn profiles_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.strip_suffix(".json").map(str::to_owned))
+        .filter(|n| !n.is_empty() && !n.starts_with('.'))
+        .collect();
+    names.sort();
+    names.truncate(20);
+    names
 }
 
 /// Builds the scope of profile `name` whose file content is `text`;
@@ -149,8 +165,18 @@ fn add_profile(dir: &Path, name: &str, scope: &mut Scope, depth: usize) -> Resul
         return Err(Error::Usage(format!("profile name {name:?} is not allowed")));
     }
     let path = dir.join(format!("{name}.json"));
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| Error::Usage(format!("cannot read profile {}: {e}", path.display())))?;
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            return Error::Usage(format!("cannot read profile {}: {e}", path.display()));
+        }
+        let found = profiles_in(dir);
+        let found = if found.is_empty() { "none".to_owned() } else { found.join(", ") };
+        Error::Usage(format!(
+            "no profile named {name:?} in {} (profiles there: {found}); save one in llxprt-code with \
+             /profile save, or start with --allow PROVIDER[:BUCKET] / --allow-key NAME",
+            dir.display()
+        ))
+    })?;
     let value: Value = serde_json::from_str(&text)
         .map_err(|e| Error::Usage(format!("profile {} is not valid JSON: {e}", path.display())))?;
     add_profile_value(dir, name, &value, scope, depth)

@@ -66,7 +66,9 @@ Options:
   --daemon-rate-limit N   requests per second for all clients together, 0 = off
                           (default 600)
   --log-level LEVEL       error, warn, info or debug (default: info)
-  --log-file PATH         append log lines to PATH instead of stderr
+  --log-file PATH         append log lines to PATH instead of stderr (with a COMMAND the
+                          default is $XDG_STATE_HOME/llxprt-code/credd.log, off the terminal)
+  --log-stderr            log to stderr even with a COMMAND
   --ready-fd N            when listening, write the socket path and a newline to descriptor N
   -D, --foreground        stay in the foreground
   -s                      print Bourne shell commands setting LLXPRT_CREDENTIAL_SOCKET
@@ -147,6 +149,8 @@ pub struct Args {
     pub log_level: Level,
     /// `--log-file`.
     pub log_file: Option<PathBuf>,
+    /// `--log-stderr`.
+    pub log_stderr: bool,
     /// `-D`.
     pub foreground: bool,
     /// `-s`, `-c`, `--print-socket`.
@@ -188,6 +192,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
         daemon_rate_limit: server::DEFAULT_DAEMON_RATE_PER_SECOND,
         log_level: Level::Info,
         log_file: None,
+        log_stderr: false,
         foreground: false,
         announce: Announce::None,
         kill: false,
@@ -240,6 +245,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
                     Level::parse(&v).ok_or_else(|| Error::Usage(format!("unknown log level {v:?}")))?;
             }
             Long("log-file") => a.log_file = Some(parser.value().map_err(usage)?.into()),
+            Long("log-stderr") => a.log_stderr = true,
             Short('D') | Long("foreground") => a.foreground = true,
             Short('s') => a.announce = Announce::Sh,
             Short('c') => a.announce = Announce::Csh,
@@ -292,6 +298,9 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
         return Err(Error::Usage(
             "--no-github does not mix with --github-repo or --permit github-write".into(),
         ));
+    }
+    if a.log_stderr && a.log_file.is_some() {
+        return Err(Error::Usage("--log-stderr does not mix with --log-file".into()));
     }
     if a.max_connections == 0 {
         return Err(Error::Usage("--max-connections must be at least 1".into()));
@@ -361,6 +370,27 @@ fn write_capability_fd(mut file: File, fd: i32, token: &SecretString) -> Result<
     let what = || format!("cannot write the capability token to descriptor {fd}");
     let line = zeroize::Zeroizing::new(format!("{}\n", token.expose()));
     file.write_all(line.as_bytes()).map_err(|e| Error::io(what(), e))
+}
+
+/// Where an exec-mode daemon logs by default:
+/// `$XDG_STATE_HOME/llxprt-code/credd.log` (else under `~/.local/state`),
+/// its directory made 0700 when missing.
+fn exec_log_path() -> Result<PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    let state = std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+        .ok_or_else(|| {
+            Error::Usage("neither XDG_STATE_HOME nor HOME is set: use --log-file or --log-stderr".into())
+        })?;
+    let dir = state.join("llxprt-code");
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
+    Ok(dir.join("credd.log"))
 }
 
 /// Sends the log to `--log-file` ([`log::set_file_at`]: never through a
@@ -562,6 +592,11 @@ fn run(args: &Args) -> Result<i32> {
     log::set_max_level(args.log_level);
     if let Some(path) = &args.log_file {
         open_log_file(path)?;
+    } else if exec_mode && !args.log_stderr && !args.foreground {
+        // The command owns the terminal (an interactive llxprt-code screen):
+        // the daemon's lines go to a file. Start-up errors still reach
+        // stderr through main.
+        open_log_file(&exec_log_path()?)?;
     }
     let mut readiness = Readiness { close_stdout: !exec_mode, fds: ready.into_iter().collect() };
     let announce_how = match args.announce {
@@ -701,7 +736,9 @@ fn run(args: &Args) -> Result<i32> {
         match lifecycle::spawn_command(&args.command, &socket_path, capability_path.as_deref()) {
             Ok(child) => Some(child),
             Err(e) => {
-                crate::log_error!("cannot run {}: {e}", args.command[0].to_string_lossy());
+                let name = args.command[0].to_string_lossy();
+                crate::log_error!("cannot run {name}: {e}");
+                eprintln!("llxprt-credd: cannot run {}: {e}", crate::log::printable(&name));
                 return Ok(lifecycle::spawn_failure_code(&e));
             }
         }

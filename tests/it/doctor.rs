@@ -54,8 +54,12 @@ fn doctor_resolves_a_profile_and_says_what_to_do() {
 
     let (code, text) = doctor(&dir, &["--profile", "missing"]);
     assert_eq!(code, Some(1), "{text}");
-    assert!(text.contains("profile missing: cannot read profile"), "{text}");
+    assert!(text.contains("profile missing: no profile named \"missing\" in "), "{text}");
+    assert!(text.contains("(profiles there: empty, work)"), "the ones found are listed: {text}");
     assert!(text.contains("fix: save the profile with llxprt-code"), "{text}");
+    // a file name is taken for the profile it names
+    let (code, text) = doctor(&dir, &["--profile", "work.json"]);
+    assert_eq!(code, Some(0), "{text}");
     let (code, text) = doctor(&dir, &["--profile", "empty"]);
     assert_eq!(code, Some(1), "{text}");
     assert!(text.contains("profile empty: serves nothing\n  fix: "), "{text}");

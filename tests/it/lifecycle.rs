@@ -3,6 +3,7 @@
 //! SIGHUP reload. Real processes throughout.
 
 use std::io::{BufRead, BufReader, Read};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -361,4 +362,41 @@ fn exec_mode_command_starts_with_no_blocked_signals() {
         .output()
         .unwrap();
     assert_eq!(stdout(&out).split_whitespace().last(), Some("0000000000000000"), "{}", stderr(&out));
+}
+
+#[test]
+fn exec_mode_keeps_its_log_off_the_commands_terminal() {
+    let dir = with_key("exec-log");
+    let out = credd(&dir)
+        .args([
+            "--allow-key",
+            "OPENAI",
+            "--log-level",
+            "debug",
+            "--",
+            "sh",
+            "-c",
+            "echo child-out; echo child-err >&2",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "child-out\n");
+    assert_eq!(stderr(&out), "child-err\n", "only the command's own output");
+    let file = dir.root.join("home/.local/state/llxprt-code/credd.log");
+    let log = std::fs::read_to_string(&file).expect("the default exec-mode log");
+    assert!(log.contains("listening on"), "{log}");
+    assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+    // --log-stderr puts it back on the terminal
+    let out = credd(&dir).args(["--allow-key", "OPENAI", "--log-stderr", "--", "true"]).output().unwrap();
+    assert!(
+        stderr(&out).contains("llxprt-credd[") && stderr(&out).contains("listening on"),
+        "{}",
+        stderr(&out)
+    );
+    let both = credd(&dir)
+        .args(["--allow-key", "OPENAI", "--log-stderr", "--log-file", "/tmp/x", "--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(both.status.code(), Some(2));
 }

@@ -58,6 +58,8 @@ Daemon commands (ask the running llxprt-credd, as the sandbox does):
   status                       show the socket, the protocol version, and what the daemon serves
   get PROVIDER[:BUCKET]        print the token the daemon serves (it never has a refresh_token)
   get-key NAME                 print the API key the daemon serves
+  refresh PROVIDER[:BUCKET]    ask the daemon to refresh a token that has expired or is about
+                               to, on the host, and print it (the daemon must permit refresh)
 
 Login (through the daemon when --socket or $LLXPRT_CREDENTIAL_SOCKET names one,
 else directly on the host):
@@ -80,7 +82,7 @@ Options:
                                else default)
   --flow FLOW                  login: pkce_redirect, device_code or browser_redirect (default:
                                the provider's first; codex: browser_redirect)
-  -h, --help                   print this help
+  help, -h, --help             print this help
   -V, --version                print the version
 ";
 
@@ -89,6 +91,8 @@ Options:
 pub enum Command {
     /// `key set NAME`
     KeySet(String),
+    /// `refresh P[:B]` through the daemon
+    Refresh(String, Option<String>),
     /// `key get NAME`
     KeyGet(String),
     /// `key list`
@@ -252,6 +256,11 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
             Command::Get(p, b)
         }
         ["get-key", name] => Command::GetKey(name.to_string()),
+        ["refresh", spec] => {
+            let (p, b) = pb(spec);
+            Command::Refresh(p, b)
+        }
+        ["help", ..] => Command::Help,
         ["login", spec] | ["logout", spec] => {
             let (p, b) = pb(spec);
             let b = match (b, bucket.take()) {
@@ -263,6 +272,23 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
             if w[0] == "login" { Command::Login(p, b) } else { Command::Logout(p, b) }
         }
         [] => return Err(Error::Usage("a command is needed (see --help)".into())),
+        ["key"] => {
+            return Err(Error::Usage("key needs a subcommand: set NAME, get NAME, list or rm NAME".into()));
+        }
+        ["key", sub @ ("set" | "get" | "rm")] => return Err(Error::Usage(format!("key {sub} needs NAME"))),
+        ["token"] => {
+            return Err(Error::Usage(
+                "token needs a subcommand: list, show, import or rm PROVIDER[:BUCKET]".into(),
+            ));
+        }
+        ["token", sub @ ("show" | "import" | "rm")] => {
+            return Err(Error::Usage(format!("token {sub} needs PROVIDER[:BUCKET]")));
+        }
+        ["bench"] => return Err(Error::Usage("bench needs store, daemon, refresh or soak".into())),
+        [cmd @ ("get" | "refresh" | "login" | "logout")] => {
+            return Err(Error::Usage(format!("{cmd} needs PROVIDER[:BUCKET]")));
+        }
+        ["get-key"] => return Err(Error::Usage("get-key needs NAME".into())),
         _ => return Err(Error::Usage(format!("unknown command: {} (see --help)", words.join(" ")))),
     };
     if bucket.is_some() {
@@ -354,6 +380,7 @@ fn run(args: &Args) -> Result<i32> {
         Command::Status => return status(args),
         Command::Get(p, b) => return daemon_get(args, p, b.as_deref()),
         Command::GetKey(name) => return daemon_get_key(args, name),
+        Command::Refresh(p, b) => return daemon_refresh(args, p, b.as_deref()),
         Command::Login(p, b) => return login(args, p, b.as_deref()),
         Command::Logout(p, b) => return logout(args, p, b.as_deref()),
         Command::BenchDaemon => {
@@ -402,7 +429,14 @@ fn run(args: &Args) -> Result<i32> {
             }
         },
         Command::TokenImport(p, b) => token_import(&host, p, b.as_deref())?,
-        Command::TokenRm(p, b) => host.tokens.remove_token(p, b.as_deref())?,
+        Command::TokenRm(p, b) => {
+            // like key rm: a missing token is a failure the user hears about
+            if host.tokens.get_token(p, b.as_deref())?.is_none() {
+                eprintln!("llxprt-cred: no token for {p}:{}", b.as_deref().unwrap_or(DEFAULT_BUCKET));
+                return Ok(EXIT_FAILURE);
+            }
+            host.tokens.remove_token(p, b.as_deref())?
+        }
         Command::Doctor => return doctor(&host, args.profile.as_deref()),
         Command::BenchStore => super::bench::store(&host, args.iterations)?,
         Command::Help
@@ -410,6 +444,7 @@ fn run(args: &Args) -> Result<i32> {
         | Command::Status
         | Command::Get(..)
         | Command::GetKey(_)
+        | Command::Refresh(..)
         | Command::Login(..)
         | Command::Logout(..)
         | Command::BenchDaemon
@@ -595,6 +630,37 @@ fn daemon_get(args: &Args, provider: &str, bucket: Option<&str>) -> Result<i32> 
             );
             Ok(EXIT_FAILURE)
         }
+    }
+}
+
+/// `refresh PROVIDER[:BUCKET]`: the daemon's `refresh_token` (a token that
+/// has expired or is about to is refreshed on the host; a fresh one is
+/// returned as stored); printed like `get` prints one.
+fn daemon_refresh(args: &Args, provider: &str, bucket: Option<&str>) -> Result<i32> {
+    use crate::protocol::answer::Answer;
+    use crate::protocol::message::Op;
+    crate::store::names::check_provider(provider)?;
+    if let Some(b) = bucket {
+        crate::store::names::check_bucket(b)?;
+    }
+    let client = daemon_client(args)?;
+    let op = Op::RefreshToken { provider: provider.to_owned(), bucket: bucket.map(str::to_owned) };
+    match client.request(op.name(), Value::Object(op.payload()))? {
+        client::socket::Response::Err { code, .. } if code == "NOT_FOUND" => {
+            eprintln!(
+                "llxprt-cred: the daemon has no token for {provider}:{}",
+                bucket.unwrap_or(DEFAULT_BUCKET)
+            );
+            Ok(EXIT_FAILURE)
+        }
+        response => match Answer::decode(op.name(), response.into_data()?) {
+            Ok(Answer::Token(t)) => {
+                let shown = OAuthToken::from_map(t)?.sanitize().into_map();
+                out(json_ascii(&Value::Object(shown)))?;
+                Ok(EXIT_OK)
+            }
+            _ => Err(Error::Connection("Malformed refresh_token response from proxy".into())),
+        },
     }
 }
 

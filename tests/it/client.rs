@@ -503,3 +503,49 @@ fn client_cancels_a_timed_out_request_and_keeps_its_connection() {
     assert!(d.log_text().contains("op=cancel target="), "{}", d.log_text());
     assert_eq!(connections(&d).len(), 1);
 }
+
+#[test]
+fn cred_commands_name_what_is_missing_and_refresh_goes_through_the_daemon() {
+    let dir = seeded("client-cli-usage");
+    for (args, says) in [
+        (vec!["key"], "key needs a subcommand"),
+        (vec!["key", "set"], "key set needs NAME"),
+        (vec!["token"], "token needs a subcommand"),
+        (vec!["token", "show"], "token show needs PROVIDER[:BUCKET]"),
+        (vec!["refresh"], "refresh needs PROVIDER[:BUCKET]"),
+        (vec!["get-key"], "get-key needs NAME"),
+        (vec!["bench"], "bench needs store, daemon, refresh or soak"),
+    ] {
+        let out = dir.cred(None).args(&args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(stderr(&out).contains(says), "{args:?}: {}", stderr(&out));
+    }
+    let help = dir.cred(None).arg("help").output().unwrap();
+    assert!(help.status.success() && stdout(&help).starts_with("llxprt-cred - "), "{}", stdout(&help));
+    // token rm of a missing token fails like key rm does
+    let out = dir.run(None, &["--store", "file", "token", "rm", "nothing-here"], "");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("no token for nothing-here:default"), "{}", stderr(&out));
+    // refresh through the daemon: refused without --permit refresh
+    let d = dir.daemon(&["--allow", "anthropic"]);
+    let out = cred_with_socket(&dir, &d.socket, &["refresh", "anthropic"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("--permit refresh"), "{}", stderr(&out));
+    drop(d);
+    // with the permit, an expired token is refreshed on the host and printed
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let stale = serde_json::json!({"access_token":"at-stale","refresh_token":"rt-CANARY-stale","expiry":now - 10,"token_type":"Bearer"});
+    ok(dir.run(None, &["--store", "file", "token", "import", "anthropic:stale"], &stale.to_string()));
+    let fake = crate::fake_provider::FakeProvider::start();
+    let url = fake.token_url();
+    let d = dir.daemon_with_env(
+        &["--allow", "anthropic", "--permit", "refresh"],
+        &[("LLXPRT_CREDD_ANTHROPIC_TOKEN_URL", url.as_str()), ("ALL_PROXY", "http://127.0.0.1:9")],
+    );
+    let out = cred_with_socket(&dir, &d.socket, &["refresh", "anthropic:stale"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let shown: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(shown["access_token"], "at-refreshed-1");
+    assert!(shown.get("refresh_token").is_none());
+    assert_eq!(fake.count(), 1);
+}

@@ -309,7 +309,23 @@ impl ProxySocketClient {
     fn handshake(&self) -> Result<Connection> {
         let path = self.socket_path.display();
         let mut stream = UnixStream::connect(&self.socket_path).map_err(|e| {
-            Error::Connection(format!("cannot connect to the credential proxy at {path}: {e}"))
+            // Say what the OS error means for a credential socket, and what to do.
+            let advice = match e.kind() {
+                io::ErrorKind::ConnectionRefused => {
+                    " (a stale socket: no llxprt-credd listens there any more; start one, e.g. \
+                     eval \"$(llxprt-credd --profile NAME)\", or unset LLXPRT_CREDENTIAL_SOCKET)"
+                }
+                io::ErrorKind::NotFound => {
+                    " (no socket there: the daemon has stopped or the path is wrong; start one with \
+                     llxprt-credd --profile NAME, or unset LLXPRT_CREDENTIAL_SOCKET)"
+                }
+                io::ErrorKind::PermissionDenied => {
+                    " (this user may not use it: run as the daemon's user, or start the daemon with \
+                     --allow-uid UID)"
+                }
+                _ => "",
+            };
+            Error::Connection(format!("cannot connect to the credential proxy at {path}: {e}{advice}"))
         })?;
         let frame = encode_frame_max(&handshake_frame(self.capability_token.as_ref()), max_frame_len(1))
             .map(Zeroizing::new)

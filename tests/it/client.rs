@@ -549,3 +549,20 @@ fn cred_commands_name_what_is_missing_and_refresh_goes_through_the_daemon() {
     assert!(shown.get("refresh_token").is_none());
     assert_eq!(fake.count(), 1);
 }
+
+#[test]
+fn a_stale_socket_is_named_as_stale_with_what_to_do() {
+    let dir = seeded("client-stale");
+    let stale = dir.root.join("stale.sock");
+    drop(UnixListener::bind(&stale).unwrap()); // the file stays, nothing listens
+    let out = cred_with_socket(&dir, &stale, &["status"]);
+    assert_eq!(out.status.code(), Some(1));
+    let e = stderr(&out);
+    assert!(
+        e.contains("a stale socket: no llxprt-credd listens there any more")
+            && e.contains("unset LLXPRT_CREDENTIAL_SOCKET"),
+        "{e}"
+    );
+    let out = cred_with_socket(&dir, &dir.root.join("gone.sock"), &["status"]);
+    assert!(stderr(&out).contains("no socket there: the daemon has stopped"), "{}", stderr(&out));
+}

@@ -98,9 +98,52 @@ pub fn sd_notify_to(target: &std::ffi::OsStr, state: &str) -> io::Result<()> {
 /// Stops the daemon named by `LLXPRT_CREDD_PID`: checks that the pid is an
 /// `llxprt-credd` (where the OS tells), sends SIGTERM and waits up to
 /// [`KILL_WAIT`] for it to exit.
+/// The `llxprt-credd` processes of this user other than this one: pid and
+/// command line (escaped), from `/proc`.
+pub fn running_daemons() -> Vec<(i32, String)> {
+    use std::os::unix::fs::MetadataExt;
+    let me = sys::current_pid().0;
+    let uid = sys::current_uid().0;
+    let mut found: Vec<(i32, String)> = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+            if pid == me || e.metadata().ok()?.uid() != uid {
+                return None;
+            }
+            (sys::process_name(ProcessId(pid))? == "llxprt-credd").then_some(pid)
+        })
+        .map(|pid| {
+            let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let args: Vec<String> = raw
+                .split(|b| *b == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            (pid, crate::log::printable(&args.join(" ")).into_owned())
+        })
+        .collect();
+    found.sort();
+    found
+}
+
 pub fn kill_from_env() -> Result<ProcessId> {
-    let raw = std::env::var(PID_ENV)
-        .map_err(|_| Error::Usage(format!("{PID_ENV} is not set: which daemon should -k stop?")))?;
+    let raw = std::env::var(PID_ENV).map_err(|_| {
+        let running = running_daemons();
+        let listed = if running.is_empty() {
+            "no llxprt-credd of yours is running".to_owned()
+        } else {
+            let lines: Vec<String> =
+                running.iter().map(|(pid, args)| format!("  pid {pid}: {args}")).collect();
+            format!(
+                "yours running now:\n{}\nstop one with: LLXPRT_CREDD_PID=PID llxprt-credd -k",
+                lines.join("\n")
+            )
+        };
+        Error::Usage(format!("{PID_ENV} is not set: which daemon should -k stop? {listed}"))
+    })?;
     let pid = raw
         .trim()
         .parse::<i32>()

@@ -111,6 +111,17 @@ fn background_mode_prints_sh_commands_serves_and_k_stops_it() {
     let _ = sleeper.kill();
     let _ = sleeper.wait();
 
+    // -k without LLXPRT_CREDD_PID lists the daemons running now
+    let which = dir.command(CREDD).arg("-k").env_remove("LLXPRT_CREDD_PID").output().unwrap();
+    assert_eq!(which.status.code(), Some(2));
+    let listed = stderr(&which);
+    assert!(
+        listed.contains(&format!("  pid {pid}: ")) && listed.contains(socket.to_str().unwrap()),
+        "{listed}"
+    );
+    assert!(listed.contains("LLXPRT_CREDD_PID=PID llxprt-credd -k"), "{listed}");
+    assert!(alive(pid), "listing stops nothing");
+
     let killed =
         dir.command(CREDD).args(["-k", "-c"]).env("LLXPRT_CREDD_PID", pid.to_string()).output().unwrap();
     let said = ok(killed);

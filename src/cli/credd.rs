@@ -376,20 +376,9 @@ fn write_capability_fd(mut file: File, fd: i32, token: &SecretString) -> Result<
 /// `$XDG_STATE_HOME/llxprt-code/credd.log` (else under `~/.local/state`),
 /// its directory made 0700 when missing.
 fn exec_log_path() -> Result<PathBuf> {
-    use std::os::unix::fs::DirBuilderExt;
-    let state = std::env::var_os("XDG_STATE_HOME")
-        .map(PathBuf::from)
-        .filter(|p| p.is_absolute())
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
-        .ok_or_else(|| {
-            Error::Usage("neither XDG_STATE_HOME nor HOME is set: use --log-file or --log-stderr".into())
-        })?;
-    let dir = state.join("llxprt-code");
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&dir)
-        .map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
+    let dir = socket::state_dir("llxprt-code").ok_or_else(|| {
+        Error::Usage("neither XDG_STATE_HOME nor HOME is set: use --log-file or --log-stderr".into())
+    })??;
     Ok(dir.join("credd.log"))
 }
 

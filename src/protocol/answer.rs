@@ -15,8 +15,9 @@ use serde_json::{Map, Value, json};
 
 use super::names::FlowType;
 
-/// The data of a successful answer.
-#[derive(Clone, Debug, PartialEq)]
+/// The data of a successful answer. Its `Debug` names the kind only: a
+/// token, a key or a session id must not reach a log through it.
+#[derive(Clone, PartialEq)]
 pub enum Answer {
     /// `save_token`, `remove_token`, `oauth_cancel`: `{}`.
     Done,
@@ -52,8 +53,8 @@ pub enum Answer {
     Github(Map<String, Value>),
 }
 
-/// A started login as the sandbox sees it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A started login as the sandbox sees it (`Debug` leaves out the session id).
+#[derive(Clone, PartialEq, Eq)]
 pub struct Initiation {
     /// The session id.
     pub session_id: String,
@@ -73,8 +74,8 @@ pub struct Initiation {
     pub verification_uri_complete: Option<String>,
 }
 
-/// Where a polled login stands.
-#[derive(Clone, Debug, PartialEq)]
+/// Where a polled login stands (`Debug` leaves out the token).
+#[derive(Clone, PartialEq)]
 pub enum PollState {
     /// Not yet; poll again after this.
     Pending(Duration),
@@ -87,6 +88,48 @@ pub enum PollState {
         /// The fixed text.
         message: String,
     },
+}
+
+impl std::fmt::Debug for Answer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Answer::Token(t) | Answer::Github(t) => {
+                write!(f, "Answer {{ fields: {:?}, values: <redacted> }}", t.keys().collect::<Vec<_>>())
+            }
+            Answer::Key(_) => f.write_str("Answer::Key(<redacted>)"),
+            Answer::Initiated(i) => write!(f, "Answer::Initiated({i:?})"),
+            Answer::Polled(p) => write!(f, "Answer::Polled({p:?})"),
+            Answer::Done => f.write_str("Answer::Done"),
+            Answer::Providers(l) => write!(f, "Answer::Providers({l:?})"),
+            Answer::Buckets(l) => write!(f, "Answer::Buckets({l:?})"),
+            Answer::Keys(l) => write!(f, "Answer::Keys({l:?})"),
+            Answer::Stats { bucket, request_count, percentage } => {
+                write!(f, "Answer::Stats({bucket}, {request_count}, {percentage})")
+            }
+            Answer::Exists(e) => write!(f, "Answer::Exists({e})"),
+            Answer::Cancelled(c) => write!(f, "Answer::Cancelled({c})"),
+        }
+    }
+}
+
+impl std::fmt::Debug for Initiation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Initiation")
+            .field("session_id", &"<redacted>")
+            .field("flow", &self.flow)
+            .field("user_code", &self.user_code)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for PollState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PollState::Pending(d) => write!(f, "Pending({d:?})"),
+            PollState::Complete(_) => f.write_str("Complete(<redacted>)"),
+            PollState::Failed { code, message } => write!(f, "Failed({code}: {message})"),
+        }
+    }
 }
 
 /// `data` that does not have the shape its op answers with.
@@ -118,11 +161,12 @@ fn text(data: &Map<String, Value>, names: &[&str]) -> Option<String> {
 }
 
 impl Answer {
-    /// The `data` object sent.
-    pub fn encode(&self) -> Map<String, Value> {
+    /// The `data` object sent (consumes the answer: a token's fields move
+    /// into it rather than being copied).
+    pub fn encode(self) -> Map<String, Value> {
         match self {
             Answer::Done => Map::new(),
-            Answer::Token(t) | Answer::Github(t) => t.clone(),
+            Answer::Token(t) | Answer::Github(t) => t,
             Answer::Providers(l) => object(json!({ "providers": l })),
             Answer::Buckets(l) => object(json!({ "buckets": l })),
             Answer::Keys(l) => object(json!({ "keys": l })),
@@ -158,7 +202,7 @@ impl Answer {
             Answer::Polled(PollState::Complete(token)) => {
                 let mut data = token.clone();
                 data.insert("status".into(), json!("complete"));
-                data.insert("token".into(), Value::Object(token.clone()));
+                data.insert("token".into(), Value::Object(token));
                 data
             }
             Answer::Polled(PollState::Failed { code, message }) => {
@@ -241,7 +285,7 @@ mod tests {
     use super::*;
 
     fn round_trip(op: &str, a: Answer, wire: &str) {
-        let data = a.encode();
+        let data = a.clone().encode();
         assert_eq!(Value::Object(data.clone()), serde_json::from_str::<Value>(wire).unwrap(), "{op} encodes");
         assert_eq!(Answer::decode(op, data).unwrap(), a, "{op} decodes");
     }
@@ -326,5 +370,22 @@ mod tests {
             Err(Malformed("no list"))
         );
         assert_eq!(Answer::decode("get_api_key", Map::new()), Err(Malformed("no key")));
+    }
+}
+
+#[cfg(test)]
+mod debug_tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_a_secret() {
+        let token = object(json!({"access_token":"at-SECRET"}));
+        let shown = format!(
+            "{:?} {:?} {:?}",
+            Answer::Token(token.clone()),
+            Answer::Key("sk-SECRET".into()),
+            Answer::Polled(PollState::Complete(token))
+        );
+        assert!(!shown.contains("SECRET"), "{shown}");
     }
 }

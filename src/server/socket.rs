@@ -63,27 +63,34 @@ pub fn default_socket_dir() -> Result<PrivateDir> {
 
 /// The default directory of capability files: never the socket's, and
 /// never under the tmpdir a sandbox launcher may mount:
+/// `$XDG_STATE_HOME/NAME/` (else `~/.local/state/NAME/`), made 0700 when
+/// missing; `None` when neither variable is set.
+pub fn state_dir(name: &str) -> Option<Result<PathBuf>> {
+    let state = std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))?;
+    let dir = state.join(name);
+    Some(
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map(|()| dir.clone())
+            .map_err(|e| Error::io(format!("cannot create {}", dir.display()), e)),
+    )
+}
+
 /// `$XDG_RUNTIME_DIR/llxprt-cred-capability/`, else
 /// `$XDG_STATE_HOME/llxprt-credd/capability/` (`~/.local/state/...`).
 pub fn default_capability_dir() -> Result<PrivateDir> {
     let dir = match xdg_runtime_dir() {
         Some(run) => run.join("llxprt-cred-capability"),
-        None => {
-            let state = std::env::var_os("XDG_STATE_HOME")
-                .map(PathBuf::from)
-                .filter(|p| p.is_absolute())
-                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
-                .ok_or_else(|| {
-                    Error::Usage("neither XDG_RUNTIME_DIR nor HOME is set: use --capability-file".into())
-                })?;
-            let parent = state.join("llxprt-credd");
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(&parent)
-                .map_err(|e| Error::io(format!("cannot create {}", parent.display()), e))?;
-            parent.join("capability")
-        }
+        None => state_dir("llxprt-credd")
+            .ok_or_else(|| {
+                Error::Usage("neither XDG_RUNTIME_DIR nor HOME is set: use --capability-file".into())
+            })??
+            .join("capability"),
     };
     private_default_dir(&dir)
 }

@@ -31,8 +31,10 @@ $cred doctor --profile demo
 ls -l "$LLXPRT_DATA_HOME/secure-store/llxprt-code-oauth" "$LLXPRT_DATA_HOME/provider-keys"
 head -c 120 "$LLXPRT_DATA_HOME/secure-store/llxprt-code-oauth/claudecode%3Adefault.enc"; echo
 
-# The daemon, in exec mode: the command plays the sandbox.
-target/release/llxprt-credd --profile demo --capability-file "$demo/capability.env" -- sh -c '
+# The daemon, in exec mode: the command plays the sandbox. Its log goes to
+# the terminal here (--log-stderr), so the demo shows the audit lines;
+# without it, exec mode logs to ~/.local/state/llxprt-code/credd.log.
+target/release/llxprt-credd --profile demo --capability-file "$demo/capability.env" --log-stderr -- sh -c '
   set -x
   cred=target/release/llxprt-cred
   $cred status

@@ -1,9 +1,10 @@
 # llxprt-credd - build, test, install.
 # Packagers: `make build && make install DESTDIR=... PREFIX=/usr`.
 # `install` never compiles; it copies what `build` produced: the two
-# binaries, the man pages, the example wrapper (in DOCDIR/examples) and the
-# systemd user units, whose ExecStart names BINDIR. `make deb` builds the
-# Debian package with cargo-deb and checks it (scripts/check-deb.sh).
+# binaries and the llxprt-sandbox wrapper (to BINDIR), the man pages, the
+# user README (DOCDIR) and the systemd user units, whose ExecStart names
+# BINDIR. `make deb` builds the Debian package with cargo-deb and checks it
+# (scripts/check-deb.sh, which first checks its prerequisites).
 
 PREFIX  ?= /usr/local
 BINDIR  ?= $(PREFIX)/bin
@@ -22,7 +23,8 @@ CARGOFLAGS ?= --locked
 BINARIES = llxprt-credd llxprt-cred
 MANPAGES = $(wildcard man/*.1 man/*.5 man/*.7)
 UNITS    = contrib/systemd/llxprt-credd@.socket contrib/systemd/llxprt-credd@.service
-EXAMPLES = contrib/llxprt-sandbox
+SCRIPTS  = contrib/llxprt-sandbox
+DOCS     = README.md
 
 .PHONY: all build test demo lint bench soak install uninstall deb clean
 
@@ -62,8 +64,9 @@ install:
 	  sec=$${m##*.}; $(INSTALL) -d $(DESTDIR)$(MANDIR)/man$$sec; \
 	  $(INSTALL) -m 644 $$m $(DESTDIR)$(MANDIR)/man$$sec/; \
 	done
-	$(INSTALL) -d $(DESTDIR)$(DOCDIR)/examples
-	for e in $(EXAMPLES); do $(INSTALL) -m 755 $$e $(DESTDIR)$(DOCDIR)/examples/; done
+	for s in $(SCRIPTS); do $(INSTALL) -m 755 $$s $(DESTDIR)$(BINDIR)/$${s##*/}; done
+	$(INSTALL) -d $(DESTDIR)$(DOCDIR)
+	for d in $(DOCS); do $(INSTALL) -m 644 $$d $(DESTDIR)$(DOCDIR)/; done
 	$(INSTALL) -d $(DESTDIR)$(SYSTEMDUSERUNITDIR)
 	for u in $(UNITS); do \
 	  sed 's|/usr/bin/llxprt-credd|$(BINDIR)/llxprt-credd|' $$u > $(DESTDIR)$(SYSTEMDUSERUNITDIR)/$${u##*/}.tmp && \
@@ -74,8 +77,9 @@ install:
 uninstall:
 	for b in $(BINARIES); do rm -f $(DESTDIR)$(BINDIR)/$$b; done
 	for m in $(MANPAGES); do sec=$${m##*.}; rm -f $(DESTDIR)$(MANDIR)/man$$sec/$${m##*/}; done
-	for e in $(EXAMPLES); do rm -f $(DESTDIR)$(DOCDIR)/examples/$${e##*/}; done
-	-rmdir $(DESTDIR)$(DOCDIR)/examples $(DESTDIR)$(DOCDIR) 2>/dev/null
+	for s in $(SCRIPTS); do rm -f $(DESTDIR)$(BINDIR)/$${s##*/}; done
+	for d in $(DOCS); do rm -f $(DESTDIR)$(DOCDIR)/$${d##*/}; done
+	-rmdir $(DESTDIR)$(DOCDIR) 2>/dev/null
 	for u in $(UNITS); do rm -f $(DESTDIR)$(SYSTEMDUSERUNITDIR)/$${u##*/}; done
 
 # The Debian package (needs cargo-deb; lintian and dpkg for the checks).

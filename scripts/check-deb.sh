@@ -9,11 +9,21 @@
 #      removes every file.
 # Installs cargo-deb (cargo install --locked) when it is missing; needs
 # dpkg, lintian, man-db and systemd (for systemd-analyze), which .ci/run
-# installs. Set CHECK_DEB_NO_BUILD=1 to package an existing release build.
+# installs (when one is missing it says so first, with the apt command). Set CHECK_DEB_NO_BUILD=1 to package an existing release build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 step() { printf '\n== %s\n' "$*"; }
+
+missing=()
+for pair in dpkg-deb:dpkg lintian:lintian man:man-db systemd-analyze:systemd; do
+  command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair##*:}")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "make deb needs ${missing[*]} to build and check the package; install with:" >&2
+  echo "  sudo apt-get install ${missing[*]}" >&2
+  exit 1
+fi
 
 command -v cargo-deb >/dev/null 2>&1 || { step "installing cargo-deb"; cargo install cargo-deb --locked; }
 
@@ -36,15 +46,16 @@ fi
 step "contents"
 expected="./usr/bin/llxprt-cred
 ./usr/bin/llxprt-credd
+./usr/bin/llxprt-sandbox
 ./usr/lib/systemd/user/llxprt-credd@.service
 ./usr/lib/systemd/user/llxprt-credd@.socket
 ./usr/share/doc/llxprt-credd/README.md
 ./usr/share/doc/llxprt-credd/changelog.Debian.gz
 ./usr/share/doc/llxprt-credd/copyright
-./usr/share/doc/llxprt-credd/examples/llxprt-sandbox
 ./usr/share/lintian/overrides/llxprt-credd
 ./usr/share/man/man1/llxprt-cred.1.gz
 ./usr/share/man/man1/llxprt-credd.1.gz
+./usr/share/man/man1/llxprt-sandbox.1.gz
 ./usr/share/man/man7/llxprt-credd.7.gz"
 actual=$(dpkg-deb -c "$deb" | awk '$1 !~ /^d/ {print $6}' | sort)
 dpkg-deb -c "$deb"
@@ -68,6 +79,7 @@ dpkg --root="$root" --force-depends -i "$deb"
 dpkg --root="$root" -s llxprt-credd | grep -qx 'Status: install ok installed'
 "$root/usr/bin/llxprt-credd" --version | grep -qx "llxprt-credd $version"
 "$root/usr/bin/llxprt-cred" --version | grep -qx "llxprt-cred $version"
+LLXPRT_CREDD="$root/usr/bin/llxprt-credd" "$root/usr/bin/llxprt-sandbox" --help | grep -q '^Usage: llxprt-sandbox'
 for page in "$root"/usr/share/man/man*/*.gz; do
   warnings=$(MANWIDTH=80 man --warnings -l "$page" 2>&1 >/dev/null)
   [ -z "$warnings" ] || { echo "$page: $warnings" >&2; exit 1; }

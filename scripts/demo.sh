@@ -7,7 +7,8 @@
 # Needs nothing but cargo.
 set -eu
 cd "$(dirname "$0")/.."
-cargo build --release --locked --quiet
+echo "demo: building the release binaries (about three minutes the first time)" >&2
+cargo build --release --locked
 cred=target/release/llxprt-cred
 demo=$(mktemp -d "${TMPDIR:-/tmp}/llxprt-credd-demo.XXXXXX")
 trap 'rm -rf "$demo"' EXIT

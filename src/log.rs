@@ -149,8 +149,7 @@ impl Sink {
                 old.push(".1");
                 // The old file is replaced; a failed rotation keeps writing
                 // where it was rather than losing lines.
-                if std::fs::rename(&r.path, &old).is_ok()
-                    && let Ok(file) = open_file(&r.path)
+                if let Some(file) = std::fs::rename(&r.path, &old).ok().and_then(|()| open_file(&r.path).ok())
                 {
                     self.file = file;
                     r.written = 0;

@@ -13,7 +13,7 @@ scope is the union of theirs. `--allow PROVIDER[:BUCKET]` and
 #![forbid(unsafe_code)]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
@@ -121,10 +121,19 @@ impl Scope {
     }
 }
 
+/// `--profile work.json` means profile `work`.
+fn profile_name(name: &str) -> &str {
+    name.strip_suffix(".json").filter(|n| !n.is_empty()).unwrap_or(name)
+}
+
+/// The file `--profile name` reads.
+pub fn profile_file(profiles_dir: &Path, name: &str) -> PathBuf {
+    profiles_dir.join(format!("{}.json", profile_name(name)))
+}
+
 /// Reads profile `name` from `profiles_dir` into a scope.
 pub fn load_scope(profiles_dir: &Path, name: &str) -> Result<Scope> {
-    // `--profile work.json` means profile `work`
-    let name = name.strip_suffix(".json").filter(|n| !n.is_empty()).unwrap_or(name);
+    let name = profile_name(name);
     let mut scope = Scope::default();
     add_profile(profiles_dir, name, &mut scope, 0)?;
     Ok(scope)

@@ -107,9 +107,7 @@ pub fn store(host: &HostStore, iterations: usize) -> Result<()> {
     row("cold file read (scrypt + AES-GCM)", &time(slow_n, || Ok(file_store().get("k").map(|_| ())?))?);
     row("warm cached read", &time(iterations * 50, || Ok(store.get("k").map(|_| ())?))?);
     let mut keyring_rows = 0;
-    if let Some(keyring) = &host.keyring
-        && keyring.status() == KeyringStatus::Ready
-    {
+    if let Some(keyring) = host.keyring.as_ref().filter(|k| k.status() == KeyringStatus::Ready) {
         let v = value.clone();
         row(
             "keyring write (Secret Service round trip)",

@@ -127,8 +127,9 @@ pub enum Command {
     Login(String, Option<String>),
     /// `logout P[:B]`
     Logout(String, Option<String>),
-    /// `--help`
-    Help,
+    /// `--help`, `help`, or `COMMAND --help` / `help COMMAND` (its part
+    /// of the help)
+    Help(Option<String>),
     /// `--version`
     Version,
 }
@@ -171,7 +172,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
     while let Some(arg) = parser.next().map_err(usage)? {
         match arg {
             Short('h') | Long("help") => {
-                early = Some(Command::Help);
+                early = Some(Command::Help(words.first().cloned()));
                 break;
             }
             Short('V') | Long("version") => {
@@ -260,7 +261,8 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
             let (p, b) = pb(spec);
             Command::Refresh(p, b)
         }
-        ["help", ..] => Command::Help,
+        ["help"] => Command::Help(None),
+        ["help", topic, ..] => Command::Help(Some(topic.to_string())),
         ["login", spec] | ["logout", spec] => {
             let (p, b) = pb(spec);
             let b = match (b, bucket.take()) {
@@ -367,10 +369,39 @@ fn json_ascii(value: &Value) -> String {
     ascii
 }
 
+/// The help, or for a command word its lines of the help (with their
+/// continuation lines) and where the options are; the whole help for a
+/// word that is not a command.
+fn help_for(topic: Option<&str>) -> String {
+    let Some(topic) = topic else { return HELP.to_owned() };
+    let mut lines = Vec::new();
+    let mut in_entry = false;
+    for line in HELP.lines() {
+        let entry = line.strip_prefix("  ").filter(|l| !l.starts_with(' '));
+        match entry {
+            Some(e) => {
+                in_entry = e.split_whitespace().next() == Some(topic) && !e.starts_with('-');
+                if in_entry {
+                    lines.push(line);
+                }
+            }
+            None if in_entry && line.starts_with("    ") => lines.push(line),
+            None => in_entry = false,
+        }
+    }
+    if lines.is_empty() {
+        return HELP.to_owned();
+    }
+    format!(
+        "Usage: llxprt-cred [OPTIONS] {topic} ...\n\n{}\n\nOptions: llxprt-cred --help; all of it: man llxprt-cred\n",
+        lines.join("\n")
+    )
+}
+
 fn run(args: &Args) -> Result<i32> {
     match &args.command {
-        Command::Help => {
-            print!("{HELP}");
+        Command::Help(topic) => {
+            print!("{}", help_for(topic.as_deref()));
             return Ok(EXIT_OK);
         }
         Command::Version => {
@@ -404,10 +435,7 @@ fn run(args: &Args) -> Result<i32> {
         }
         Command::KeyGet(name) => match host.keys.get_key(name)? {
             Some(v) => out(v.expose())?,
-            None => {
-                eprintln!("llxprt-cred: no API key named {name}");
-                return Ok(EXIT_FAILURE);
-            }
+            None => return Ok(not_stored(&host, format!("no API key named {name}"))),
         },
         Command::KeyList => {
             for name in host.keys.list_keys()? {
@@ -416,30 +444,33 @@ fn run(args: &Args) -> Result<i32> {
         }
         Command::KeyRm(name) => {
             if !host.keys.delete_key(name)? {
-                eprintln!("llxprt-cred: no API key named {name}");
-                return Ok(EXIT_FAILURE);
+                return Ok(not_stored(&host, format!("no API key named {name}")));
             }
         }
         Command::TokenList => token_list(&host)?,
         Command::TokenShow(p, b) => match host.tokens.get_token(p, b.as_deref())? {
             Some(token) => out(json_ascii(&Value::Object(token.sanitize().into_map())))?,
             None => {
-                eprintln!("llxprt-cred: no token for {p}:{}", b.as_deref().unwrap_or(DEFAULT_BUCKET));
-                return Ok(EXIT_FAILURE);
+                return Ok(not_stored(
+                    &host,
+                    format!("no token for {p}:{}", b.as_deref().unwrap_or(DEFAULT_BUCKET)),
+                ));
             }
         },
         Command::TokenImport(p, b) => token_import(&host, p, b.as_deref())?,
         Command::TokenRm(p, b) => {
             // like key rm: a missing token is a failure the user hears about
             if host.tokens.get_token(p, b.as_deref())?.is_none() {
-                eprintln!("llxprt-cred: no token for {p}:{}", b.as_deref().unwrap_or(DEFAULT_BUCKET));
-                return Ok(EXIT_FAILURE);
+                return Ok(not_stored(
+                    &host,
+                    format!("no token for {p}:{}", b.as_deref().unwrap_or(DEFAULT_BUCKET)),
+                ));
             }
             host.tokens.remove_token(p, b.as_deref())?
         }
         Command::Doctor => return doctor(&host, args.profile.as_deref()),
         Command::BenchStore => super::bench::store(&host, args.iterations)?,
-        Command::Help
+        Command::Help(_)
         | Command::Version
         | Command::Status
         | Command::Get(..)
@@ -750,6 +781,103 @@ impl Findings {
     }
 }
 
+/// Says that a credential is not stored, and, when a keyring that could
+/// not be reached left only the encrypted files to search, that it may
+/// well be stored after all. Returns the exit code.
+fn not_stored(host: &HostStore, what: String) -> i32 {
+    eprintln!("llxprt-cred: {what}");
+    if let Some(why) = unsearched_keyring(host) {
+        eprintln!("llxprt-cred: {why}");
+    }
+    EXIT_FAILURE
+}
+
+/// Why "not stored" may be wrong: in `auto`, a keyring that could not be
+/// reached (or answered LOCKED) leaves only the encrypted files searched.
+fn unsearched_keyring(host: &HostStore) -> Option<String> {
+    match host.keyring.as_ref()?.status() {
+        KeyringStatus::Ready => None,
+        KeyringStatus::Unavailable(why) | KeyringStatus::Latched(why) => Some(format!(
+            "the keyring could not be reached ({why}), so only the encrypted files in {} were searched; \
+             if llxprt-code keeps it in your keyring, run where that keyring is reachable and unlocked \
+             (llxprt-cred doctor shows the live backend) instead of storing it again",
+            host.paths.data.display()
+        )),
+    }
+}
+
+/// The daemon named by `LLXPRT_CREDENTIAL_SOCKET`, the sockets left in the
+/// default socket directory, and the daemons running.
+fn doctor_sockets(f: &mut Findings) -> Result<()> {
+    use std::os::unix::net::UnixStream;
+    /// Whether a daemon listens at `path`, or why not.
+    fn probe(path: &std::path::Path) -> std::result::Result<(), io::Error> {
+        UnixStream::connect(path).map(drop)
+    }
+    match std::env::var_os(crate::client::SOCKET_ENV).filter(|v| !v.is_empty()) {
+        None => f.line(format!("{}: not set", crate::client::SOCKET_ENV))?,
+        Some(raw) => {
+            let path = PathBuf::from(&raw);
+            let name = format!("{}={}", crate::client::SOCKET_ENV, path.display());
+            match probe(&path) {
+                Ok(()) => f.line(format!("{name}: a daemon listens there"))?,
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => f.problem(
+                    format!("{name}: stale: no daemon listens there any more"),
+                    format!(
+                        "unset {} (or start a daemon: eval \"$(llxprt-credd --profile NAME)\"), and remove \
+                         the leftover file: rm {}",
+                        crate::client::SOCKET_ENV,
+                        path.display()
+                    ),
+                )?,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => f.problem(
+                    format!("{name}: no socket there"),
+                    format!(
+                        "unset {} or start a daemon and use the socket it names",
+                        crate::client::SOCKET_ENV
+                    ),
+                )?,
+                Err(e) => f.problem(
+                    format!("{name}: cannot connect ({e})"),
+                    "run as the daemon's user, or start the daemon with --allow-uid UID",
+                )?,
+            }
+        }
+    }
+    if let Ok(dir) = crate::server::socket::default_socket_dir_path() {
+        let mut stale: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "sock"))
+            .filter(|p| probe(p).is_err_and(|e| e.kind() == io::ErrorKind::ConnectionRefused))
+            .collect();
+        stale.sort();
+        if stale.is_empty() {
+            f.line(format!("socket directory: {} (no stale sockets)", dir.display()))?;
+        } else {
+            let list: Vec<String> = stale.iter().map(|p| p.display().to_string()).collect();
+            f.note(
+                format!(
+                    "socket directory: {}: stale sockets (no daemon listens): {}",
+                    dir.display(),
+                    list.join(" ")
+                ),
+                format!("remove them: rm {}", list.join(" ")),
+            )?;
+        }
+    }
+    let running = super::lifecycle::running_daemons();
+    if running.is_empty() {
+        f.line("daemons running: none")?;
+    }
+    for d in running {
+        f.line(format!("daemon running: pid {}: {}", d.pid, d.command_line()))?;
+    }
+    Ok(())
+}
+
 fn doctor(host: &HostStore, profile: Option<&str>) -> Result<i32> {
     let mut f = Findings { problems: 0 };
     f.line(format!("backend setting: {}", host.backend.name()))?;
@@ -827,6 +955,7 @@ fn doctor(host: &HostStore, profile: Option<&str>) -> Result<i32> {
     }
     f.line(format!("oauth fallback dir: {}", host.tokens.secure_store().dir().display()))?;
     f.line(format!("api key fallback dir: {}", host.keys.secure_store().dir().display()))?;
+    doctor_sockets(&mut f)?;
     if let Some(name) = profile {
         doctor_profile(host, name, &mut f)?;
     }
@@ -908,7 +1037,10 @@ fn doctor_profile(host: &HostStore, name: &str, f: &mut Findings) -> Result<()> 
                  llxprt-cred login {provider} --bucket {bucket}"
             );
             match host.tokens.get_token(provider, Some(&bucket))? {
-                None => f.problem(format!("  token {provider}:{bucket}: not stored"), &login)?,
+                None => f.problem(
+                    format!("  token {provider}:{bucket}: not stored"),
+                    unsearched_keyring(host).unwrap_or(login),
+                )?,
                 Some(t) if t.expiry() <= now && t.refresh_token().is_none() => f.problem(
                     format!("  token {provider}:{bucket}: expired, and it has no refresh token"),
                     &login,
@@ -934,7 +1066,10 @@ fn doctor_profile(host: &HostStore, name: &str, f: &mut Findings) -> Result<()> 
         if host.keys.has_key(key)? {
             f.line(format!("  api key {key}: stored"))?;
         } else {
-            f.problem(format!("  api key {key}: not stored"), format!("llxprt-cred key set {key}"))?;
+            f.problem(
+                format!("  api key {key}: not stored"),
+                unsearched_keyring(host).unwrap_or_else(|| format!("llxprt-cred key set {key}")),
+            )?;
         }
     }
     Ok(())
@@ -1007,7 +1142,9 @@ mod tests {
             Command::TokenRm("anthropic".into(), None)
         );
         assert_eq!(p(&["doctor", "--log-level", "debug"]).unwrap().log_level, Level::Debug);
-        assert_eq!(p(&["--help", "bogus"]).unwrap().command, Command::Help);
+        assert_eq!(p(&["--help", "bogus"]).unwrap().command, Command::Help(None));
+        assert_eq!(p(&["key", "--help"]).unwrap().command, Command::Help(Some("key".into())));
+        assert_eq!(p(&["help", "token", "rm"]).unwrap().command, Command::Help(Some("token".into())));
     }
 
     #[test]

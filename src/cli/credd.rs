@@ -423,12 +423,30 @@ impl ScopeSource {
     }
 }
 
+/// Says so (on stderr as well when the log goes to a file) when another
+/// daemon of this user serves the same profile file: both work, but one
+/// was probably meant to be stopped.
+fn warn_of_another_daemon(name: &str, logs_to_file: bool) {
+    let Ok(paths) = crate::store::paths::Paths::from_env() else { return };
+    let file = profile::profile_file(&paths.profiles_dir(), name);
+    let Some(pid) = lifecycle::daemons_serving(&file).first().copied() else { return };
+    let text = format!(
+        "another llxprt-credd (pid {pid}) already serves profile {}; both work, but to keep one \
+         stop the other: LLXPRT_CREDD_PID={pid} llxprt-credd -k",
+        log::printable(name)
+    );
+    crate::log_warn!("{text}");
+    if logs_to_file {
+        eprintln!("llxprt-credd: warning: {text}");
+    }
+}
+
 /// Background mode: fork before any thread exists. The parent waits until
 /// the child says it is ready (or dies) and exits; the child goes on in a
 /// new session. Returns the readiness pipe in the child, or the exit code
 /// in the parent.
 fn daemonize() -> Result<std::result::Result<File, i32>> {
-    let (mut reader, writer) = std::io::pipe().map_err(|e| Error::io("cannot create a pipe", e))?;
+    let (mut reader, writer) = sys::pipe().map_err(|e| Error::io("cannot create a pipe", e))?;
     match sys::fork().map_err(|e| Error::io("cannot fork", e))? {
         sys::Forked::Parent(child) => {
             drop(writer);
@@ -445,7 +463,7 @@ fn daemonize() -> Result<std::result::Result<File, i32>> {
             log::forget_pid();
             drop(reader);
             sys::setsid().map_err(|e| Error::io("cannot start a session", e))?;
-            Ok(Ok(File::from(std::os::fd::OwnedFd::from(writer))))
+            Ok(Ok(writer))
         }
     }
 }
@@ -579,9 +597,10 @@ fn run(args: &Args) -> Result<i32> {
     // after a background daemon has moved to /.
     let start_dir = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
     log::set_max_level(args.log_level);
+    let logs_to_file = args.log_file.is_some() || (exec_mode && !args.log_stderr && !args.foreground);
     if let Some(path) = &args.log_file {
         open_log_file(path)?;
-    } else if exec_mode && !args.log_stderr && !args.foreground {
+    } else if logs_to_file {
         // The command owns the terminal (an interactive llxprt-code screen):
         // the daemon's lines go to a file. Start-up errors still reach
         // stderr through main.
@@ -593,6 +612,9 @@ fn run(args: &Args) -> Result<i32> {
         Announce::None if background => Announce::Sh,
         other => other,
     };
+    if let Some(name) = &args.profile {
+        warn_of_another_daemon(name, logs_to_file);
+    }
     if background {
         match daemonize()? {
             Ok(pipe) => readiness.fds.push(pipe),

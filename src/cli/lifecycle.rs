@@ -10,7 +10,7 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::os::unix::net::UnixDatagram;
 use std::os::unix::process::ExitStatusExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus};
 use std::time::{Duration, Instant};
 
@@ -47,10 +47,10 @@ impl Readiness {
                 crate::log_warn!("cannot write readiness to a descriptor: {e}");
             }
         }
-        if self.close_stdout
-            && let Err(e) = sys::detach_stdout()
-        {
-            crate::log_warn!("cannot close stdout: {e}");
+        if self.close_stdout {
+            if let Err(e) = sys::detach_stdout() {
+                crate::log_warn!("cannot close stdout: {e}");
+            }
         }
         match sd_notify(&format!(
             "READY=1\nMAINPID={}\nSTATUS=serving {}",
@@ -95,16 +95,55 @@ pub fn sd_notify_to(target: &std::ffi::OsStr, state: &str) -> io::Result<()> {
     Ok(())
 }
 
-/// Stops the daemon named by `LLXPRT_CREDD_PID`: checks that the pid is an
-/// `llxprt-credd` (where the OS tells), sends SIGTERM and waits up to
-/// [`KILL_WAIT`] for it to exit.
-/// The `llxprt-credd` processes of this user other than this one: pid and
-/// command line (escaped), from `/proc`.
-pub fn running_daemons() -> Vec<(i32, String)> {
+/// A running `llxprt-credd` of this user, as `/proc` shows it.
+pub struct RunningDaemon {
+    pub pid: i32,
+    args: Vec<String>,
+}
+
+impl RunningDaemon {
+    /// Its command line, escaped for a terminal.
+    pub fn command_line(&self) -> String {
+        crate::log::printable(&self.args.join(" ")).into_owned()
+    }
+
+    /// The profile file it serves: its `--profile` (before any `--`),
+    /// looked up in its own environment's config directory, as it did.
+    pub fn profile_file(&self) -> Option<PathBuf> {
+        let mut args = self.args.iter().skip(1).take_while(|a| *a != "--");
+        let name = loop {
+            let arg = args.next()?;
+            if let Some(v) = arg.strip_prefix("--profile=") {
+                break v.to_owned();
+            }
+            if arg == "--profile" {
+                break args.next()?.clone();
+            }
+        };
+        let raw = std::fs::read(format!("/proc/{}/environ", self.pid)).ok()?;
+        let env: std::collections::HashMap<&[u8], &[u8]> = raw
+            .split(|b| *b == 0)
+            .filter_map(|kv| {
+                let eq = kv.iter().position(|b| *b == b'=')?;
+                Some((&kv[..eq], &kv[eq + 1..]))
+            })
+            .collect();
+        let lookup = |name: &str| {
+            use std::os::unix::ffi::OsStrExt;
+            env.get(name.as_bytes()).map(|v| std::ffi::OsStr::from_bytes(v).to_owned())
+        };
+        let paths = crate::store::paths::Paths::resolve(&lookup).ok()?;
+        Some(crate::profile::profile_file(&paths.profiles_dir(), &name))
+    }
+}
+
+/// The `llxprt-credd` processes of this user other than this one, from
+/// `/proc`, by pid.
+pub fn running_daemons() -> Vec<RunningDaemon> {
     use std::os::unix::fs::MetadataExt;
     let me = sys::current_pid().0;
     let uid = sys::current_uid().0;
-    let mut found: Vec<(i32, String)> = std::fs::read_dir("/proc")
+    let mut found: Vec<RunningDaemon> = std::fs::read_dir("/proc")
         .into_iter()
         .flatten()
         .flatten()
@@ -117,18 +156,31 @@ pub fn running_daemons() -> Vec<(i32, String)> {
         })
         .map(|pid| {
             let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            let args: Vec<String> = raw
+            let args = raw
                 .split(|b| *b == 0)
                 .filter(|a| !a.is_empty())
                 .map(|a| String::from_utf8_lossy(a).into_owned())
                 .collect();
-            (pid, crate::log::printable(&args.join(" ")).into_owned())
+            RunningDaemon { pid, args }
         })
         .collect();
-    found.sort();
+    found.sort_by_key(|d| d.pid);
     found
 }
 
+/// The pids of this user's other daemons that serve the profile file
+/// `file` (the same name in the same config directory).
+pub fn daemons_serving(file: &Path) -> Vec<i32> {
+    running_daemons()
+        .into_iter()
+        .filter(|d| d.profile_file().as_deref() == Some(file))
+        .map(|d| d.pid)
+        .collect()
+}
+
+/// Stops the daemon named by `LLXPRT_CREDD_PID`: checks that the pid is an
+/// `llxprt-credd` (where the OS tells), sends SIGTERM and waits up to
+/// [`KILL_WAIT`] for it to exit.
 pub fn kill_from_env() -> Result<ProcessId> {
     let raw = std::env::var(PID_ENV).map_err(|_| {
         let running = running_daemons();
@@ -136,7 +188,7 @@ pub fn kill_from_env() -> Result<ProcessId> {
             "no llxprt-credd of yours is running".to_owned()
         } else {
             let lines: Vec<String> =
-                running.iter().map(|(pid, args)| format!("  pid {pid}: {args}")).collect();
+                running.iter().map(|d| format!("  pid {}: {}", d.pid, d.command_line())).collect();
             format!(
                 "yours running now:\n{}\nstop one with: LLXPRT_CREDD_PID=PID llxprt-credd -k",
                 lines.join("\n")
@@ -151,9 +203,7 @@ pub fn kill_from_env() -> Result<ProcessId> {
         .filter(|&p| p > 0)
         .map(ProcessId)
         .ok_or_else(|| Error::Usage(format!("{PID_ENV}={raw:?} is not a process id")))?;
-    if let Some(name) = sys::process_name(pid)
-        && name != "llxprt-credd"
-    {
+    if let Some(name) = sys::process_name(pid).filter(|name| name != "llxprt-credd") {
         return Err(Error::Usage(format!(
             "process {} is {name:?}, not llxprt-credd; not stopping it",
             pid.0

@@ -278,17 +278,17 @@ impl ProxySocketClient {
     /// The open connection, after an idle close or a first connect if
     /// needed.
     fn open<'s>(&self, state: &'s mut State) -> Result<&'s mut Connection> {
-        if let State::Open(c) = state
-            && c.last_used.elapsed() > self.idle_close
-        {
-            c.shut();
-            *state = State::Closed;
+        if let State::Open(c) = state {
+            if c.last_used.elapsed() > self.idle_close {
+                c.shut();
+                *state = State::Closed;
+            }
         }
-        if let State::Open(c) = state
-            && c.mux.as_ref().is_some_and(|m| m.is_broken())
-        {
-            c.shut();
-            *state = State::Dead(CONNECTION_LOST.into());
+        if let State::Open(c) = state {
+            if c.mux.as_ref().is_some_and(|m| m.is_broken()) {
+                c.shut();
+                *state = State::Dead(CONNECTION_LOST.into());
+            }
         }
         if let State::Closed = state {
             match self.handshake() {
@@ -417,11 +417,11 @@ impl ProxySocketClient {
             Err(CallError::Lost) => {
                 crate::log_debug!("credential proxy connection failed during {op}");
                 let mut state = self.lock();
-                if let State::Open(c) = &*state
-                    && c.mux.as_ref().is_some_and(|m| Arc::ptr_eq(m, mux))
-                {
-                    c.shut();
-                    *state = State::Dead(CONNECTION_LOST.into());
+                if let State::Open(c) = &*state {
+                    if c.mux.as_ref().is_some_and(|m| Arc::ptr_eq(m, mux)) {
+                        c.shut();
+                        *state = State::Dead(CONNECTION_LOST.into());
+                    }
                 }
                 Err(Error::Connection(CONNECTION_LOST.into()))
             }

@@ -157,10 +157,10 @@ pub fn redact(text: &str) -> String {
 /// The code of a failed call from `gh`'s words: its JSON `errors` (GraphQL),
 /// else its stderr, as llxprt-code's broker sorts them.
 pub fn classify(stdout: &str, stderr: &str) -> ErrorCode {
-    if let Ok(Value::Object(o)) = serde_json::from_str::<Value>(stdout)
-        && let Some(code) = graphql_error(&o)
-    {
-        return code;
+    if let Ok(Value::Object(o)) = serde_json::from_str::<Value>(stdout) {
+        if let Some(code) = graphql_error(&o) {
+            return code;
+        }
     }
     let e = stderr.to_ascii_lowercase();
     if e.contains("rate limit") {

@@ -286,9 +286,7 @@ impl OAuthHost {
     }
 
     fn logged_in(&self, of: Option<(String, Option<String>)>, token: &OAuthToken) {
-        if let Some((provider, bucket)) = of
-            && self.refreshable(&provider, token)
-        {
+        if let Some((provider, bucket)) = of.filter(|(provider, _)| self.refreshable(provider, token)) {
             self.renewal.arm(&provider, bucket.as_deref(), token.expiry());
         }
     }

@@ -592,16 +592,12 @@ impl Provider {
         let lifetime = expires_in(answer.get("expires_in")).unwrap_or(self.default_expires_in as f64);
         map.insert("expiry".into(), Value::from(now.floor() + lifetime));
         for field in ["refresh_token", "scope", "id_token", "resource_url"] {
-            if let Some(Value::String(s)) = answer.get(field)
-                && !s.is_empty()
-            {
-                map.insert(field.into(), Value::String(s.clone()));
+            if let Some(s) = answer.get(field).and_then(Value::as_str).filter(|s| !s.is_empty()) {
+                map.insert(field.into(), Value::String(s.to_owned()));
             }
         }
-        if self.account_id_from_id_token
-            && let Some(account) =
-                answer.get("id_token").and_then(Value::as_str).and_then(account_id_from_id_token)
-        {
+        let account = || answer.get("id_token").and_then(Value::as_str).and_then(account_id_from_id_token);
+        if let Some(account) = self.account_id_from_id_token.then(account).flatten() {
             map.insert("account_id".into(), Value::String(account));
         }
         OAuthToken::from_map(map).map_err(|_| BadAnswer("the answer is not a valid token"))

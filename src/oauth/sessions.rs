@@ -575,10 +575,11 @@ impl Inner {
                 crate::log_info!("oauth {target}: the login was cancelled; nothing stored");
                 return Err(FlowError::new(FlowFailure::Cancelled, "cancelled before the token was stored"));
             }
-            if self.origin == LoginOrigin::Sandbox
-                && let Some(stored) = self.tokens.get_token(provider, bucket).map_err(failed)?
-                && !OAuthToken::same_account(&stored, token)
-            {
+            let stored = match self.origin {
+                LoginOrigin::Sandbox => self.tokens.get_token(provider, bucket).map_err(failed)?,
+                _ => None,
+            };
+            if stored.is_some_and(|stored| !OAuthToken::same_account(&stored, token)) {
                 crate::log_warn!(
                     "oauth {target}: a login from the sandbox would replace another account's login; \
                      nothing stored (switch accounts on the host: llxprt-cred login)"

@@ -291,9 +291,7 @@ pub fn positive_integer(v: &Value) -> Option<u64> {
 }
 
 fn check_value(key: &str, kind: Kind, v: &Value) -> Result<(), String> {
-    if let Value::String(s) = v
-        && s.starts_with('-')
-    {
+    if v.as_str().is_some_and(|s| s.starts_with('-')) {
         return Err(format!("Parameter {key} must not begin with '-'"));
     }
     let string = || v.as_str().ok_or_else(|| format!("Parameter {key} must be a string"));

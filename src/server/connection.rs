@@ -41,8 +41,7 @@ pub(super) fn wire_error(id: &str, e: wire::WireError) -> Vec<u8> {
 pub(super) fn answer_frame(id: &str, payload: Vec<u8>, version: u64) -> Vec<u8> {
     let payload = message::for_version(payload, version);
     let limit = if version == 1 { frame::MAX_FRAME_LEN - frame::HEADER_LEN } else { frame::MAX_FRAME_LEN_V2 };
-    if payload.len() <= limit
-        && let Some(framed) = frame::encode_frame_max(&payload, limit)
+    if let Some(framed) = (payload.len() <= limit).then(|| frame::encode_frame_max(&payload, limit)).flatten()
     {
         return framed;
     }
@@ -108,8 +107,9 @@ pub fn serve(shared: &Arc<Shared>, conn: u64, mut stream: UnixStream) {
     }
     let (owner, version) = match message::parse_handshake(&first) {
         Ok(h) => {
-            if let Some(expected) = &shared.config.capability_token
-                && !token_matches(expected.expose(), h.capability_token.as_deref())
+            let expected = shared.config.capability_token.as_ref();
+            if expected
+                .is_some_and(|expected| !token_matches(expected.expose(), h.capability_token.as_deref()))
             {
                 crate::log_warn!("audit {who} op=handshake outcome=unauthorized");
                 std::thread::sleep(FAILED_HANDSHAKE_DELAY);

@@ -18,7 +18,8 @@ pub mod socket;
 pub mod wire;
 
 use std::collections::HashMap;
-use std::io::{PipeReader, PipeWriter, Write};
+use std::fs::File;
+use std::io::Write;
 use std::net::Shutdown;
 use std::os::fd::AsFd;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -108,7 +109,7 @@ pub struct Shared {
     /// polls the listener and the other end of this pipe: stopping needs
     /// neither the socket's path (it may be gone) nor a change to the
     /// listener (a service manager's socket must stay usable).
-    wake: PipeWriter,
+    wake: File,
 }
 
 impl Shared {
@@ -125,7 +126,7 @@ impl Shared {
 /// The running server.
 pub struct Server {
     listener: UnixListener,
-    woken: PipeReader,
+    woken: File,
     shared: Arc<Shared>,
 }
 
@@ -135,7 +136,7 @@ impl Server {
         let scope = RwLock::new(Arc::new(config.scope.clone()));
         let oauth = OAuthHost::start(config.oauth.clone(), store.tokens.clone())?;
         let (woken, wake) =
-            std::io::pipe().map_err(|e| crate::error::Error::io("cannot create the shutdown pipe", e))?;
+            crate::sys::pipe().map_err(|e| crate::error::Error::io("cannot create the shutdown pipe", e))?;
         let shared = Arc::new(Shared {
             oauth,
             wake,

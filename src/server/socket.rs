@@ -49,7 +49,12 @@ pub fn xdg_runtime_dir() -> Option<PathBuf> {
 /// `{realpath(tmpdir)}/llxprt-cred-{uid}/`; a private random directory
 /// beside it when that one is not ours.
 pub fn default_socket_dir() -> Result<PrivateDir> {
-    let dir = match xdg_runtime_dir() {
+    private_default_dir(&default_socket_dir_path()?)
+}
+
+/// Where [`default_socket_dir`] would be, without making it.
+pub fn default_socket_dir_path() -> Result<PathBuf> {
+    Ok(match xdg_runtime_dir() {
         Some(run) => run.join("llxprt-cred"),
         None => {
             let tmp = std::env::temp_dir();
@@ -57,8 +62,7 @@ pub fn default_socket_dir() -> Result<PrivateDir> {
                 .map_err(|e| Error::io(format!("cannot resolve {}", tmp.display()), e))?;
             tmp.join(format!("llxprt-cred-{}", sys::current_uid().0))
         }
-    };
-    private_default_dir(&dir)
+    })
 }
 
 /// The default directory of capability files: never the socket's, and

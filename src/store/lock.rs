@@ -170,9 +170,7 @@ fn publish(path: &Path, content: &[u8], token: &str) -> io::Result<bool> {
 fn remove_if_owned(path: &Path, token: &str) -> io::Result<()> {
     match fs::read(path) {
         Ok(content) => {
-            if let Holder::Owner(rec) = classify(&content)
-                && rec.owner_token == token
-            {
+            if matches!(classify(&content), Holder::Owner(rec) if rec.owner_token == token) {
                 return match fs::remove_file(path) {
                     Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
                     _ => Ok(()),
@@ -228,10 +226,10 @@ impl OwnerLock {
                         Holder::Unreadable if family == LockFamily::Credential => Some(false),
                         Holder::Unreadable => None,
                     };
-                    if let Some(check_dead) = takeover
-                        && take_over(path, &content, check_dead, &record, &token).map_err(io_err)?
-                    {
-                        return Ok(OwnerLock { path: path.to_owned(), token, released: false });
+                    if let Some(check_dead) = takeover {
+                        if take_over(path, &content, check_dead, &record, &token).map_err(io_err)? {
+                            return Ok(OwnerLock { path: path.to_owned(), token, released: false });
+                        }
                     }
                 }
                 // released between our attempt and the read: try again at once
@@ -290,11 +288,12 @@ fn take_over(
     if !publish(&fence, record, token)? {
         // Another contender is taking over. Clear its fence only if it died
         // mid-takeover, and let the next round decide.
-        if let Ok(content) = fs::read(&fence)
-            && let Holder::Owner(rec) = classify(&content)
-            && is_dead(&rec)
-        {
-            remove_if_owned(&fence, &rec.owner_token)?;
+        if let Ok(content) = fs::read(&fence) {
+            if let Holder::Owner(rec) = classify(&content) {
+                if is_dead(&rec) {
+                    remove_if_owned(&fence, &rec.owner_token)?;
+                }
+            }
         }
         return Ok(false);
     }

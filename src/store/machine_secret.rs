@@ -75,8 +75,8 @@ impl MachineSecret {
     }
 
     fn lookup(&self) -> Lookup {
-        if let Some(keyring) = &self.keyring
-            && let Ok(Some(text)) = keyring.call(|k| k.get(SERVICE, ACCOUNT))
+        if let Some(Ok(Some(text))) =
+            self.keyring.as_ref().map(|keyring| keyring.call(|k| k.get(SERVICE, ACCOUNT)))
         {
             return match decode(text.expose()) {
                 Some(secret) => Lookup::Found(secret, SecretSource::Keyring),
@@ -99,10 +99,10 @@ impl MachineSecret {
     /// The secret if one exists (never creates one).
     pub fn get(&self) -> Option<(MachineSecretBytes, SecretSource)> {
         let mut cached = self.cached.lock().unwrap_or_else(|p| p.into_inner());
-        if cached.is_none()
-            && let Lookup::Found(secret, source) = self.lookup()
-        {
-            *cached = Some((secret, source));
+        if cached.is_none() {
+            if let Lookup::Found(secret, source) = self.lookup() {
+                *cached = Some((secret, source));
+            }
         }
         cached.clone()
     }

@@ -179,9 +179,7 @@ pub fn resolve_backend(flag: Option<Backend>) -> Result<Backend> {
     if let Some(b) = flag {
         return Ok(b);
     }
-    if let Ok(v) = std::env::var(BACKEND_ENV)
-        && !v.is_empty()
-    {
+    if let Some(v) = std::env::var(BACKEND_ENV).ok().filter(|v| !v.is_empty()) {
         return Backend::parse(&v)
             .ok_or_else(|| Error::Usage(format!("{BACKEND_ENV} must be auto, keyring or file, not {v:?}")));
     }

@@ -29,14 +29,17 @@ pub struct Paths {
     pub config: PathBuf,
 }
 
-fn absolute_var(name: &str) -> Option<PathBuf> {
-    let value = env::var_os(name)?;
-    let path = PathBuf::from(value);
+/// An environment to resolve the roots in: this process's, or another's
+/// (a running daemon's, read from `/proc`).
+type Lookup<'a> = &'a dyn Fn(&str) -> Option<std::ffi::OsString>;
+
+fn absolute_var(env: Lookup, name: &str) -> Option<PathBuf> {
+    let path = PathBuf::from(env(name)?);
     (path.is_absolute()).then_some(path)
 }
 
-fn home_dir() -> StoreResult<PathBuf> {
-    if let Some(home) = absolute_var("HOME") {
+fn home_dir(env: Lookup) -> StoreResult<PathBuf> {
+    if let Some(home) = absolute_var(env, "HOME") {
         return Ok(home);
     }
     crate::sys::passwd_entry(crate::sys::current_uid())
@@ -50,13 +53,21 @@ fn home_dir() -> StoreResult<PathBuf> {
 impl Paths {
     /// Resolves the roots from the environment.
     pub fn from_env() -> StoreResult<Paths> {
-        let config_override = absolute_var("LLXPRT_CONFIG_HOME");
-        let (data_default, log_default, config_default) = platform_defaults()?;
+        Self::resolve(&|name| env::var_os(name))
+    }
+
+    /// Resolves the roots from the environment `env` gives (a home
+    /// directory not named there is this process user's).
+    pub fn resolve(env: Lookup) -> StoreResult<Paths> {
+        let config_override = absolute_var(env, "LLXPRT_CONFIG_HOME");
+        let (data_default, log_default, config_default) = platform_defaults(env)?;
         Ok(Paths {
-            data: absolute_var("LLXPRT_DATA_HOME")
+            data: absolute_var(env, "LLXPRT_DATA_HOME")
                 .or_else(|| config_override.clone())
                 .unwrap_or(data_default),
-            log: absolute_var("LLXPRT_LOG_HOME").or_else(|| config_override.clone()).unwrap_or(log_default),
+            log: absolute_var(env, "LLXPRT_LOG_HOME")
+                .or_else(|| config_override.clone())
+                .unwrap_or(log_default),
             config: config_override.unwrap_or(config_default),
         })
     }
@@ -93,8 +104,8 @@ impl Paths {
 }
 
 #[cfg(target_os = "macos")]
-fn platform_defaults() -> StoreResult<(PathBuf, PathBuf, PathBuf)> {
-    let lib = home_dir()?.join("Library");
+fn platform_defaults(env: Lookup) -> StoreResult<(PathBuf, PathBuf, PathBuf)> {
+    let lib = home_dir(env)?.join("Library");
     Ok((
         lib.join("Application Support").join(APP_NAME),
         lib.join("Logs").join(APP_NAME),
@@ -103,12 +114,12 @@ fn platform_defaults() -> StoreResult<(PathBuf, PathBuf, PathBuf)> {
 }
 
 #[cfg(not(target_os = "macos"))]
-fn platform_defaults() -> StoreResult<(PathBuf, PathBuf, PathBuf)> {
+fn platform_defaults(env: Lookup) -> StoreResult<(PathBuf, PathBuf, PathBuf)> {
     let xdg = |var: &str, fallback: &[&str]| -> StoreResult<PathBuf> {
-        match absolute_var(var) {
+        match absolute_var(env, var) {
             Some(p) => Ok(p.join(APP_NAME)),
             None => {
-                let mut p = home_dir()?;
+                let mut p = home_dir(env)?;
                 p.extend(fallback);
                 Ok(p.join(APP_NAME))
             }

@@ -451,6 +451,27 @@ pub fn fork() -> io::Result<Forked> {
     }
 }
 
+/// A pipe whose two ends close on exec: `(read end, write end)`.
+pub fn pipe() -> io::Result<(std::fs::File, std::fs::File)> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let mut fds = [0 as libc::c_int; 2];
+    #[cfg(target_os = "linux")]
+    // SAFETY: `fds` is valid for two ints, as pipe2 requires.
+    cerr(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    #[cfg(not(target_os = "linux"))]
+    {
+        // SAFETY: `fds` is valid for two ints, as pipe requires.
+        cerr(unsafe { libc::pipe(fds.as_mut_ptr()) })?;
+        for fd in fds {
+            // SAFETY: `fd` was just returned by pipe and is open.
+            cerr(unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) })?;
+        }
+    }
+    // SAFETY: pipe returned two new descriptors that nothing else owns.
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    Ok((read.into(), write.into()))
+}
+
 /// Starts a new session (leaves the controlling terminal).
 pub fn setsid() -> io::Result<()> {
     // SAFETY: setsid has no arguments.

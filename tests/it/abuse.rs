@@ -240,9 +240,7 @@ fn a_flood_of_1000_connections_is_capped_and_the_healthy_client_keeps_its_latenc
     let deadline = Instant::now() + Duration::from_secs(20);
     while refused.iter().filter(|r| **r).count() < conns.len() - (CAP - 1) && Instant::now() < deadline {
         for (i, c) in conns.iter_mut().enumerate() {
-            if !refused[i]
-                && let Some(r) = try_recv(c)
-            {
+            if let Some(r) = (!refused[i]).then(|| try_recv(c)).flatten() {
                 assert_eq!(r["code"], "RATE_LIMITED", "{r}");
                 assert_eq!(r["retryAfter"], 1, "{r}");
                 refused[i] = true;

@@ -253,7 +253,7 @@ fn pages() -> Vec<PathBuf> {
     let mut pages: Vec<PathBuf> =
         std::fs::read_dir(repo("man")).unwrap().flatten().map(|e| e.path()).collect();
     pages.sort();
-    assert_eq!(pages.len(), 3, "{pages:?}");
+    assert_eq!(pages.len(), 4, "{pages:?}");
     pages
 }
 
@@ -306,4 +306,141 @@ fn man_pages_render_without_warnings() {
             }
         }
     }
+}
+
+/// The options `contrib/llxprt-sandbox`'s argument loop accepts: its
+/// `case` patterns such as `--profile | --allow | --allow-key)`.
+fn wrapper_flags() -> BTreeSet<String> {
+    let source = read("contrib/llxprt-sandbox");
+    let start = source.find("while [ $# -gt 0 ]; do").expect("the argument loop");
+    let end = source[start..].find("\ndone\n").expect("its end") + start;
+    let mut flags = BTreeSet::new();
+    for line in source[start..end].lines().map(str::trim) {
+        if let Some(pattern) = line.strip_suffix(')').filter(|p| p.starts_with('-')) {
+            for flag in pattern.split('|').map(str::trim) {
+                if flag.starts_with('-') && flag != "--" && flag != "-*" {
+                    flags.insert(flag.to_string());
+                }
+            }
+        }
+    }
+    flags
+}
+
+/// The flags in the option lines of a usage text (lines starting with two
+/// spaces and a dash).
+fn option_line_flags(help: &str) -> BTreeSet<String> {
+    let lines: Vec<&str> = help.lines().filter(|l| l.starts_with("  -")).collect();
+    help_flags(&lines.join("\n"))
+}
+
+#[test]
+fn the_wrapper_its_help_and_its_man_page_name_the_same_options() {
+    let parser = wrapper_flags();
+    assert!(parser.len() >= 14 && parser.contains("--container-user"), "extraction: {parser:?}");
+    let out = Command::new("bash").arg(repo("contrib/llxprt-sandbox")).arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let help = option_line_flags(&stdout(&out));
+    let man: BTreeSet<String> =
+        man_flags(&read("man/llxprt-sandbox.1")).into_iter().map(|(f, _)| f).collect();
+    assert_eq!(help, parser, "llxprt-sandbox --help and its argument loop");
+    assert_eq!(man, parser, "llxprt-sandbox.1 and the argument loop");
+}
+
+/// The ```sh blocks of a README section (from its `## ` heading to the next).
+fn sh_lines(readme: &str, heading: &str) -> Vec<String> {
+    let start = readme.find(&format!("\n{heading}\n")).unwrap_or_else(|| panic!("README has no {heading}"));
+    let end = readme[start + 1..].find("\n## ").map_or(readme.len(), |i| i + start + 1);
+    let mut lines = Vec::new();
+    let mut inside = false;
+    for line in readme[start..end].lines() {
+        match line.trim() {
+            "```sh" => inside = true,
+            "```" => inside = false,
+            l if inside && !l.is_empty() && !l.starts_with('#') => lines.push(l.to_string()),
+            _ => {}
+        }
+    }
+    lines
+}
+
+#[test]
+fn readme_quick_start_and_troubleshooting_commands_are_real() {
+    let readme = read("README.md");
+    let makefile = read("Makefile");
+    let credd = parser_flags(&read("src/cli/credd.rs"));
+    let cred = parser_flags(&read("src/cli/cred.rs"));
+    let cred_words = parser_words(&read("src/cli/cred.rs"));
+    let wrapper = wrapper_flags();
+    let mut checked = 0;
+    for heading in ["## Quick start", "## Troubleshooting"] {
+        for line in sh_lines(&readme, heading) {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let words = if words[0] == "sudo" { &words[1..] } else { &words[..] };
+            // Our commands' own flags come before a `--` (after it: the
+            // engine's run arguments or the exec-mode command).
+            let ours: Vec<&str> = words[1..].iter().copied().take_while(|w| *w != "--").collect();
+            let flags = ours.iter().filter(|w| w.starts_with('-')).map(|w| w.split('=').next().unwrap());
+            match words[0] {
+                "llxprt-credd" => {
+                    for flag in flags {
+                        assert!(credd.contains(flag), "README: llxprt-credd has no {flag}: {line}");
+                    }
+                }
+                "llxprt-cred" => {
+                    for flag in flags {
+                        assert!(cred.contains(flag), "README: llxprt-cred has no {flag}: {line}");
+                    }
+                    let command = ours.iter().find(|w| cred_words.contains(**w));
+                    assert!(command.is_some(), "README: no llxprt-cred command in: {line}");
+                }
+                "llxprt-sandbox" => {
+                    assert!(words.contains(&"--"), "README: give the run arguments after --: {line}");
+                    for flag in flags {
+                        assert!(wrapper.contains(flag), "README: llxprt-sandbox has no {flag}: {line}");
+                    }
+                }
+                "make" => {
+                    for target in &words[1..] {
+                        assert!(
+                            makefile.contains(&format!("\n{target}:")),
+                            "README: no make target {target}"
+                        );
+                    }
+                }
+                "llxprt" | "apt" | "apt-get" | "systemctl" | "export" | "unset" | "ls" | "podman"
+                | "docker" => {}
+                other => panic!("README: unknown command {other} in: {line}"),
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 10, "only {checked} command lines found");
+}
+
+#[test]
+fn each_cred_command_has_its_own_help() {
+    let commands =
+        ["key", "token", "doctor", "bench", "status", "get", "get-key", "refresh", "login", "logout"];
+    for word in commands {
+        for args in [vec![word, "--help"], vec!["help", word]] {
+            let out = Command::new(CRED).args(&args).output().unwrap();
+            assert!(out.status.success(), "{args:?}");
+            let text = stdout(&out);
+            assert!(text.starts_with(&format!("Usage: llxprt-cred [OPTIONS] {word} ")), "{args:?}: {text}");
+            let entries: Vec<&str> =
+                text.lines().filter(|l| l.starts_with("  ") && !l.starts_with("   ")).collect();
+            assert!(!entries.is_empty(), "{args:?}: {text}");
+            for entry in entries {
+                assert_eq!(
+                    entry.split_whitespace().next(),
+                    Some(word),
+                    "{args:?}: only {word}'s lines: {text}"
+                );
+            }
+        }
+    }
+    // Not a command: the whole help.
+    let out = Command::new(CRED).args(["help", "nonsense"]).output().unwrap();
+    assert_eq!(stdout(&out), help_of(CRED));
 }

@@ -87,9 +87,8 @@ fn check_logs_in(dir: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else { return };
     for e in entries.flatten() {
         let path = e.path();
-        if path.extension().is_some_and(|x| x == "log")
-            && let Ok(text) = std::fs::read_to_string(&path)
-        {
+        let is_log = path.extension().is_some_and(|x| x == "log");
+        if let Some(text) = is_log.then(|| std::fs::read_to_string(&path).ok()).flatten() {
             check_log(&path.display().to_string(), &text);
         }
     }
@@ -109,6 +108,13 @@ impl TestDir {
             std::fs::create_dir_all(root.join(sub)).unwrap();
         }
         TestDir { root }
+    }
+
+    /// Writes llxprt-code profile `name` (`config/profiles/NAME.json`).
+    pub fn save_profile(&self, name: &str, body: &str) {
+        let profiles = self.root.join("config/profiles");
+        std::fs::create_dir_all(&profiles).unwrap();
+        std::fs::write(profiles.join(format!("{name}.json")), body).unwrap();
     }
 
     pub fn data(&self) -> PathBuf {

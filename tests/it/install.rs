@@ -50,17 +50,35 @@ fn make_install_lays_out_the_package_and_uninstall_removes_it() {
     let expected = [
         ("usr/bin/llxprt-cred", 0o755),
         ("usr/bin/llxprt-credd", 0o755),
+        ("usr/bin/llxprt-sandbox", 0o755),
         ("usr/lib/systemd/user/llxprt-credd@.service", 0o644),
         ("usr/lib/systemd/user/llxprt-credd@.socket", 0o644),
-        ("usr/share/doc/llxprt-credd/examples/llxprt-sandbox", 0o755),
+        ("usr/share/doc/llxprt-credd/README.md", 0o644),
         ("usr/share/man/man1/llxprt-cred.1", 0o644),
         ("usr/share/man/man1/llxprt-credd.1", 0o644),
+        ("usr/share/man/man1/llxprt-sandbox.1", 0o644),
         ("usr/share/man/man7/llxprt-credd.7", 0o644),
     ]
     .map(|(p, m)| (p.to_string(), m));
     assert_eq!(files(&dest), expected);
     let version = Command::new(dest.join("usr/bin/llxprt-credd")).arg("--version").output().unwrap();
     assert_eq!(stdout(&version), format!("llxprt-credd {}\n", env!("CARGO_PKG_VERSION")));
+    // The wrapper is a command, and it finds the daemon installed beside it
+    // even when BINDIR is not on PATH (the machine has no other).
+    let wrapper = Command::new(dest.join("usr/bin/llxprt-sandbox"))
+        .args(["--profile", "work", "--engine", "true", "image"])
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("TMPDIR", &dir.root)
+        .env("XDG_STATE_HOME", dir.root.join("state"))
+        .env("HOME", dir.root.join("home"))
+        .output()
+        .unwrap();
+    assert!(
+        stderr(&wrapper).contains("llxprt-credd: no profile named \"work\""),
+        "the installed wrapper ran the daemon beside it: {}",
+        stderr(&wrapper)
+    );
     let unit = std::fs::read_to_string(dest.join("usr/lib/systemd/user/llxprt-credd@.service")).unwrap();
     assert!(unit.contains("\nExecStart=/usr/bin/llxprt-credd -D --no-capability --profile %i\n"), "{unit}");
 

@@ -155,8 +155,8 @@ fn code_of(r: &Value) -> &str {
 fn assert_no_leaks(d: &Daemon, answers: &[Value], secrets: &[String]) {
     for a in answers {
         let mut a = a.clone();
-        if let Some(data) = a.get_mut("data").and_then(Value::as_object_mut)
-            && data.contains_key("flow_type")
+        if let Some(data) =
+            a.get_mut("data").and_then(Value::as_object_mut).filter(|d| d.contains_key("flow_type"))
         {
             data.remove("session_id");
             data.remove("auth_url");

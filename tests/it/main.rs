@@ -3,8 +3,10 @@
 
 mod abuse;
 mod activation;
+mod advice;
 mod claudecode;
 mod client;
+mod container;
 mod daemon;
 mod docs;
 mod doctor;

@@ -16,6 +16,14 @@ const CRED: &str = env!("CARGO_BIN_EXE_llxprt-cred");
 /// tests), else it exits 7 (so the test sees the status pass through).
 const FAKE_ENGINE: &str = r#"#!/bin/bash
 set -u
+case $1 in
+  info) [ -n "${FAKE_ROOTLESS:-}" ] && echo "[name=rootless]" || echo "[name=seccomp]"; exit 0 ;;
+  image)
+    # image inspect [--format F] NAME: only "app:1" exists, its user is $FAKE_IMAGE_USER
+    [ "${*: -1}" = app:1 ] || exit 125
+    [ "$3" = --format ] && echo "${FAKE_IMAGE_USER:-}"
+    exit 0 ;;
+esac
 exec > "$FAKE_OUT" 2>&1
 [ "$1" = run ] || { echo "bad: $1"; exit 90; }
 [ "$2" = -v ] && [ "$4" = -e ] && [ "$6" = --env-file ] || { echo "bad args: $*"; exit 91; }
@@ -29,6 +37,7 @@ echo "volume=$volume"
 echo "socket=$inside"
 echo "rest=$*"
 echo "daemon=$LLXPRT_CREDD_PID"
+echo "daemon args: $(tr '\0' ' ' < /proc/$LLXPRT_CREDD_PID/cmdline)"
 echo "mounted: $(ls -A "$host_dir")"
 echo "env file: $(sed 's/=.*/=.../' "$env_file")"
 set -a
@@ -55,13 +64,10 @@ fn sandbox(name: &str) -> Sandbox {
     let dir = TestDir::new(name);
     ok(dir.run(None, &["--store", "file", "key", "set", "OPENAI"], "sk-SANDBOX"));
     ok(dir.run(None, &["--store", "file", "key", "set", "OTHER"], "sk-OTHER"));
-    let profiles = dir.root.join("config/profiles");
-    std::fs::create_dir_all(&profiles).unwrap();
-    std::fs::write(
-        profiles.join("work.json"),
+    dir.save_profile(
+        "work",
         r#"{"version":1,"provider":"openai","ephemeralSettings":{"auth-key-name":"OPENAI"}}"#,
-    )
-    .unwrap();
+    );
     let bin = dir.root.join("bin");
     std::fs::create_dir_all(&bin).unwrap();
     for engine in ["docker", "podman"] {
@@ -90,6 +96,7 @@ impl Sandbox {
             .args(args)
             .env("PATH", path)
             .env("TMPDIR", &self.tmp)
+            .env("XDG_STATE_HOME", self.state())
             .env("LLXPRT_CREDD_STORE", "file")
             .env("FAKE_OUT", &self.out)
             .env("FAKE_CRED", CRED)
@@ -98,6 +105,15 @@ impl Sandbox {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         cmd
+    }
+
+    fn state(&self) -> PathBuf {
+        self.dir.root.join("state")
+    }
+
+    /// The daemon's log, where the wrapper sends it by default.
+    fn daemon_log(&self) -> String {
+        std::fs::read_to_string(self.state().join("llxprt-code/credd.log")).unwrap_or_default()
     }
 
     fn report(&self) -> String {
@@ -144,7 +160,116 @@ fn exec_mode_runs_the_container_against_the_daemon_and_cleans_up() {
     assert_eq!(out.status.code(), Some(7), "the container's status: {}\n{}", stderr(&out), s.report());
     let report = s.report();
     assert_served(&report, &s.tmp);
-    assert!(report.contains("rest=--rm -it image:tag llxprt\n"), "{report}");
+    let me = format!("{}:{}", uid(), gid());
+    assert!(report.contains(&format!("rest=--user {me} --rm -it image:tag llxprt\n")), "{report}");
+    assert_quiet(&out, &s);
+    s.assert_clean();
+}
+
+fn uid() -> u32 {
+    std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m)).unwrap()
+}
+
+fn gid() -> u32 {
+    std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::gid(&m)).unwrap()
+}
+
+/// The daemon's lines went to its log file, none to the terminal the
+/// container shares with the wrapper.
+fn assert_quiet(out: &Output, s: &Sandbox) {
+    let log = s.daemon_log();
+    assert!(log.contains("audit "), "the daemon logged to its file: {log:?}");
+    for text in [stdout(out), stderr(out), s.report()] {
+        assert!(
+            !text.contains("audit ") && !text.contains("llxprt-credd["),
+            "a daemon line on the terminal: {text}"
+        );
+    }
+}
+
+#[test]
+fn a_container_user_that_is_not_ours_is_run_as_asked_and_admitted() {
+    let s = sandbox("sandbox-uid");
+    let out = run(&mut s.wrapper(&["--profile", "work", "--container-user", "4321:99", "--", "image"], &[]));
+    assert_eq!(out.status.code(), Some(7), "{}\n{}", stderr(&out), s.report());
+    let report = s.report();
+    assert!(report.contains("rest=--user 4321:99 image\n"), "{report}");
+    assert!(report.contains(" --allow-uid 4321 "), "the daemon admits uid 4321: {report}");
+    assert_served(&report, &s.tmp);
+    s.assert_clean();
+
+    // The image's own user: found by asking the engine, nothing added to the run.
+    let s = sandbox("sandbox-image-user");
+    let args = [
+        "--profile",
+        "work",
+        "--container-user",
+        "image",
+        "-v",
+        "--",
+        "--rm",
+        "-w",
+        "/src",
+        "app:1",
+        "llxprt",
+    ];
+    let out = run(&mut s.wrapper(&args, &[("FAKE_IMAGE_USER", "2345:2345")]));
+    assert_eq!(out.status.code(), Some(7), "{}\n{}", stderr(&out), s.report());
+    let report = s.report();
+    assert!(report.contains("rest=--rm -w /src app:1 llxprt\n"), "{report}");
+    assert!(report.contains(" --allow-uid 2345 "), "{report}");
+    assert!(stderr(&out).contains("uid 2345 in the container, uid 2345 on the host"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("running: docker run -v "),
+        "--verbose shows the command: {}",
+        stderr(&out)
+    );
+    s.assert_clean();
+
+    // An image running as root needs no --allow-uid.
+    let s = sandbox("sandbox-image-root");
+    let out = run(&mut s.wrapper(&["--profile", "work", "--container-user", "image", "app:1"], &[]));
+    assert_eq!(out.status.code(), Some(7), "{}\n{}", stderr(&out), s.report());
+    assert!(!s.report().contains("--allow-uid"), "{}", s.report());
+    s.assert_clean();
+}
+
+#[test]
+fn llxprt_mode_moves_the_token_to_descriptor_3_through_the_image_shell() {
+    let s = sandbox("sandbox-llxprt");
+    let args = ["--profile", "work", "--llxprt", "--", "--rm", "-it", "app:1"];
+    let out = run(&mut s.wrapper(&args, &[]));
+    assert_eq!(out.status.code(), Some(7), "{}\n{}", stderr(&out), s.report());
+    let report = s.report();
+    let me = format!("{}:{}", uid(), gid());
+    assert!(
+        report.contains(&format!("rest=--user {me} --rm -it --entrypoint /bin/sh app:1 -c cap=")),
+        "{report}"
+    );
+    assert!(report.contains("\nexec \"$@\" sh llxprt\n"), "llxprt is the default command: {report}");
+
+    let out = run(&mut s.wrapper(&["--profile", "work", "--llxprt", "nothere"], &[]));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--llxprt: no image found"), "{}", stderr(&out));
+}
+
+#[test]
+fn rootless_docker_runs_as_container_root_which_is_the_user() {
+    let s = sandbox("sandbox-rootless");
+    let out = run(&mut s.wrapper(&["--profile", "work", "image"], &[("FAKE_ROOTLESS", "1")]));
+    assert_eq!(out.status.code(), Some(7), "{}\n{}", stderr(&out), s.report());
+    assert!(s.report().contains("rest=--user 0:0 image\n"), "{}", s.report());
+    s.assert_clean();
+}
+
+#[test]
+fn an_explicit_log_file_is_used_and_the_default_one_is_not() {
+    let s = sandbox("sandbox-log");
+    let log = s.dir.root.join("mine.log");
+    let out = run(&mut s.wrapper(&["--profile", "work", "--log-file", log.to_str().unwrap(), "image"], &[]));
+    assert_eq!(out.status.code(), Some(7), "{}\n{}", stderr(&out), s.report());
+    assert!(std::fs::read_to_string(&log).unwrap().contains("audit "));
+    assert!(s.daemon_log().is_empty(), "the default log stays untouched");
     s.assert_clean();
 }
 
@@ -189,11 +314,15 @@ fn usage_errors() {
         (&["--profile", "work"], "nothing to run"),
         (&["--profile", "work", "--bogus", "image"], "unknown option --bogus"),
         (&["--profile", "work", "--engine", "nope", "image"], "nope not found"),
+        (&["--profile", "work", "--container-user", "node", "image"], "must be host, image or UID[:GID]"),
     ] {
         let out = run(&mut s.wrapper(args, &[]));
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
         assert!(stderr(&out).contains(says), "{args:?}: {}", stderr(&out));
     }
+    let out = run(&mut s.wrapper(&["--profile", "work", "--container-user", "image", "nothere"], &[]));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("no image found among the run arguments"), "{}", stderr(&out));
     let help = run(&mut s.wrapper(&["--help"], &[]));
     assert!(stdout(&help).contains("Usage: llxprt-sandbox"), "{}", stdout(&help));
     assert!(std::fs::read_dir(&s.tmp).unwrap().next().is_none(), "usage errors leave nothing");

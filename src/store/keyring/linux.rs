@@ -101,7 +101,7 @@ fn classify(e: &secret_service::Error) -> StoreError {
     let text = e.to_string();
     let (kind, message) = match e {
         E::Locked => (StoreErrorKind::Locked, "the default keyring collection is locked".to_owned()),
-        E::Prompt | E::PromptDisconnected => (
+        E::Prompt => (
             StoreErrorKind::Denied,
             "the keyring asked for an interactive prompt, which the daemon never answers".to_owned(),
         ),
@@ -183,10 +183,10 @@ impl Keyring for SecretServiceKeyring {
             let items = c.search_items(HashMap::from([("service", service)]))?;
             let mut accounts = Vec::with_capacity(items.len());
             for item in &items {
-                if let Some(account) = item.get_attributes()?.remove("username")
-                    && !account.starts_with(PROBE_ACCOUNT_PREFIX)
-                {
-                    accounts.push(account);
+                if let Some(account) = item.get_attributes()?.remove("username") {
+                    if !account.starts_with(PROBE_ACCOUNT_PREFIX) {
+                        accounts.push(account);
+                    }
                 }
             }
             Ok(accounts)

@@ -25,6 +25,7 @@ MANPAGES = $(wildcard man/*.1 man/*.5 man/*.7)
 UNITS    = contrib/systemd/llxprt-credd@.socket contrib/systemd/llxprt-credd@.service
 SCRIPTS  = contrib/llxprt-sandbox
 DOCS     = README.md
+DOCPAGES = $(wildcard docs/*.md)
 
 .PHONY: all build test demo lint bench soak install uninstall deb clean
 
@@ -49,6 +50,7 @@ bench: build
 	scripts/with-keyring.sh target/release/llxprt-cred bench store
 	target/release/llxprt-cred bench daemon
 	target/release/llxprt-cred bench refresh
+	target/release/llxprt-cred bench proxy
 
 # The soak test (not CI): 64 connections at the rate limit for SOAK_MINUTES
 # (default 10); fails if the daemon's memory, descriptors or threads grow.
@@ -67,6 +69,8 @@ install:
 	for s in $(SCRIPTS); do $(INSTALL) -m 755 $$s $(DESTDIR)$(BINDIR)/$${s##*/}; done
 	$(INSTALL) -d $(DESTDIR)$(DOCDIR)
 	for d in $(DOCS); do $(INSTALL) -m 644 $$d $(DESTDIR)$(DOCDIR)/; done
+	$(INSTALL) -d $(DESTDIR)$(DOCDIR)/docs
+	for d in $(DOCPAGES); do $(INSTALL) -m 644 $$d $(DESTDIR)$(DOCDIR)/docs/; done
 	$(INSTALL) -d $(DESTDIR)$(SYSTEMDUSERUNITDIR)
 	for u in $(UNITS); do \
 	  sed 's|/usr/bin/llxprt-credd|$(BINDIR)/llxprt-credd|' $$u > $(DESTDIR)$(SYSTEMDUSERUNITDIR)/$${u##*/}.tmp && \
@@ -79,7 +83,8 @@ uninstall:
 	for m in $(MANPAGES); do sec=$${m##*.}; rm -f $(DESTDIR)$(MANDIR)/man$$sec/$${m##*/}; done
 	for s in $(SCRIPTS); do rm -f $(DESTDIR)$(BINDIR)/$${s##*/}; done
 	for d in $(DOCS); do rm -f $(DESTDIR)$(DOCDIR)/$${d##*/}; done
-	-rmdir $(DESTDIR)$(DOCDIR) 2>/dev/null
+	for d in $(DOCPAGES); do rm -f $(DESTDIR)$(DOCDIR)/docs/$${d##*/}; done
+	-rmdir $(DESTDIR)$(DOCDIR)/docs $(DESTDIR)$(DOCDIR) 2>/dev/null
 	for u in $(UNITS); do rm -f $(DESTDIR)$(SYSTEMDUSERUNITDIR)/$${u##*/}; done
 
 # The Debian package (needs cargo-deb; lintian and dpkg for the checks).

@@ -52,6 +52,9 @@ expected="./usr/bin/llxprt-cred
 ./usr/share/doc/llxprt-credd/README.md
 ./usr/share/doc/llxprt-credd/changelog.Debian.gz
 ./usr/share/doc/llxprt-credd/copyright
+./usr/share/doc/llxprt-credd/docs/DESIGN.md
+./usr/share/doc/llxprt-credd/docs/PERFORMANCE.md
+./usr/share/doc/llxprt-credd/docs/TESTING.md
 ./usr/share/lintian/overrides/llxprt-credd
 ./usr/share/man/man1/llxprt-cred.1.gz
 ./usr/share/man/man1/llxprt-credd.1.gz
@@ -64,6 +67,11 @@ if [ "$actual" != "$expected" ]; then
   diff <(echo "$expected") <(echo "$actual") >&2 || true
   exit 1
 fi
+
+step "synopsis"
+synopsis=$(dpkg-deb -f "$deb" Description | head -1)
+want="Host-side credential broker for llxprt-code sandboxes"
+[ "$synopsis" = "$want" ] || { echo "the package synopsis is '$synopsis', not '$want'" >&2; exit 1; }
 
 step "lintian"
 lintian --fail-on error,warning --info "$deb" 2>&1 | grep -v 'running with root privileges' || true

@@ -14,6 +14,7 @@ pub mod cli;
 pub mod client;
 pub mod error;
 pub mod github;
+pub mod inject;
 pub mod log;
 pub mod oauth;
 pub mod profile;

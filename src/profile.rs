@@ -33,6 +33,9 @@ pub struct Scope {
     pub oauth: BTreeMap<String, Option<BTreeSet<String>>>,
     /// API key names.
     pub keys: BTreeSet<String>,
+    /// The provider of the profile that names each key (its
+    /// `auth-key-name`), where one does: inject mode routes a key by it.
+    pub key_providers: BTreeMap<String, String>,
 }
 
 impl Scope {
@@ -103,7 +106,14 @@ impl Scope {
                 oauth.insert(provider.clone(), both);
             }
         }
-        Scope { oauth, keys: self.keys.intersection(&other.keys).cloned().collect() }
+        let keys: BTreeSet<String> = self.keys.intersection(&other.keys).cloned().collect();
+        let key_providers = self
+            .key_providers
+            .iter()
+            .filter(|(k, _)| keys.contains(*k))
+            .map(|(k, p)| (k.clone(), p.clone()))
+            .collect();
+        Scope { oauth, keys, key_providers }
     }
 
     /// One line describing the scope, for logs and `doctor`.
@@ -250,6 +260,9 @@ fn add_profile_value(dir: &Path, name: &str, value: &Value, scope: &mut Scope, d
             )));
         }
         scope.keys.insert(key.to_owned());
+        if !provider.is_empty() {
+            scope.key_providers.entry(key.to_owned()).or_insert_with(|| provider.to_owned());
+        }
     }
     Ok(())
 }

@@ -51,6 +51,8 @@ Host store commands (run on the host, never in the sandbox):
   bench store                  measure store reads and writes
   bench daemon                 measure the daemon: readiness, memory, get_token round trips
   bench refresh                measure a refresh storm: 256 clients on one expired token
+  bench proxy                  measure inject mode's proxy: requests and streamed events, next
+                               to the same sent directly, and memory with 16 streams
   bench soak [--minutes N]     64 connections of mixed requests at the rate limit for N minutes
                                (default 10); fails if memory, descriptors or threads grow
 
@@ -115,6 +117,8 @@ pub enum Command {
     BenchDaemon,
     /// `bench refresh`
     BenchRefresh,
+    /// `bench proxy`
+    BenchProxy,
     /// `bench soak --minutes N`
     BenchSoak(u64),
     /// `status`
@@ -250,6 +254,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
         ["bench", "store"] => Command::BenchStore,
         ["bench", "daemon"] => Command::BenchDaemon,
         ["bench", "refresh"] => Command::BenchRefresh,
+        ["bench", "proxy"] => Command::BenchProxy,
         ["bench", "soak"] => Command::BenchSoak(minutes.take().unwrap_or(10)),
         ["status"] => Command::Status,
         ["get", spec] => {
@@ -286,7 +291,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
         ["token", sub @ ("show" | "import" | "rm")] => {
             return Err(Error::Usage(format!("token {sub} needs PROVIDER[:BUCKET]")));
         }
-        ["bench"] => return Err(Error::Usage("bench needs store, daemon, refresh or soak".into())),
+        ["bench"] => return Err(Error::Usage("bench needs store, daemon, refresh, proxy or soak".into())),
         [cmd @ ("get" | "refresh" | "login" | "logout")] => {
             return Err(Error::Usage(format!("{cmd} needs PROVIDER[:BUCKET]")));
         }
@@ -422,6 +427,10 @@ fn run(args: &Args) -> Result<i32> {
             super::bench_refresh::refresh(None)?;
             return Ok(EXIT_OK);
         }
+        Command::BenchProxy => {
+            super::bench_proxy::proxy(None, args.iterations)?;
+            return Ok(EXIT_OK);
+        }
         Command::BenchSoak(minutes) => return super::bench_soak::soak(*minutes, None),
         _ => {}
     }
@@ -480,6 +489,7 @@ fn run(args: &Args) -> Result<i32> {
         | Command::Logout(..)
         | Command::BenchDaemon
         | Command::BenchRefresh
+        | Command::BenchProxy
         | Command::BenchSoak(_) => {
             unreachable!("handled above")
         }
@@ -1176,6 +1186,7 @@ mod tests {
             "bench store",
             "bench daemon",
             "bench refresh",
+            "bench proxy",
             "bench soak",
             "--minutes",
             "status",

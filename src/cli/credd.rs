@@ -52,6 +52,14 @@ Options:
                           GitHub (github-write); default: read only
   --github-repo OWNER/REPO  the github op serves only this repository (repeatable)
   --no-github             turn the github op off
+  --inject                serve sentinels, never real tokens or keys; the real credential is
+                          added on the host to each request sent through the proxy socket
+  --proxy-socket PATH     inject mode's HTTP proxy socket (default: beside the socket,
+                          NAME.proxy.sock)
+  --reveal PROVIDER       inject mode: serve PROVIDER's real tokens (repeatable; logged)
+  --proxy-max-body N      inject mode: request body limit in bytes (default 33554432)
+  --allow-mcp             inject mode: let bodies name remote tool servers (mcp_servers,
+                          tools of type mcp)
   --socket PATH           listen here (default: $XDG_RUNTIME_DIR/llxprt-cred/, else
                           $TMPDIR/llxprt-cred-UID/; file llxprt-cred-PID-NONCE.sock)
   --store auto|keyring|file
@@ -127,6 +135,16 @@ pub struct Args {
     pub github_repos: Vec<String>,
     /// `--no-github`.
     pub no_github: bool,
+    /// `--inject`.
+    pub inject: bool,
+    /// `--proxy-socket`.
+    pub proxy_socket: Option<PathBuf>,
+    /// `--reveal` (repeatable).
+    pub reveal: Vec<String>,
+    /// `--proxy-max-body`.
+    pub proxy_max_body: usize,
+    /// `--allow-mcp`.
+    pub allow_mcp: bool,
     /// `--providers-file`.
     pub providers_file: Option<PathBuf>,
     /// `--socket`.
@@ -181,6 +199,11 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
         no_capability: false,
         github_repos: vec![],
         no_github: false,
+        inject: false,
+        proxy_socket: None,
+        reveal: vec![],
+        proxy_max_body: crate::inject::proxy::DEFAULT_MAX_BODY,
+        allow_mcp: false,
         providers_file: None,
         socket: None,
         store: None,
@@ -246,6 +269,17 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
             }
             Long("log-file") => a.log_file = Some(parser.value().map_err(usage)?.into()),
             Long("log-stderr") => a.log_stderr = true,
+            Long("inject") => a.inject = true,
+            Long("proxy-socket") => a.proxy_socket = Some(parser.value().map_err(usage)?.into()),
+            Long("reveal") => {
+                let v = string_value(parser.value().map_err(usage)?, "--reveal")?;
+                if !crate::store::names::is_valid_provider_name(&v) {
+                    return Err(Error::Usage(format!("--reveal needs a provider name, not {v:?}")));
+                }
+                a.reveal.push(v);
+            }
+            Long("proxy-max-body") => a.proxy_max_body = number(&mut parser, "--proxy-max-body")?,
+            Long("allow-mcp") => a.allow_mcp = true,
             Short('D') | Long("foreground") => a.foreground = true,
             Short('s') => a.announce = Announce::Sh,
             Short('c') => a.announce = Announce::Csh,
@@ -272,6 +306,9 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
     }
     if a.profile.is_none() && a.allow.is_empty() && a.allow_keys.is_empty() {
         return Err(Error::Usage("--profile NAME is required (or --allow/--allow-key)".into()));
+    }
+    if !a.inject && (a.proxy_socket.is_some() || !a.reveal.is_empty() || a.allow_mcp) {
+        return Err(Error::Usage("--proxy-socket, --reveal and --allow-mcp go with --inject".into()));
     }
     if a.no_capability && (a.capability_file.is_some() || a.capability_fd.is_some()) {
         return Err(Error::Usage(
@@ -439,6 +476,57 @@ fn warn_of_another_daemon(name: &str, logs_to_file: bool) {
     if logs_to_file {
         eprintln!("llxprt-credd: warning: {text}");
     }
+}
+
+/// Inject mode's settings and its bound proxy socket: `--proxy-socket`,
+/// else `NAME.proxy.sock` beside the credential socket (one directory
+/// mount gives a container both). The test overrides of upstream origins
+/// must be loopback, or the daemon does not start.
+fn inject_config(
+    args: &Args,
+    socket_path: &std::path::Path,
+    cleanup: &mut Cleanup,
+) -> Result<(Option<crate::inject::InjectConfig>, Option<std::os::unix::net::UnixListener>)> {
+    if !args.inject {
+        return Ok((None, None));
+    }
+    let path = match &args.proxy_socket {
+        Some(p) => absolute(p)?,
+        None => {
+            let stem = socket_path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            socket_path.with_file_name(format!("{stem}.proxy.sock"))
+        }
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        socket::ensure_private_dir(dir)?;
+    }
+    let overrides =
+        crate::inject::InjectConfig::overrides_from(|name| std::env::var(name).ok()).map_err(Error::Usage)?;
+    for (host, origin) in &overrides {
+        crate::log_warn!(
+            "inject: requests for {host} go to http://{}:{} (a test override)",
+            origin.host,
+            origin.port
+        );
+    }
+    for provider in &args.reveal {
+        crate::log_warn!("inject: --reveal {provider}: the sandbox gets {provider}'s real access tokens");
+    }
+    let listener = socket::bind(&path)?;
+    cleanup.proxy_socket = Some(path.clone());
+    if !args.allow_uids.is_empty() {
+        let uids: Vec<UserId> = args.allow_uids.iter().map(|&u| UserId(u)).collect();
+        socket::admit_uids(&path, &uids)?;
+    }
+    crate::log_info!("inject mode: sentinels only; proxy socket {}", path.display());
+    let config = crate::inject::InjectConfig {
+        proxy_socket: path,
+        max_body: args.proxy_max_body,
+        allow_mcp: args.allow_mcp,
+        reveal: args.reveal.iter().cloned().collect(),
+        overrides,
+    };
+    Ok((Some(config), Some(listener)))
 }
 
 /// Background mode: fork before any thread exists. The parent waits until
@@ -711,6 +799,7 @@ fn run(args: &Args) -> Result<i32> {
         }
         Some(token)
     };
+    let (inject, proxy_listener) = inject_config(args, &socket_path, &mut cleanup)?;
     crate::log_info!(
         "listening on {} (store {}, scope {}, sandbox may {}{})",
         socket_path.display(),
@@ -732,8 +821,12 @@ fn run(args: &Args) -> Result<i32> {
         oauth,
         permits: args.permits.clone(),
         github,
+        inject,
     };
     let server = Server::new(listener, config, store)?;
+    if let Some(listener) = proxy_listener {
+        server.serve_proxy(listener)?;
+    }
     let handle = server.handle();
     announce(announce_how, &socket_path, capability_path.as_deref())?;
     readiness.ready(&socket_path);
@@ -889,13 +982,14 @@ fn shell_quote(s: &str) -> String {
 #[derive(Default)]
 struct Cleanup {
     socket: Option<PathBuf>,
+    proxy_socket: Option<PathBuf>,
     capability: Option<PathBuf>,
     dirs: Vec<PathBuf>,
 }
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        if let Some(s) = &self.socket {
+        for s in [&self.socket, &self.proxy_socket].into_iter().flatten() {
             let _ = std::fs::remove_file(s);
         }
         if let Some(c) = &self.capability {

@@ -11,6 +11,7 @@ the descriptors it inherited ([`credd`]), before it opens any of its own.
 
 pub mod bench;
 pub mod bench_daemon;
+pub mod bench_proxy;
 pub mod bench_refresh;
 pub mod bench_soak;
 pub mod cred;

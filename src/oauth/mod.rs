@@ -261,6 +261,25 @@ impl OAuthHost {
         Ok(token)
     }
 
+    /// A token newer than the one whose access token the provider just
+    /// rejected (401): the stored one when another refresh replaced it,
+    /// else a refresh now, whatever the expiry says. Concurrent callers
+    /// share one refresh; within the cooldown the stored token comes back
+    /// (the caller then passes the 401 on).
+    pub fn refresh_rejected(
+        &self,
+        provider: &str,
+        bucket: Option<&str>,
+        rejected_access_token: &str,
+    ) -> Result<OAuthToken, RefreshError> {
+        let trigger = Trigger::Rejected { fingerprint: refresh::fingerprint(rejected_access_token) };
+        let token = self.refresher.refresh(provider, bucket, trigger)?.token;
+        if self.refreshable(provider, &token) {
+            self.renewal.arm(provider, bucket, token.expiry());
+        }
+        Ok(token)
+    }
+
     /// The login sessions (`oauth_initiate`, `oauth_poll`, `oauth_cancel`).
     pub fn logins(&self) -> &Logins {
         &self.logins

@@ -36,6 +36,15 @@ use crate::store::names::DEFAULT_BUCKET;
 use crate::store::{StoreErrorKind, TokenStore};
 use crate::token::{OAuthToken, now_unix_seconds};
 
+/// A short fingerprint of an access token (the first 8 bytes of its
+/// SHA-256), to tell "the token that was rejected" from "a newer one"
+/// without keeping the token.
+pub fn fingerprint(access_token: &str) -> u64 {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(access_token.as_bytes());
+    u64::from_be_bytes(digest[..8].try_into().expect("8 bytes"))
+}
+
 /// What asked for the refresh; it decides when a token someone else
 /// stored is good enough.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -51,6 +60,14 @@ pub enum Trigger {
     Renewal {
         /// The expiry of the token the timer was armed for.
         armed_expiry: f64,
+    },
+    /// The provider answered 401 to the access token whose
+    /// [`fingerprint`] this is (the injecting proxy): a stored token with
+    /// another access token was renewed elsewhere; the same one is
+    /// refreshed even when its expiry says it is valid.
+    Rejected {
+        /// The rejected access token's fingerprint.
+        fingerprint: u64,
     },
 }
 
@@ -342,6 +359,7 @@ impl Refresher {
         let renewed_elsewhere = match trigger {
             Trigger::Request | Trigger::Read => fresh,
             Trigger::Renewal { armed_expiry } => fresh && current.expiry() != armed_expiry,
+            Trigger::Rejected { fingerprint: rejected } => fingerprint(current.access_token()) != rejected,
         };
         if renewed_elsewhere {
             crate::log_debug!("refresh {key}: already renewed, the stored token is used");

@@ -13,8 +13,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use sha2::{Digest, Sha256};
-
 use super::limits::{PeerKey, Refusals};
 use super::reader::{FrameReader, ReadError};
 use super::{FAILED_HANDSHAKE_DELAY, Shared, dispatch, wire};
@@ -63,11 +61,7 @@ fn peer_allowed(shared: &Shared, peer: &PeerCred) -> bool {
 }
 
 fn token_matches(expected: &str, presented: Option<&str>) -> bool {
-    let Some(presented) = presented else { return false };
-    // Compare digests: equal length, and no early exit on the first difference.
-    let a = Sha256::digest(expected.as_bytes());
-    let b = Sha256::digest(presented.as_bytes());
-    a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    presented.is_some_and(|p| crate::secret::constant_time_eq(expected.as_bytes(), p.as_bytes()))
 }
 
 /// Serves one connection until it closes, times out, or misbehaves.

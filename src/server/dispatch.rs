@@ -103,6 +103,51 @@ fn initiated(i: &Initiated) -> Answer {
     })
 }
 
+/// In inject mode (SPEC §14), unless `--reveal` names the provider: the
+/// sentinel in place of the access token, and no `id_token`. Whatever else
+/// the token holds (expiry, type, scope, Codex's `account_id`) is real.
+fn mask(
+    shared: &Shared,
+    provider: &str,
+    bucket: Option<&str>,
+    map: &mut Map<String, Value>,
+) -> Result<(), wire::WireError> {
+    let Some(inject) = &shared.config.inject else { return Ok(()) };
+    if inject.reveal.contains(provider) {
+        return Ok(());
+    }
+    use crate::inject::sentinel::NoSentinel;
+    let sentinel =
+        shared.sentinels.for_token(provider, bucket.unwrap_or(DEFAULT_BUCKET)).map_err(|e| match e {
+            NoSentinel::NoRoute => wire::NO_ROUTE,
+            NoSentinel::Random => wire::STORE_FAILED,
+        })?;
+    map.insert("access_token".into(), Value::String(sentinel));
+    map.remove("id_token");
+    Ok(())
+}
+
+/// A token as the sandbox gets it: sanitized, and masked in inject mode.
+fn served(
+    shared: &Shared,
+    id: &str,
+    of: Option<(&str, Option<&str>)>,
+    token: &OAuthToken,
+    t: String,
+) -> Reply {
+    let mut map = token.sanitize().into_map();
+    let masked = match of {
+        Some((provider, bucket)) => mask(shared, provider, bucket, &mut map),
+        // a login whose provider is no longer known: nothing to mask with
+        None if shared.config.inject.is_some() => Err(wire::NO_ROUTE),
+        None => Ok(()),
+    };
+    match masked {
+        Ok(()) => ok(id, Answer::Token(map), t),
+        Err(e) => fail(id, e, t),
+    }
+}
+
 /// `oauth_poll`'s answer.
 fn polled(poll: Poll) -> Answer {
     Answer::Polled(match poll {
@@ -155,7 +200,7 @@ pub fn handle(shared: &Shared, req: &Request, owner: Owner, cancel: &CancelFlag)
             }
             match tokens.get_token(provider, bucket.as_deref()) {
                 Ok(Some(token)) => match shared.oauth.serve(provider, bucket.as_deref(), token) {
-                    Ok(token) => ok(id, Answer::Token(token.sanitize().into_map()), t),
+                    Ok(token) => served(shared, id, Some((provider.as_str(), bucket.as_deref())), &token, t),
                     Err(e) => refresh_failed(id, &e, t),
                 },
                 Ok(None) => fail(id, wire::NO_TOKEN, t),
@@ -166,6 +211,14 @@ pub fn handle(shared: &Shared, req: &Request, owner: Owner, cancel: &CancelFlag)
             let t = target(provider, bucket);
             if !scope.allows_token(provider, bucket.as_deref()) {
                 return denied(t);
+            }
+            // Inject mode: a sentinel coming back is never stored as a token.
+            if token
+                .get("access_token")
+                .and_then(Value::as_str)
+                .is_some_and(|a| shared.sentinels.is_sentinel(a))
+            {
+                return fail(id, wire::SENTINEL_SAVE, t);
             }
             // SPEC §11.2: only the access token, its expiry, type and scope
             // change; the stored record keeps every other field.
@@ -247,6 +300,18 @@ pub fn handle(shared: &Shared, req: &Request, owner: Owner, cancel: &CancelFlag)
                 return denied(name.clone());
             }
             match keys.get_key(name) {
+                // Inject mode: the key's sentinel, routed by the provider
+                // of the profile that names it; `--reveal` never covers keys.
+                Ok(Some(_)) if shared.config.inject.is_some() => {
+                    let provider = scope.key_providers.get(name).map(String::as_str);
+                    match shared.sentinels.for_key(name, provider) {
+                        Ok(sentinel) => ok(id, Answer::Key(sentinel), name.clone()),
+                        Err(crate::inject::sentinel::NoSentinel::NoRoute) => {
+                            fail(id, wire::NO_ROUTE, name.clone())
+                        }
+                        Err(_) => fail(id, wire::STORE_FAILED, name.clone()),
+                    }
+                }
                 Ok(Some(k)) => ok(id, Answer::Key(k.expose().to_owned()), name.clone()),
                 Ok(None) => fail(id, wire::NO_KEY, name.clone()),
                 Err(e) => internal(id, &e, name.clone()),
@@ -276,7 +341,7 @@ pub fn handle(shared: &Shared, req: &Request, owner: Owner, cancel: &CancelFlag)
                 return denied(t);
             }
             match shared.oauth.refresh(provider, bucket.as_deref()) {
-                Ok(token) => ok(id, Answer::Token(token.sanitize().into_map()), t),
+                Ok(token) => served(shared, id, Some((provider.as_str(), bucket.as_deref())), &token, t),
                 Err(e) => refresh_failed(id, &e, t),
             }
         }
@@ -298,8 +363,11 @@ pub fn handle(shared: &Shared, req: &Request, owner: Owner, cancel: &CancelFlag)
             if !session_in_scope(shared, &scope, session_id) {
                 return denied(t);
             }
+            let of = shared.oauth.logins().login_of(session_id);
             match shared.oauth.exchange(owner, session_id, code) {
-                Ok(token) => ok(id, Answer::Token(token.sanitize().into_map()), t),
+                Ok(token) => {
+                    served(shared, id, of.as_ref().map(|(p, b)| (p.as_str(), b.as_deref())), &token, t)
+                }
                 Err(e) => login_failed(id, &e, t),
             }
         }
@@ -308,7 +376,23 @@ pub fn handle(shared: &Shared, req: &Request, owner: Owner, cancel: &CancelFlag)
             if !session_in_scope(shared, &scope, session_id) {
                 return denied(t);
             }
+            let of = shared.oauth.logins().login_of(session_id);
             match shared.oauth.poll(owner, session_id) {
+                Ok(Poll::Complete(token)) if shared.config.inject.is_some() => {
+                    let mut map = token.sanitize().into_map();
+                    let masked = match &of {
+                        Some((p, b)) => mask(shared, p, b.as_deref(), &mut map),
+                        None => Err(wire::NO_ROUTE),
+                    };
+                    match masked {
+                        Ok(()) => (
+                            message::ok_response(id, Answer::Polled(PollState::Complete(map)).encode()),
+                            "complete",
+                            t,
+                        ),
+                        Err(e) => fail(id, e, t),
+                    }
+                }
                 Ok(poll) => {
                     let outcome = match &poll {
                         Poll::Pending { .. } => "pending",

@@ -83,6 +83,9 @@ pub struct ServerConfig {
     pub permits: permit::Permits,
     /// The GitHub broker's settings.
     pub github: crate::github::GithubConfig,
+    /// Inject mode (`--inject`): sentinels on this socket, the real
+    /// credentials only through the proxy socket.
+    pub inject: Option<crate::inject::InjectConfig>,
 }
 
 /// State shared by all connection threads.
@@ -97,6 +100,8 @@ pub struct Shared {
     pub active: AtomicUsize,
     /// Connection ids.
     pub next_conn: AtomicU64,
+    /// Inject mode's sentinels (empty unless `--inject`).
+    pub sentinels: crate::inject::Sentinels,
     /// Host-side refresh and renewal timers.
     pub oauth: OAuthHost,
     /// Request rate limits per peer process and for the daemon.
@@ -148,6 +153,7 @@ impl Server {
             stopping: AtomicBool::new(false),
             active: AtomicUsize::new(0),
             next_conn: AtomicU64::new(1),
+            sentinels: crate::inject::Sentinels::default(),
         });
         Ok(Server { listener, woken, shared })
     }
@@ -156,6 +162,17 @@ impl Server {
     /// another thread.
     pub fn handle(&self) -> Handle {
         Handle { shared: self.shared.clone() }
+    }
+
+    /// Serves the proxy socket (inject mode) on its own thread until the
+    /// server stops.
+    pub fn serve_proxy(&self, listener: UnixListener) -> Result<()> {
+        let shared = self.shared.clone();
+        std::thread::Builder::new()
+            .name("proxy".into())
+            .spawn(move || crate::inject::proxy::run(shared, listener))
+            .map(drop)
+            .map_err(|e| crate::error::Error::io("cannot start the proxy thread", e))
     }
 
     /// Accepts connections until stopped, then waits up to

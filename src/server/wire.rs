@@ -53,6 +53,15 @@ pub const TOO_MANY_CONNECTIONS: WireError = WireError {
     text: "Too many connections; try again later",
     retry_after: Some(1),
 };
+/// Inject mode: a token or key with no proxy route (a provider that cannot
+/// use a base URL, or a key no profile ties to a provider).
+pub const NO_ROUTE: WireError = WireError::new(
+    ErrorCode::Forbidden,
+    "Inject mode: this credential has no proxy route; the host can serve it with --reveal PROVIDER, or name the key in a profile with its provider",
+);
+/// Inject mode: a save whose access token is one of the daemon's sentinels.
+pub const SENTINEL_SAVE: WireError =
+    WireError::new(ErrorCode::InvalidRequest, "Inject mode: a sentinel is not a token to store");
 /// A handshake without the right capability token.
 pub const BAD_CAPABILITY: WireError =
     WireError::new(ErrorCode::Unauthorized, "Invalid or missing capability token");

@@ -591,6 +591,26 @@ pub fn wait_readable(
     Ok((ready(&fds[0]), ready(&fds[1])))
 }
 
+/// Waits up to `timeout` for the peer of socket `fd` to hang up or shut
+/// its writing side down (`POLLRDHUP` where the OS has it). Data waiting
+/// to be read does not count.
+pub fn peer_hung_up(fd: std::os::fd::BorrowedFd<'_>, timeout: std::time::Duration) -> io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    let events = libc::POLLRDHUP;
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let events = 0;
+    let mut pfd = libc::pollfd { fd: fd.as_raw_fd(), events, revents: 0 };
+    let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
+    // SAFETY: `pfd` is valid for reads and writes of one entry, whose
+    // descriptor the borrow keeps open for the call.
+    match cerr(unsafe { libc::poll(&mut pfd, 1, ms) }) {
+        Ok(_) => Ok(pfd.revents & (events | libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0),
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// An integer socket option of `fd` at `SOL_SOCKET`.
 fn socket_option(fd: i32, option: libc::c_int) -> io::Result<libc::c_int> {
     let mut value: libc::c_int = 0;

@@ -514,7 +514,7 @@ fn cred_commands_name_what_is_missing_and_refresh_goes_through_the_daemon() {
         (vec!["token", "show"], "token show needs PROVIDER[:BUCKET]"),
         (vec!["refresh"], "refresh needs PROVIDER[:BUCKET]"),
         (vec!["get-key"], "get-key needs NAME"),
-        (vec!["bench"], "bench needs store, daemon, refresh or soak"),
+        (vec!["bench"], "bench needs store, daemon, refresh, proxy or soak"),
     ] {
         let out = dir.cred(None).args(&args).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}");

@@ -198,14 +198,7 @@ impl FakeProvider {
 
     /// Waits until at least `n` calls arrived; whether they did in time.
     pub fn wait_for(&self, n: usize, within: Duration) -> bool {
-        let deadline = Instant::now() + within;
-        while self.count() < n {
-            if Instant::now() > deadline {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        true
+        crate::harness::wait_until(within, || self.count() >= n)
     }
 }
 

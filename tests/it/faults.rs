@@ -712,28 +712,11 @@ fn broken_endpoint(how: Broken) -> (String, std::sync::Arc<std::sync::atomic::At
             let _ = stream.flush();
             if let Broken::ResetMidBody = how {
                 std::thread::sleep(Duration::from_millis(50));
-                reset(&stream);
+                reset_on_close(&stream);
             }
         }
     });
     (url, calls)
-}
-
-/// Closes `stream` with a TCP RST (SO_LINGER 0) instead of a FIN.
-fn reset(stream: &std::net::TcpStream) {
-    use std::os::fd::AsRawFd;
-    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
-    // SAFETY: a valid socket descriptor and a correctly sized `linger` value.
-    let rc = unsafe {
-        libc::setsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&linger as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0, "SO_LINGER");
 }
 
 #[test]

@@ -1,0 +1,20 @@
+/*!
+Inject mode, "never reveal" (SPEC §14): the sandbox holds sentinels, and
+the daemon adds the real credential to each request it proxies to an
+allow-listed provider.
+
+- [`sentinel`]: what `get_token`/`get_api_key` serve instead of secrets;
+- [`routes`]: the upstream hosts, their allow-lists and credential headers;
+- [`request`]: the strict reading of a request from the sandbox;
+- [`upstream`]: the HTTP/1.1 client towards the provider;
+- [`proxy`]: the proxy socket, tying them together.
+*/
+
+pub mod proxy;
+pub mod request;
+pub mod routes;
+pub mod sentinel;
+pub mod upstream;
+
+pub use proxy::InjectConfig;
+pub use sentinel::Sentinels;

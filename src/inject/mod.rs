@@ -7,12 +7,14 @@ allow-listed provider.
 - [`routes`]: the upstream hosts, their allow-lists and credential headers;
 - [`request`]: the strict reading of a request from the sandbox;
 - [`upstream`]: the HTTP/1.1 client towards the provider;
+- [`scrub`]: the real credential masked out of responses;
 - [`proxy`]: the proxy socket, tying them together.
 */
 
 pub mod proxy;
 pub mod request;
 pub mod routes;
+pub mod scrub;
 pub mod sentinel;
 pub mod upstream;
 

@@ -394,6 +394,8 @@ fn error_response(route: Option<&Route>, status: u16, message: &str, close: bool
 /// on read as `get_token` does): `(header name, value, extra headers)`.
 struct Real {
     headers: Vec<(String, Vec<u8>)>,
+    /// The real credential, to scrub out of the response.
+    secret: Zeroizing<Vec<u8>>,
     /// The OAuth access token used (for the 401 retry), if an OAuth one.
     access_token: Option<Zeroizing<String>>,
 }
@@ -423,12 +425,13 @@ fn real_credential(shared: &Shared, route: &Route, credential: &Credential) -> R
                 .map_err(|_| NoCredential::Failed)?
                 .ok_or(NoCredential::Gone)?;
             let value = key.expose().as_bytes().to_vec();
+            let secret = Zeroizing::new(value.clone());
             let header = match route.api {
                 Api::Anthropic => ("x-api-key".to_owned(), value),
                 Api::Gemini => ("x-goog-api-key".to_owned(), value),
                 _ => ("authorization".to_owned(), [b"Bearer ".as_slice(), &value].concat()),
             };
-            Ok(Real { headers: vec![header], access_token: None })
+            Ok(Real { headers: vec![header], secret, access_token: None })
         }
         Credential::Token { provider, bucket } => {
             if !scope.allows_token(provider, Some(bucket)) {
@@ -463,7 +466,7 @@ fn token_headers(route: &Route, token: &crate::token::OAuthToken) -> Real {
             headers.push(("chatgpt-account-id".to_owned(), account.as_bytes().to_vec()));
         }
     }
-    Real { headers, access_token: Some(access) }
+    Real { headers, secret: Zeroizing::new(access.as_bytes().to_vec()), access_token: Some(access) }
 }
 
 /// Hop-by-hop headers and the ones the proxy sets itself.
@@ -606,7 +609,7 @@ fn forward(
         }
     };
     audit.ttfb = Some(started.elapsed());
-    stream_back(exchange, writer, audit, head.close)
+    stream_back(exchange, writer, audit, head.close, super::scrub::Scrubber::new(&real.secret))
 }
 
 /// The provider-shaped 401 for a login that is gone: log in on the host.
@@ -648,15 +651,25 @@ const RESPONSE_DROPPED: [&str; 10] = [
 /// answer that does not end cleanly upstream reaches the client as an
 /// abort (the connection closes without the final chunk). Returns whether
 /// the connection goes on.
-fn stream_back(mut ex: Exchange, writer: &mut UnixStream, audit: &mut Audit, close: bool) -> bool {
+fn stream_back(
+    mut ex: Exchange,
+    writer: &mut UnixStream,
+    audit: &mut Audit,
+    close: bool,
+    mut scrub: Option<super::scrub::Scrubber>,
+) -> bool {
     audit.status = ex.status;
     let length = ex.content_length();
     let mut head = format!("HTTP/1.1 {} {}\r\n", ex.status, printable_reason(&ex.reason)).into_bytes();
     for (name, value) in &ex.headers {
         if !RESPONSE_DROPPED.contains(&name.as_str()) {
+            let mut value = value.clone();
+            if let Some(s) = &scrub {
+                s.mask(&mut value);
+            }
             head.extend_from_slice(name.as_bytes());
             head.extend_from_slice(b": ");
-            head.extend_from_slice(value);
+            head.extend_from_slice(&value);
             head.extend_from_slice(b"\r\n");
         }
     }
@@ -679,7 +692,7 @@ fn stream_back(mut ex: Exchange, writer: &mut UnixStream, audit: &mut Audit, clo
     // down as soon as the client hangs up, so the provider stops
     // generating (and billing).
     let watch = ClientWatch::start(writer, &ex);
-    let keep = relay(&mut ex, writer, audit, length, close);
+    let keep = relay(&mut ex, writer, audit, length, close, scrub.as_mut());
     let gone = watch.stop();
     if audit.outcome == "upstream-abort" {
         if gone {
@@ -744,10 +757,18 @@ fn relay(
     audit: &mut Audit,
     length: Option<u64>,
     close: bool,
+    mut scrub: Option<&mut super::scrub::Scrubber>,
 ) -> bool {
     loop {
         match ex.read() {
             Ok(Read2::Data(data)) => {
+                let data = match scrub.as_deref_mut() {
+                    Some(s) => s.feed(&data),
+                    None => data,
+                };
+                if data.is_empty() {
+                    continue; // all held back: never an empty chunk (it would end the body)
+                }
                 let sent = if length.is_some() {
                     writer.write_all(&data)
                 } else {
@@ -764,7 +785,15 @@ fn relay(
                 audit.bytes_out += data.len() as u64;
             }
             Ok(Read2::End) => {
-                if length.is_none() && writer.write_all(b"0\r\n\r\n").is_err() {
+                let held = scrub.as_deref_mut().map(|s| s.finish()).unwrap_or_default();
+                let tail = match (held.is_empty(), length) {
+                    (true, _) => Ok(()),
+                    (false, Some(_)) => writer.write_all(&held),
+                    (false, None) => writer
+                        .write_all(&[format!("{:x}\r\n", held.len()).as_bytes(), &held, b"\r\n"].concat()),
+                };
+                audit.bytes_out += held.len() as u64;
+                if tail.is_err() || (length.is_none() && writer.write_all(b"0\r\n\r\n").is_err()) {
                     audit.outcome = "aborted-by-client".into();
                     return false;
                 }

@@ -35,13 +35,13 @@ fn require_tools() -> bool {
         eprintln!("container tests skipped: LLXPRT_CREDD_SKIP_CONTAINER_TESTS is set");
         return false;
     }
-    let missing: Vec<_> = ["podman", "runc", "newuidmap", "busybox", "runuser"]
+    let missing: Vec<_> = ["podman", "runc", "newuidmap", "busybox", "runuser", "socat"]
         .into_iter()
         .filter(|t| which(t).is_none())
         .collect();
     assert!(
         missing.is_empty(),
-        "{missing:?} not installed: run .ci/run (or apt-get install podman runc uidmap busybox-static), \
+        "{missing:?} not installed: run .ci/run (or apt-get install podman runc uidmap busybox-static socat), \
          or set LLXPRT_CREDD_SKIP_CONTAINER_TESTS=1"
     );
     let me = Command::new("id").arg("-u").output().unwrap();
@@ -65,10 +65,15 @@ fn sh(cmd: &mut Command) -> Output {
 fn rootfs_tar(dir: &Path) -> PathBuf {
     let root = dir.join("rootfs");
     let busybox = which("busybox").unwrap();
-    for (from, to) in [(busybox.as_path(), "bin/busybox"), (Path::new(CRED), "usr/bin/llxprt-cred")] {
+    let socat = which("socat").unwrap();
+    for (from, to) in [
+        (busybox.as_path(), "bin/busybox"),
+        (Path::new(CRED), "usr/bin/llxprt-cred"),
+        (socat.as_path(), "usr/bin/socat"),
+    ] {
         copy_with_libraries(from, &root, to);
     }
-    for applet in ["sh", "id", "echo", "cat", "ls"] {
+    for applet in ["sh", "id", "echo", "cat", "ls", "wget", "sleep", "grep"] {
         std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
     }
     for d in ["tmp", "run", "proc", "sys", "dev", "etc"] {
@@ -122,6 +127,8 @@ struct Host<'a> {
     dir: &'a TestDir,
     user: Option<&'static str>,
     conf: PathBuf,
+    /// More environment for the wrapper and the daemon.
+    extra_env: Vec<(String, String)>,
 }
 
 impl Host<'_> {
@@ -147,6 +154,8 @@ impl Host<'_> {
             ("LLXPRT_CREDD_STORE", "file".to_owned()),
             ("CONTAINERS_CONF", self.conf.display().to_string()),
         ];
+        let env: Vec<(&str, String)> =
+            env.into_iter().chain(self.extra_env.iter().map(|(k, v)| (k.as_str(), v.clone()))).collect();
         let mut cmd = match self.user {
             Some(user) => {
                 let mut c = Command::new("runuser");
@@ -246,7 +255,7 @@ fn rootful_podman_as_container_root_and_as_the_image_user() {
         return;
     }
     let dir = TestDir::new("container-rootful");
-    let host = Host { dir: &dir, user: None, conf: containers_conf(&dir.root) };
+    let host = Host { dir: &dir, user: None, conf: containers_conf(&dir.root), extra_env: vec![] };
     for sub in ["tmp", "state", "config/profiles"] {
         std::fs::create_dir_all(dir.root.join(sub)).unwrap();
     }
@@ -289,7 +298,7 @@ fn rootless_podman_as_the_user_as_container_root_and_as_the_image_user() {
     let tar = rootfs_tar(&dir.root);
     sh(Command::new("chown").args(["-R", USER]).arg(&dir.root));
     std::fs::set_permissions(dir.root.join("run"), std::fs::Permissions::from_mode(0o700)).unwrap();
-    let host = Host { dir: &dir, user: Some(USER), conf };
+    let host = Host { dir: &dir, user: Some(USER), conf, extra_env: vec![] };
     // The engine keeps its images in the user's real home, not the test's.
     host.prepare(&tar);
 
@@ -318,4 +327,44 @@ fn rootless_podman_as_the_user_as_container_root_and_as_the_image_user() {
     if let Err(panic) = result {
         std::panic::resume_unwind(panic);
     }
+}
+
+#[test]
+fn inject_mode_in_a_container_without_a_network_reaches_the_provider_only_through_the_proxy() {
+    if !require_tools() {
+        return;
+    }
+    let dir = TestDir::new("container-inject");
+    let upstream = crate::fake_stream::FakeStream::start();
+    let host = Host {
+        dir: &dir,
+        user: None,
+        conf: containers_conf(&dir.root),
+        extra_env: vec![("LLXPRT_CREDD_UPSTREAM_API_ANTHROPIC_COM_URL".into(), upstream.base.clone())],
+    };
+    for sub in ["tmp", "state", "config/profiles"] {
+        std::fs::create_dir_all(dir.root.join(sub)).unwrap();
+    }
+    host.prepare(&rootfs_tar(&dir.root));
+    // Inside: the key's sentinel from the socket (the token on descriptor
+    // 3), then a request through the relay; `--network none`, so the proxy
+    // is the only way out.
+    let script = "grep -q 'api.anthropic.com' /etc/hosts && echo mapped; S=$(llxprt-cred get-key OPENAI); \
+        echo sentinel=${S%${S#????????????????????????}}; \
+        for i in 1 2 3 4 5 6 7 8 9 10; do \
+          wget -q -O - --header \"x-api-key: $S\" --header 'content-type: application/json' \
+            --post-data '{\"model\":\"m\",\"max_tokens\":1}' http://127.0.0.1:18080/api.anthropic.com/v1/messages && break; \
+          sleep 0.3; done; echo; echo env=${LLXPRT_CAPABILITY_TOKEN:-unset}";
+    let (out, log) = host.sandbox_running(&["--inject"], script);
+    let (text, err) = (stdout(&out), stderr(&out));
+    assert_eq!(out.status.code(), Some(0), "{text}{err}");
+    assert!(text.contains("mapped\n"), "api.anthropic.com maps to the relay: {text}{err}");
+    assert!(text.contains("sentinel=sk-ant-api03-llx"), "the sandbox holds a sentinel: {text}{err}");
+    assert!(!text.contains(KEY), "the real key never entered the container: {text}");
+    assert!(text.contains("{\"ok\":true}"), "the provider answered through the relay: {text}{err}");
+    assert!(text.contains("env=unset\n"), "{text}");
+    let request = upstream.last();
+    assert_eq!(request.all("x-api-key"), [KEY], "the real key was added on the host");
+    assert!(!request.contains("llxprtcredd"), "no sentinel reached the provider");
+    assert!(log.contains("audit proxy") && log.contains("route=api.anthropic.com"), "{log}");
 }

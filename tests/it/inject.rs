@@ -1895,3 +1895,101 @@ fn ten_concurrent_requests_hitting_a_401_share_one_refresh_and_all_succeed() {
     assert!((1..=10).contains(&first), "{first} requests used the old token");
     assert_eq!(requests.len(), first + retried);
 }
+
+#[test]
+fn a_provider_that_echoes_the_real_key_is_scrubbed_from_the_answer() {
+    let dir = TestDir::new("inj-scrub");
+    let (upstream, oauth) = (FakeStream::start(), FakeProvider::start());
+    let key = real("sk-ant-api03-", "anthropic");
+    seed_key(&dir, "ANTHROPIC_KEY", &key);
+    key_profile(&dir, "claude-key", "anthropic", "ANTHROPIC_KEY");
+    let p = start(&dir, &upstream, &oauth, &["--profile", "claude-key"]);
+    let s = p.key("ANTHROPIC_KEY");
+    // The key split across two reads of a stream, and whole in a header
+    // and in a body with a length.
+    let (head, tail) = key.split_at(key.len() / 2);
+    upstream.push(Answer::sse(
+        Framing::Chunked,
+        vec![Step::send(format!("data: {{\"echo\":\"{head}")), Step::send(format!("{tail}\"}}\n\n"))],
+        End::Finish,
+    ));
+    let echoed = format!("{{\"error\":\"bad key {key}\"}}");
+    upstream.push(Answer::new(
+        401,
+        &[("x-debug", key.as_str()), ("content-type", "application/json")],
+        &echoed,
+    ));
+    let body = json!({"model": "claude-sonnet-4-5", "stream": true, "messages": []});
+    let mut h = p.http();
+    let r = h.post("/api.anthropic.com/v1/messages", &[("x-api-key", s.as_str())], &body);
+    assert_eq!(r.status, 200);
+    let masked = "*".repeat(key.len());
+    assert_eq!(r.text(), format!("data: {{\"echo\":\"{masked}\"}}\n\n"), "the key is masked in the stream");
+    let r = h.post("/api.anthropic.com/v1/messages", &[("x-api-key", s.as_str())], &body);
+    assert_eq!(r.status, 401, "a key's 401 passes through");
+    assert_eq!(
+        r.text(),
+        format!("{{\"error\":\"bad key {masked}\"}}"),
+        "same length: Content-Length stays true"
+    );
+    assert_eq!(r.header("x-debug"), Some(masked.as_str()), "and in headers");
+}
+
+/// The daemon's resident memory, KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn a_slow_client_keeps_the_daemons_memory_flat() {
+    use std::io::{Read, Write};
+    let dir = TestDir::new("inj-slow");
+    let (upstream, oauth) = (FakeStream::start(), FakeProvider::start());
+    let key = real("sk-ant-api03-", "anthropic");
+    seed_key(&dir, "ANTHROPIC_KEY", &key);
+    key_profile(&dir, "claude-key", "anthropic", "ANTHROPIC_KEY");
+    let p = start(&dir, &upstream, &oauth, &["--profile", "claude-key"]);
+    let s = p.key("ANTHROPIC_KEY");
+    let body = r#"{"model":"claude-sonnet-4-5","stream":true,"messages":[]}"#;
+    // A warm-up request (threads, buffers), then the baseline.
+    upstream.push(Answer::json(200, &json!({"ok": true})));
+    let warm =
+        p.http().post("/api.anthropic.com/v1/messages", &[("x-api-key", s.as_str())], &json!({"model": "m"}));
+    assert_eq!(warm.status, 200);
+    let pid = p.daemon.child.id();
+    let baseline = rss_kib(pid);
+    // The provider has 32 MiB to send as fast as it can.
+    let block = format!("data: {}\n\n", "x".repeat(256 * 1024));
+    upstream.push(Answer::sse(Framing::Chunked, (0..128).map(|_| Step::send(&block)).collect(), End::Finish));
+    let mut client = std::os::unix::net::UnixStream::connect(&p.proxy).unwrap();
+    let request = format!(
+        "POST /api.anthropic.com/v1/messages HTTP/1.1\r\nhost: relay\r\nx-api-key: {s}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    client.write_all(request.as_bytes()).unwrap();
+    // The client reads 1 KiB every 100 ms; the proxy must not buffer what
+    // the provider sends meanwhile (blocking writes, TCP flow control).
+    let mut buf = [0u8; 1024];
+    let mut read = 0;
+    let mut samples = Vec::new();
+    for i in 0..30 {
+        client.read_exact(&mut buf).unwrap();
+        read += buf.len();
+        if i == 5 || i == 29 {
+            samples.push(rss_kib(pid));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let grew = samples.iter().max().unwrap().saturating_sub(baseline);
+    eprintln!("slow client: read {read} bytes; daemon RSS {baseline} KiB, then {samples:?} KiB");
+    assert!(
+        grew < 4096,
+        "the daemon's memory grew by {grew} KiB while the client read slowly (32 MiB offered)"
+    );
+    drop(client);
+}

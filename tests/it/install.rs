@@ -101,3 +101,26 @@ fn make_install_lays_out_the_package_and_uninstall_removes_it() {
     assert!(!missing.status.success());
     assert!(stderr(&missing).contains("run 'make build' first"), "{}", stderr(&missing));
 }
+
+#[test]
+fn make_deb_names_missing_prerequisites_and_how_to_install_them() {
+    let dir = TestDir::new("deb-prereq");
+    // A PATH with only what the script needs to reach its check.
+    let bin = dir.root.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    for tool in ["dirname", "man"] {
+        let real = which(tool).unwrap_or_else(|| panic!("{tool} is not installed"));
+        std::os::unix::fs::symlink(real, bin.join(tool)).unwrap();
+    }
+    let out = Command::new("/bin/bash")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/check-deb.sh"))
+        .env_clear()
+        .env("PATH", &bin)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("make deb needs dpkg lintian systemd to build and check the package"), "{err}");
+    assert!(err.contains("sudo apt-get install dpkg lintian systemd"), "the command that fixes it: {err}");
+    assert!(stdout(&out).is_empty(), "nothing was built: {}", stdout(&out));
+}

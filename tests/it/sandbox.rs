@@ -327,3 +327,80 @@ fn usage_errors() {
     assert!(stdout(&help).contains("Usage: llxprt-sandbox"), "{}", stdout(&help));
     assert!(std::fs::read_dir(&s.tmp).unwrap().next().is_none(), "usage errors leave nothing");
 }
+
+#[test]
+fn inject_mode_starts_the_proxy_runs_the_relay_and_points_llxprt_at_it() {
+    let s = sandbox("sandbox-inject");
+    let args = [
+        "--profile",
+        "work",
+        "--inject",
+        "--",
+        "--rm",
+        "--network",
+        "none",
+        "app:1",
+        "llxprt",
+        "--profile-load",
+        "work",
+    ];
+    let out = run(&mut s.wrapper(&args, &[]));
+    assert_eq!(out.status.code(), Some(7), "{}\n{}", stderr(&out), s.report());
+    let report = s.report();
+    assert!(report.contains(" --inject --proxy-socket "), "the daemon runs in inject mode: {report}");
+    assert!(report.contains("mounted: credd.sock\nproxy.sock\n"), "both sockets, nothing else: {report}");
+    // the sandbox gets a sentinel in place of the key
+    let served = report.lines().find(|l| l.starts_with("sk-")).expect(&report).to_owned();
+    assert!(served.starts_with("sk-llxprtcredd") && !report.contains("sk-SANDBOX"), "{report}");
+    assert!(report.contains("--entrypoint /bin/sh app:1 -c command -v socat"), "{report}");
+    assert!(
+        report.contains("socat TCP-LISTEN:18080,bind=127.0.0.1,reuseaddr,fork,nodelay \"UNIX-CONNECT:${LLXPRT_CREDENTIAL_SOCKET%/*}/proxy.sock\" &"),
+        "the relay: {report}"
+    );
+    assert!(
+        report.contains(
+            "exec \"$@\" sh llxprt --baseurl http://127.0.0.1:18080/api.openai.com/v1 --profile-load work\n"
+        ),
+        "llxprt-code is pointed at the relay: {report}"
+    );
+    s.assert_clean();
+
+    // An Anthropic profile maps the host name so llxprt-code keeps the subscription.
+    let s = sandbox("sandbox-inject-anthropic");
+    s.dir.save_profile("claude", r#"{"version":1,"provider":"claudecode","auth":{"type":"oauth"}}"#);
+    let out = run(&mut s.wrapper(&["--profile", "claude", "--inject", "app:1"], &[]));
+    let report = s.report();
+    assert!(
+        report.contains("--add-host api.anthropic.com:127.0.0.1 --entrypoint /bin/sh app:1"),
+        "{}\n{report}",
+        stderr(&out)
+    );
+    assert!(
+        report.contains("sh llxprt --baseurl http://api.anthropic.com:18080/api.anthropic.com\n"),
+        "{report}"
+    );
+    s.assert_clean();
+
+    // What would bypass the proxy is refused before anything starts.
+    let s = sandbox("sandbox-inject-refused");
+    for (args, says) in [
+        (
+            &["--profile", "work", "--inject", "--", "-e", "OPENAI_API_KEY=sk-x", "app:1"][..],
+            "do not pass OPENAI_API_KEY",
+        ),
+        (
+            &["--profile", "work", "--inject", "--", "--env=HTTPS_PROXY=http://p", "app:1"],
+            "do not pass HTTPS_PROXY",
+        ),
+        (&["--allow-key", "OPENAI", "--inject", "app:1"], "--inject needs --profile NAME"),
+    ] {
+        let out = run(&mut s.wrapper(args, &[]));
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(says), "{args:?}: {}", stderr(&out));
+    }
+    s.dir.save_profile("qwen", r#"{"version":1,"provider":"qwen","auth":{"type":"oauth"}}"#);
+    let out = run(&mut s.wrapper(&["--profile", "qwen", "--inject", "app:1"], &[]));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("provider 'qwen' has no proxy route"), "{}", stderr(&out));
+    assert!(std::fs::read_dir(&s.tmp).unwrap().next().is_none(), "refusals leave nothing");
+}

@@ -485,6 +485,7 @@ fn warn_of_another_daemon(name: &str, logs_to_file: bool) {
 fn inject_config(
     args: &Args,
     socket_path: &std::path::Path,
+    routes: &[crate::oauth::provider::RouteEntry],
     cleanup: &mut Cleanup,
 ) -> Result<(Option<crate::inject::InjectConfig>, Option<std::os::unix::net::UnixListener>)> {
     if !args.inject {
@@ -499,6 +500,16 @@ fn inject_config(
     };
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         socket::ensure_private_dir(dir)?;
+    }
+    crate::inject::routes::install(routes);
+    for route in routes {
+        crate::log_info!(
+            "inject: route {} ({} API{}) for the keys of {}",
+            route.host,
+            route.api,
+            route.prefix,
+            route.providers.join(", ")
+        );
     }
     let overrides =
         crate::inject::InjectConfig::overrides_from(|name| std::env::var(name).ok()).map_err(Error::Usage)?;
@@ -799,7 +810,7 @@ fn run(args: &Args) -> Result<i32> {
         }
         Some(token)
     };
-    let (inject, proxy_listener) = inject_config(args, &socket_path, &mut cleanup)?;
+    let (inject, proxy_listener) = inject_config(args, &socket_path, &oauth.providers.routes, &mut cleanup)?;
     crate::log_info!(
         "listening on {} (store {}, scope {}, sandbox may {}{})",
         socket_path.display(),

@@ -8,6 +8,7 @@ allow-listed provider.
 - [`request`]: the strict reading of a request from the sandbox;
 - [`upstream`]: the HTTP/1.1 client towards the provider;
 - [`scrub`]: the real credential masked out of responses;
+- [`usage`]: the token usage a provider reports, for the audit line;
 - [`proxy`]: the proxy socket, tying them together.
 */
 
@@ -17,6 +18,7 @@ pub mod routes;
 pub mod scrub;
 pub mod sentinel;
 pub mod upstream;
+pub mod usage;
 
 pub use proxy::InjectConfig;
 pub use sentinel::Sentinels;

@@ -62,7 +62,7 @@ impl InjectConfig {
         lookup: impl Fn(&str) -> Option<String>,
     ) -> Result<Vec<(&'static str, Origin)>, String> {
         let mut out = Vec::new();
-        for route in routes::ROUTES {
+        for route in routes::all() {
             let var = routes::override_var(route.host);
             if let Some(url) = lookup(&var).filter(|v| !v.is_empty()) {
                 let origin = Origin::loopback_override(&url).map_err(|e| format!("{var}={url:?}: {e}"))?;
@@ -132,6 +132,7 @@ struct Audit {
     ttfb: Option<Duration>,
     model: Option<String>,
     stream: Option<bool>,
+    usage: super::usage::Usage,
     outcome: String,
 }
 
@@ -171,13 +172,14 @@ fn serve(shared: &Shared, conn: u64, stream: UnixStream) {
             ttfb: None,
             model: None,
             stream: None,
+            usage: super::usage::Usage::default(),
             outcome: "ok".into(),
         };
         let keep = handle(shared, inject, &mut reader, &mut writer, &mut audit);
         let Some(keep) = keep else { break };
         let duration = started.elapsed();
         crate::log_info!(
-            "audit proxy {who} route={} method={} path={} status={} in={} out={} ttfb_ms={} duration_ms={} model={} stream={} outcome={}",
+            "audit proxy {who} route={} method={} path={} status={} in={} out={} ttfb_ms={} duration_ms={} model={} stream={} {} outcome={}",
             audit.route,
             audit.method,
             audit.template,
@@ -188,6 +190,7 @@ fn serve(shared: &Shared, conn: u64, stream: UnixStream) {
             duration.as_millis(),
             audit.model.as_deref().unwrap_or("-"),
             audit.stream.map_or("-", |s| if s { "true" } else { "false" }),
+            audit.usage.describe(),
             audit.outcome
         );
         if !keep {
@@ -762,6 +765,7 @@ fn relay(
     loop {
         match ex.read() {
             Ok(Read2::Data(data)) => {
+                audit.usage.feed(&data);
                 let data = match scrub.as_deref_mut() {
                     Some(s) => s.feed(&data),
                     None => data,
@@ -785,6 +789,7 @@ fn relay(
                 audit.bytes_out += data.len() as u64;
             }
             Ok(Read2::End) => {
+                audit.usage.feed(b"\n");
                 let held = scrub.as_deref_mut().map(|s| s.finish()).unwrap_or_default();
                 let tail = match (held.is_empty(), length) {
                     (true, _) => Ok(()),

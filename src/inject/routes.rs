@@ -2,7 +2,11 @@
 The proxy's routes: one per upstream host, the first path segment of a
 request on the proxy socket (`/api.anthropic.com/v1/messages`). Each route
 has a fixed HTTPS origin, a method and path allow-list, and the header its
-credential goes in. Nothing here is taken from a request or a profile.
+credential goes in. Nothing here is taken from a request or a profile: the
+built-in four, and OpenAI- or Anthropic-compatible hosts the host names in
+its providers file (`"routes": [{"host": "openrouter.ai", "api": "openai",
+"prefix": "/api/v1", "providers": ["openrouter"]}]`), which carry API keys
+of those providers only.
 */
 #![forbid(unsafe_code)]
 
@@ -29,6 +33,9 @@ pub struct Route {
     /// `(method, path template)`; `{id}` and `{model}` stand for one
     /// segment of `[A-Za-z0-9._-]`.
     pub allowed: &'static [(&'static str, &'static str)],
+    /// The providers whose keys a providers-file route carries (none for
+    /// the built-in routes, which [`key_route`] maps).
+    pub providers: &'static [&'static str],
 }
 
 pub const ANTHROPIC: Route = Route {
@@ -40,6 +47,7 @@ pub const ANTHROPIC: Route = Route {
         ("GET", "/v1/models"),
         ("GET", "/v1/models/{id}"),
     ],
+    providers: &[],
 };
 
 pub const CHATGPT: Route = Route {
@@ -50,6 +58,7 @@ pub const CHATGPT: Route = Route {
         ("GET", "/backend-api/wham/usage"),
         ("GET", "/backend-api/wham/rate-limit-reset-credits"),
     ],
+    providers: &[],
 };
 
 pub const OPENAI: Route = Route {
@@ -61,6 +70,7 @@ pub const OPENAI: Route = Route {
         ("GET", "/v1/models"),
         ("GET", "/v1/models/{id}"),
     ],
+    providers: &[],
 };
 
 pub const GEMINI: Route = Route {
@@ -72,14 +82,121 @@ pub const GEMINI: Route = Route {
         ("POST", "/v1beta/models/{model}:countTokens"),
         ("GET", "/v1beta/models"),
     ],
+    providers: &[],
 };
 
 /// Every route.
 pub const ROUTES: [&Route; 4] = [&ANTHROPIC, &CHATGPT, &OPENAI, &GEMINI];
 
+/// The providers file's routes, installed once at start.
+static EXTRA: std::sync::OnceLock<Vec<&'static Route>> = std::sync::OnceLock::new();
+
+/// Every route: the built-in ones, then the providers file's.
+pub fn all() -> impl Iterator<Item = &'static Route> {
+    ROUTES.into_iter().chain(EXTRA.get().into_iter().flatten().copied())
+}
+
 /// The route whose host is `host`.
 pub fn route(host: &str) -> Option<&'static Route> {
-    ROUTES.into_iter().find(|r| r.host == host)
+    all().find(|r| r.host == host)
+}
+
+/// Providers the built-in routes serve: a providers-file route cannot take
+/// their keys elsewhere.
+const BUILT_IN_PROVIDERS: [&str; 6] =
+    ["anthropic", "claudecode", "codex", "openai", "openai-responses", "gemini"];
+
+/// Checks a providers-file route.
+pub fn check_entry(e: &crate::oauth::provider::RouteEntry) -> Result<(), String> {
+    let host_ok = !e.host.is_empty()
+        && e.host.len() <= 253
+        && e.host.contains('.')
+        && e.host.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+        && !e.host.starts_with(['.', '-'])
+        && !e.host.ends_with(['.', '-'])
+        && !e.host.contains("..");
+    if !host_ok {
+        return Err("host must be a lower-case DNS name".into());
+    }
+    if ROUTES.iter().any(|r| r.host == e.host) {
+        return Err("host is a built-in route".into());
+    }
+    if !matches!(e.api.as_str(), "openai" | "anthropic") {
+        return Err("api must be openai or anthropic".into());
+    }
+    let p = &e.prefix;
+    let prefix_ok = p.is_empty()
+        || (p.starts_with('/')
+            && !p.ends_with('/')
+            && p.len() <= 128
+            && p[1..].split('/').all(|s| {
+                !s.is_empty()
+                    && s != "."
+                    && s != ".."
+                    && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._~-".contains(&b))
+            }));
+    if !prefix_ok {
+        return Err("prefix must be empty or like /api/v1".into());
+    }
+    if e.providers.is_empty() {
+        return Err("providers must name at least one provider".into());
+    }
+    for provider in &e.providers {
+        if !crate::store::names::is_valid_provider_name(provider)
+            || BUILT_IN_PROVIDERS.contains(&provider.as_str())
+        {
+            return Err(format!(
+                "provider {provider:?} is not a valid name or is served by a built-in route"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Installs the providers file's routes (checked by [`check_entry`]) for the
+/// life of the process; a second call is ignored. Each route's strings are
+/// leaked once, at start.
+pub fn install(entries: &[crate::oauth::provider::RouteEntry]) {
+    fn keep(s: String) -> &'static str {
+        Box::leak(s.into_boxed_str())
+    }
+    let routes = entries
+        .iter()
+        .map(|e| {
+            let p = &e.prefix;
+            let (api, templates): (Api, Vec<(&'static str, String)>) = if e.api == "anthropic" {
+                (
+                    Api::Anthropic,
+                    vec![
+                        ("POST", format!("{p}/v1/messages")),
+                        ("POST", format!("{p}/v1/messages/count_tokens")),
+                        ("GET", format!("{p}/v1/models")),
+                        ("GET", format!("{p}/v1/models/{{id}}")),
+                    ],
+                )
+            } else {
+                (
+                    Api::OpenAi,
+                    vec![
+                        ("POST", format!("{p}/chat/completions")),
+                        ("POST", format!("{p}/responses")),
+                        ("GET", format!("{p}/models")),
+                        ("GET", format!("{p}/models/{{id}}")),
+                    ],
+                )
+            };
+            let allowed: Vec<(&'static str, &'static str)> =
+                templates.into_iter().map(|(m, t)| (m, keep(t))).collect();
+            let providers: Vec<&'static str> = e.providers.iter().map(|p| keep(p.clone())).collect();
+            &*Box::leak(Box::new(Route {
+                host: keep(e.host.clone()),
+                api,
+                allowed: Box::leak(allowed.into_boxed_slice()),
+                providers: Box::leak(providers.into_boxed_slice()),
+            }))
+        })
+        .collect();
+    let _ = EXTRA.set(routes);
 }
 
 /// The route an OAuth token of `provider` is used on.
@@ -98,7 +215,7 @@ pub fn key_route(provider: &str) -> Option<&'static Route> {
         "anthropic" => Some(&ANTHROPIC),
         "openai" | "openai-responses" => Some(&OPENAI),
         "gemini" => Some(&GEMINI),
-        _ => None,
+        _ => all().find(|r| r.providers.contains(&provider)),
     }
 }
 

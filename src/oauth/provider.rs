@@ -283,6 +283,24 @@ struct ProviderEntry {
 struct ProvidersFile {
     #[serde(default)]
     providers: BTreeMap<String, ProviderEntry>,
+    /// Inject mode's routes to OpenAI- or Anthropic-compatible hosts.
+    #[serde(default)]
+    routes: Vec<RouteEntry>,
+}
+
+/// One inject-mode route of the providers file: an upstream host (HTTPS,
+/// fixed here and never taken from a profile or a request), its API style,
+/// the path prefix its API lives under, and the providers (llxprt-code
+/// aliases) whose keys it carries.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteEntry {
+    pub host: String,
+    /// `openai` or `anthropic`.
+    pub api: String,
+    #[serde(default)]
+    pub prefix: String,
+    pub providers: Vec<String>,
 }
 
 impl ProviderEntry {
@@ -382,6 +400,8 @@ impl ProviderEntry {
 #[derive(Clone, Debug)]
 pub struct Providers {
     by_name: BTreeMap<String, Provider>,
+    /// Inject-mode routes from the providers file.
+    pub routes: Vec<RouteEntry>,
 }
 
 /// The environment variable overriding `field` of `provider`.
@@ -418,7 +438,7 @@ impl Providers {
         .into_iter()
         .map(|p| (p.name.clone(), p))
         .collect();
-        Providers { by_name }
+        Providers { by_name, routes: Vec::new() }
     }
 
     /// The built-in providers, then the providers file the host named
@@ -453,6 +473,11 @@ impl Providers {
         }
         let file: ProvidersFile =
             serde_json::from_value(value).map_err(|e| Error::Usage(format!("not a providers file: {e}")))?;
+        for route in &file.routes {
+            crate::inject::routes::check_entry(route)
+                .map_err(|e| Error::Usage(format!("route {:?}: {e}", route.host)))?;
+        }
+        self.routes.extend(file.routes);
         for (name, entry) in file.providers {
             if !is_valid_provider_name(&name) {
                 return Err(Error::Usage(format!("provider name {name:?} is not valid")));

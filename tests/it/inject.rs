@@ -26,11 +26,13 @@ use crate::fake_stream::{Answer, End, FakeStream, Framing, Gate, Request, Step};
 use crate::harness::*;
 
 /// The upstream overrides, one per route.
-const ROUTE_VARS: [&str; 4] = [
+const ROUTE_VARS: [&str; 5] = [
     "LLXPRT_CREDD_UPSTREAM_API_ANTHROPIC_COM_URL",
     "LLXPRT_CREDD_UPSTREAM_CHATGPT_COM_URL",
     "LLXPRT_CREDD_UPSTREAM_API_OPENAI_COM_URL",
     "LLXPRT_CREDD_UPSTREAM_GENERATIVELANGUAGE_GOOGLEAPIS_COM_URL",
+    // the providers-file route of `providers_file_routes_carry_their_providers_keys_only`
+    "LLXPRT_CREDD_UPSTREAM_API_EXAMPLE_LLM_TEST_URL",
 ];
 
 /// The token endpoints of the OAuth providers inject mode can refresh.
@@ -152,6 +154,19 @@ fn assert_sentinel(value: &str, prefix: &str, alphabet: Alphabet) {
 struct Inject {
     daemon: Daemon,
     proxy: PathBuf,
+}
+
+/// A daemon serving one Anthropic API key (profile `claude-key`) through
+/// the proxy: the fake provider, the fake token endpoint, the real key,
+/// the daemon and the key's sentinel.
+fn anthropic_key(dir: &TestDir) -> (FakeStream, FakeProvider, String, Inject, String) {
+    let (upstream, oauth) = (FakeStream::start(), FakeProvider::start());
+    let key = real("sk-ant-api03-", "anthropic");
+    seed_key(dir, "ANTHROPIC_KEY", &key);
+    key_profile(dir, "claude-key", "anthropic", "ANTHROPIC_KEY");
+    let p = start(dir, &upstream, &oauth, &["--profile", "claude-key"]);
+    let sentinel = p.key("ANTHROPIC_KEY");
+    (upstream, oauth, key, p, sentinel)
 }
 
 /// Starts `llxprt-credd --inject --proxy-socket PATH ARGS` with every route
@@ -900,12 +915,7 @@ fn a_claude_subscription_request_reaches_anthropic_with_the_real_token_and_the_o
 #[test]
 fn an_anthropic_key_request_carries_the_real_key_in_x_api_key_only() {
     let dir = TestDir::new("inj-anthropic-key");
-    let (upstream, oauth) = (FakeStream::start(), FakeProvider::start());
-    let key = real("sk-ant-api03-", "anthropic");
-    seed_key(&dir, "ANTHROPIC_KEY", &key);
-    key_profile(&dir, "claude-key", "anthropic", "ANTHROPIC_KEY");
-    let p = start(&dir, &upstream, &oauth, &["--profile", "claude-key"]);
-    let s = p.key("ANTHROPIC_KEY");
+    let (upstream, oauth, key, p, s) = anthropic_key(&dir);
     let own = [
         ("x-api-key", s.as_str()),
         ("cookie", "session=junk"),
@@ -1899,12 +1909,7 @@ fn ten_concurrent_requests_hitting_a_401_share_one_refresh_and_all_succeed() {
 #[test]
 fn a_provider_that_echoes_the_real_key_is_scrubbed_from_the_answer() {
     let dir = TestDir::new("inj-scrub");
-    let (upstream, oauth) = (FakeStream::start(), FakeProvider::start());
-    let key = real("sk-ant-api03-", "anthropic");
-    seed_key(&dir, "ANTHROPIC_KEY", &key);
-    key_profile(&dir, "claude-key", "anthropic", "ANTHROPIC_KEY");
-    let p = start(&dir, &upstream, &oauth, &["--profile", "claude-key"]);
-    let s = p.key("ANTHROPIC_KEY");
+    let (upstream, _oauth, key, p, s) = anthropic_key(&dir);
     // The key split across two reads of a stream, and whole in a header
     // and in a body with a length.
     let (head, tail) = key.split_at(key.len() / 2);
@@ -1949,12 +1954,7 @@ fn rss_kib(pid: u32) -> u64 {
 fn a_slow_client_keeps_the_daemons_memory_flat() {
     use std::io::{Read, Write};
     let dir = TestDir::new("inj-slow");
-    let (upstream, oauth) = (FakeStream::start(), FakeProvider::start());
-    let key = real("sk-ant-api03-", "anthropic");
-    seed_key(&dir, "ANTHROPIC_KEY", &key);
-    key_profile(&dir, "claude-key", "anthropic", "ANTHROPIC_KEY");
-    let p = start(&dir, &upstream, &oauth, &["--profile", "claude-key"]);
-    let s = p.key("ANTHROPIC_KEY");
+    let (upstream, _oauth, _key, p, s) = anthropic_key(&dir);
     let body = r#"{"model":"claude-sonnet-4-5","stream":true,"messages":[]}"#;
     // A warm-up request (threads, buffers), then the baseline.
     upstream.push(Answer::json(200, &json!({"ok": true})));
@@ -1992,4 +1992,80 @@ fn a_slow_client_keeps_the_daemons_memory_flat() {
         "the daemon's memory grew by {grew} KiB while the client read slowly (32 MiB offered)"
     );
     drop(client);
+}
+
+#[test]
+fn the_audit_line_carries_the_token_usage_the_provider_reports() {
+    let dir = TestDir::new("inj-usage");
+    let (upstream, _oauth, _key, p, s) = anthropic_key(&dir);
+    upstream
+        .push(Answer::json(200, &json!({"id": "m1", "usage": {"input_tokens": 12, "output_tokens": 34}})));
+    // a stream whose counts arrive in two events, the second split across reads
+    upstream.push(Answer::sse(
+        Framing::Chunked,
+        vec![
+            Step::send("event: message_start\ndata: {\"message\":{\"usage\":{\"input_tokens\":25,\"output_tokens\":1}}}\n\n"),
+            Step::send("event: message_delta\ndata: {\"usage\":{\"output_"),
+            Step::send("tokens\":157}}\n\n"),
+        ],
+        End::Finish,
+    ));
+    let mut h = p.http();
+    for stream in [false, true] {
+        let body = json!({"model": "claude-sonnet-4-5", "stream": stream, "messages": []});
+        let r = h.post("/api.anthropic.com/v1/messages", &[("x-api-key", s.as_str())], &body);
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    p.audit(&["stream=false", "usage_in=12", "usage_out=34"], 1);
+    p.audit(&["stream=true", "usage_in=25", "usage_out=157"], 1);
+}
+
+#[test]
+fn providers_file_routes_carry_their_providers_keys_only() {
+    let dir = TestDir::new("inj-file-route");
+    let (upstream, oauth) = (FakeStream::start(), FakeProvider::start());
+    let key = real("sk-", "examplellm");
+    seed_key(&dir, "EXAMPLE_KEY", &key);
+    key_profile(&dir, "example", "examplellm", "EXAMPLE_KEY");
+    let file = dir.root.join("providers.json");
+    std::fs::write(
+        &file,
+        r#"{"routes": [{"host": "api.example-llm.test", "api": "openai", "prefix": "/api/v1", "providers": ["examplellm"]}]}"#,
+    )
+    .unwrap();
+    let p =
+        start(&dir, &upstream, &oauth, &["--profile", "example", "--providers-file", file.to_str().unwrap()]);
+    let s = p.key("EXAMPLE_KEY");
+    assert!(s.starts_with("sk-llxprtcredd"), "an OpenAI-style sentinel: {s}");
+    let auth = format!("Bearer {s}");
+    let body = json!({"model": "example-1", "messages": [{"role": "user", "content": "hi"}]});
+    let mut h = p.http();
+    let r =
+        h.post("/api.example-llm.test/api/v1/chat/completions", &[("authorization", auth.as_str())], &body);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let req = upstream.last();
+    assert_eq!(req.target, "/api/v1/chat/completions");
+    assert_eq!(req.all("authorization"), [format!("Bearer {key}").as_str()]);
+    // only the route's allow-list, and only its own sentinel
+    // (a refusal before the body is read closes the connection: a fresh one each)
+    let r = p.http().post("/api.example-llm.test/api/v1/files", &[("authorization", auth.as_str())], &body);
+    assert_eq!(r.status, 403, "{}", r.text());
+    let r = p.http().post("/api.openai.com/v1/chat/completions", &[("authorization", auth.as_str())], &body);
+    assert_eq!(r.status, 401, "the key's sentinel is valid on its own route only: {}", r.text());
+    assert_eq!(upstream.count(), 1);
+    // a route that would take a built-in provider's keys elsewhere is refused at start
+    std::fs::write(
+        &file,
+        r#"{"routes": [{"host": "evil.example.test", "api": "openai", "providers": ["openai"]}]}"#,
+    )
+    .unwrap();
+    let out = dir.credd_start_failing(&[
+        "--inject",
+        "--profile",
+        "example",
+        "--providers-file",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("served by a built-in route"), "{}", stderr(&out));
 }

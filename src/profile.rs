@@ -36,6 +36,9 @@ pub struct Scope {
     /// The provider of the profile that names each key (its
     /// `auth-key-name`), where one does: inject mode routes a key by it.
     pub key_providers: BTreeMap<String, String>,
+    /// The `base-url` of the profile that names each key, where it sets
+    /// one: inject mode routes the key only when it points at the route.
+    pub key_base_urls: BTreeMap<String, String>,
 }
 
 impl Scope {
@@ -113,7 +116,13 @@ impl Scope {
             .filter(|(k, _)| keys.contains(*k))
             .map(|(k, p)| (k.clone(), p.clone()))
             .collect();
-        Scope { oauth, keys, key_providers }
+        let key_base_urls = self
+            .key_base_urls
+            .iter()
+            .filter(|(k, _)| keys.contains(*k))
+            .map(|(k, u)| (k.clone(), u.clone()))
+            .collect();
+        Scope { oauth, keys, key_providers, key_base_urls }
     }
 
     /// One line describing the scope, for logs and `doctor`.
@@ -262,6 +271,11 @@ fn add_profile_value(dir: &Path, name: &str, value: &Value, scope: &mut Scope, d
         scope.keys.insert(key.to_owned());
         if !provider.is_empty() {
             scope.key_providers.entry(key.to_owned()).or_insert_with(|| provider.to_owned());
+        }
+        let base_url = obj.get("ephemeralSettings").and_then(|s| s.get("base-url")).and_then(Value::as_str);
+        // llxprt-code takes "" and "none" as unset
+        if let Some(url) = base_url.map(str::trim).filter(|u| !u.is_empty() && *u != "none") {
+            scope.key_base_urls.entry(key.to_owned()).or_insert_with(|| url.to_owned());
         }
     }
     Ok(())

@@ -110,12 +110,13 @@ pub fn run(shared: Arc<Shared>, listener: UnixListener) {
             crate::log_warn!("proxy conn={conn} refused: {MAX_PROXY_CONNECTIONS} connections open (cap)");
             continue;
         }
-        let (shared, active) = (shared.clone(), active.clone());
+        let (shared, slots) = (shared.clone(), active.clone());
         let spawned = std::thread::Builder::new().name(format!("proxy-{conn}")).spawn(move || {
             serve(&shared, conn, stream);
-            active.fetch_sub(1, Ordering::SeqCst);
+            slots.fetch_sub(1, Ordering::SeqCst);
         });
         if let Err(e) = spawned {
+            active.fetch_sub(1, Ordering::SeqCst);
             crate::log_error!("proxy conn={conn} cannot start a thread: {e}");
         }
     }
@@ -242,6 +243,14 @@ fn handle(
     if head.header("content-encoding").is_some_and(|v| !v.eq_ignore_ascii_case(b"identity")) {
         return Some(refuse(writer, Some(route), request::ENCODING, audit, unread));
     }
+    let reserve = match head.body {
+        Framing::None => 0,
+        Framing::Length(n) => usize::try_from(n).unwrap_or(usize::MAX).min(inject.max_body),
+        Framing::Chunked => inject.max_body,
+    };
+    let Some(_budget) = BodyBudget::take(reserve) else {
+        return Some(refuse(writer, Some(route), request::BUSY, audit, true));
+    };
     let _ = reader.get_ref().set_read_timeout(Some(Duration::from_secs(30)));
     let body = request::read_body(reader, writer, &head, inject.max_body);
     let _ = reader.get_ref().set_read_timeout(Some(KEEP_ALIVE_IDLE));
@@ -263,9 +272,58 @@ fn handle(
     Some(forward(shared, inject, route, &head, &body, credential, writer, audit) && keep)
 }
 
+/// Request body bytes all connections may hold at once (bodies are kept
+/// whole for the policy and the 401 retry): eight of the largest.
+const BODY_BUDGET: usize = 8 * DEFAULT_MAX_BODY;
+static BODIES_IN_FLIGHT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// A share of [`BODY_BUDGET`], given back when dropped.
+struct BodyBudget(usize);
+
+impl BodyBudget {
+    fn take(bytes: usize) -> Option<BodyBudget> {
+        let before = BODIES_IN_FLIGHT.fetch_add(bytes, Ordering::SeqCst);
+        // one request alone always gets its share (bounded by the body limit)
+        if before > 0 && before.saturating_add(bytes) > BODY_BUDGET {
+            BODIES_IN_FLIGHT.fetch_sub(bytes, Ordering::SeqCst);
+            return None;
+        }
+        Some(BodyBudget(bytes))
+    }
+}
+
+impl Drop for BodyBudget {
+    fn drop(&mut self) {
+        BODIES_IN_FLIGHT.fetch_sub(self.0, Ordering::SeqCst);
+    }
+}
+
 /// `key=` among the query parameters (a credential in the URL).
 fn has_key_param(query: &str) -> bool {
-    query.split('&').any(|p| p.split('=').next().is_some_and(|k| k.eq_ignore_ascii_case("key")))
+    query
+        .split('&')
+        .any(|p| percent_decoded(p.split('=').next().unwrap_or_default()).eq_ignore_ascii_case(b"key"))
+}
+
+/// `text` with its `%XX` escapes decoded (others left as they are).
+fn percent_decoded(text: &str) -> Vec<u8> {
+    let bytes = text.as_bytes();
+    let hex = |b: Option<&u8>| b.and_then(|b| (*b as char).to_digit(16));
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match (bytes[i], hex(bytes.get(i + 1)), hex(bytes.get(i + 2))) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    out
 }
 
 /// The credential the request's sentinel stands for, when the sentinel is
@@ -287,27 +345,20 @@ fn bearer(head: &Head) -> Option<Vec<u8>> {
     Some(rest.to_vec())
 }
 
-/// The body policy: JSON, and no remote tool servers unless allowed.
-/// Returns the model name (sanitised) and `stream` for the audit.
+/// The body policy: one JSON object, and no remote tool servers unless
+/// allowed. Returns the model name (sanitised) and `stream` for the audit.
 fn policy(body: &[u8], allow_mcp: bool) -> Result<(Option<String>, Option<bool>), Refusal> {
-    let value: Value = serde_json::from_slice(body).map_err(|_| request::NOT_JSON)?;
-    let obj = value.as_object().ok_or(request::NOT_JSON)?;
-    if !allow_mcp {
-        let mcp_tool = obj
-            .get("tools")
-            .and_then(Value::as_array)
-            .is_some_and(|tools| tools.iter().any(|t| t.get("type").and_then(Value::as_str) == Some("mcp")));
-        if obj.contains_key("mcp_servers") || mcp_tool {
-            return Err(request::MCP);
-        }
+    let facts = super::body::facts(body).map_err(|_| request::NOT_JSON)?;
+    if facts.mcp && !allow_mcp {
+        return Err(request::MCP);
     }
-    let model = obj.get("model").and_then(Value::as_str).map(|m| {
+    let model = facts.model.map(|m| {
         let ok = !m.is_empty()
             && m.len() <= 128
             && m.chars().all(|c| c.is_ascii_alphanumeric() || "._:/-".contains(c));
-        if ok { m.to_owned() } else { "?".to_owned() }
+        if ok { m } else { "?".to_owned() }
     });
-    Ok((model, obj.get("stream").and_then(Value::as_bool)))
+    Ok((model, facts.stream))
 }
 
 fn printable_word(s: &str) -> String {
@@ -337,6 +388,15 @@ fn refuse(
 
 fn reason(status: u16) -> &'static str {
     match status {
+        200 => "OK",
+        201 => "Created",
+        202 => "Accepted",
+        204 => "No Content",
+        304 => "Not Modified",
+        429 => "Too Many Requests",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        529 => "Overloaded",
         400 => "Bad Request",
         401 => "Unauthorized",
         403 => "Forbidden",
@@ -349,7 +409,7 @@ fn reason(status: u16) -> &'static str {
         501 => "Not Implemented",
         502 => "Bad Gateway",
         504 => "Gateway Timeout",
-        _ => "Error",
+        _ => "",
     }
 }
 
@@ -570,10 +630,21 @@ fn forward(
     };
     let started = Instant::now();
     let mut retried = false;
+    // From the moment the provider is connected, a sandbox that goes away
+    // shuts the request down (a non-streaming answer can take minutes).
+    let mut watch: Option<ClientWatch> = None;
     let exchange = loop {
         let headers = upstream_headers(head, route, &real);
-        let exchange = match upstream::send(&origin, &head.method, &target, &headers, body) {
+        let client: &UnixStream = writer;
+        let sent = upstream::send(&origin, &head.method, &target, &headers, body, &mut |socket| {
+            watch = Some(ClientWatch::start(client, socket));
+        });
+        let exchange = match sent {
             Ok(e) => e,
+            Err(_) if watch.take().is_some_and(ClientWatch::stop) => {
+                audit.outcome = "aborted-by-client".into();
+                return false;
+            }
             Err(e) => {
                 crate::log_warn!("proxy {}: upstream failed: {e}", route.host);
                 let status = if matches!(e, upstream::UpstreamError::Timeout) { 504 } else { 502 };
@@ -596,6 +667,9 @@ fn forward(
         // rejected), one retry; the same token again means pass the 401 on.
         match shared.oauth.refresh_rejected(provider, Some(bucket), used) {
             Ok(token) if token.access_token() != used.as_str() => {
+                if let Some(w) = watch.take() {
+                    w.stop();
+                }
                 exchange.abort();
                 real = token_headers(route, &token);
                 retried = true;
@@ -612,7 +686,8 @@ fn forward(
         }
     };
     audit.ttfb = Some(started.elapsed());
-    stream_back(exchange, writer, audit, head.close, super::scrub::Scrubber::new(&real.secret))
+    let watch = watch.unwrap_or_else(|| ClientWatch::start(writer, &exchange.socket));
+    stream_back(exchange, writer, audit, head.close, super::scrub::Scrubber::new(&real.secret), watch)
 }
 
 /// The provider-shaped 401 for a login that is gone: log in on the host.
@@ -660,10 +735,12 @@ fn stream_back(
     audit: &mut Audit,
     close: bool,
     mut scrub: Option<super::scrub::Scrubber>,
+    watch: ClientWatch,
 ) -> bool {
     audit.status = ex.status;
     let length = ex.content_length();
-    let mut head = format!("HTTP/1.1 {} {}\r\n", ex.status, printable_reason(&ex.reason)).into_bytes();
+    // Our own reason phrase: the provider's could carry anything.
+    let mut head = format!("HTTP/1.1 {} {}\r\n", ex.status, reason(ex.status)).into_bytes();
     for (name, value) in &ex.headers {
         if !RESPONSE_DROPPED.contains(&name.as_str()) {
             let mut value = value.clone();
@@ -686,15 +763,15 @@ fn stream_back(
         b"keep-alive: timeout=60\r\n\r\n"
     });
     if writer.write_all(&head).is_err() {
+        watch.stop();
         ex.abort();
         audit.outcome = "aborted-by-client".into();
         return false;
     }
     // A sandbox that goes away while the provider is silent would not be
-    // noticed until the next write: a watcher shuts the upstream request
+    // noticed until the next write: the watcher shuts the upstream request
     // down as soon as the client hangs up, so the provider stops
     // generating (and billing).
-    let watch = ClientWatch::start(writer, &ex);
     let keep = relay(&mut ex, writer, audit, length, close, scrub.as_mut());
     let gone = watch.stop();
     if audit.outcome == "upstream-abort" {
@@ -716,11 +793,11 @@ struct ClientWatch {
 }
 
 impl ClientWatch {
-    fn start(client: &UnixStream, ex: &Exchange) -> ClientWatch {
+    fn start(client: &UnixStream, upstream: &std::net::TcpStream) -> ClientWatch {
         use std::sync::atomic::AtomicBool;
         let done = Arc::new(AtomicBool::new(false));
         let gone = Arc::new(AtomicBool::new(false));
-        let handles = client.try_clone().ok().zip(ex.socket.try_clone().ok());
+        let handles = client.try_clone().ok().zip(upstream.try_clone().ok());
         let thread = handles.and_then(|(client, upstream)| {
             let (done, gone) = (done.clone(), gone.clone());
             std::thread::Builder::new()
@@ -812,8 +889,4 @@ fn relay(
             }
         }
     }
-}
-
-fn printable_reason(r: &str) -> &str {
-    if r.len() <= 64 && r.bytes().all(|b| b == b' ' || b.is_ascii_graphic()) { r } else { "" }
 }

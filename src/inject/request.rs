@@ -50,6 +50,7 @@ pub const NOT_JSON: Refusal = refuse(400, "not-json", "the request body is not J
 pub const MCP: Refusal =
     refuse(403, "mcp", "request bodies naming remote tool servers (MCP) are not allowed", false);
 pub const KEY_IN_URL: Refusal = refuse(403, "key-in-url", "a credential in the URL is not accepted", false);
+pub const BUSY: Refusal = refuse(503, "busy", "too many large request bodies at once; try again", true);
 pub const SLOW: Refusal = refuse(408, "slow", "the request was not sent in time", true);
 
 /// A request head that passed the checks.

@@ -258,6 +258,31 @@ fn matches(template: &str, path: &str) -> bool {
     j == p.len()
 }
 
+/// Whether a profile's `base-url` points at `route`: its host is the
+/// route's, or it is the relay form (a loopback or `*.anthropic.com` host
+/// whose first path segment is the route's host). A key whose profile
+/// sends it elsewhere (an OpenAI-style key with an OpenRouter base URL)
+/// is not the route's to carry.
+pub fn base_url_fits(url: &str, route: &Route) -> bool {
+    let Some(rest) = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://")) else {
+        return false;
+    };
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let host = if let Some(v6) = authority.strip_prefix('[') {
+        v6.split(']').next().unwrap_or_default().to_owned()
+    } else {
+        authority.rsplit_once(':').map_or(authority, |(h, _)| h).to_ascii_lowercase()
+    };
+    if host == route.host {
+        return true;
+    }
+    let relay = host == "localhost"
+        || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        || host == "anthropic.com"
+        || host.ends_with(".anthropic.com");
+    relay && path.split('/').next() == Some(route.host)
+}
+
 /// `LLXPRT_CREDD_UPSTREAM_<HOST>_URL`: the host upper-cased, every other
 /// character `_`.
 pub fn override_var(host: &str) -> String {
@@ -284,6 +309,17 @@ mod tests {
         );
         assert_eq!(GEMINI.template("POST", "/v1beta/models/x:deleteEverything"), None);
         assert_eq!(OPENAI.template("POST", "/v1/chat/completionsX"), None);
+    }
+
+    #[test]
+    fn base_urls_fit_their_route_directly_or_through_the_relay() {
+        assert!(base_url_fits("https://api.openai.com/v1", &OPENAI));
+        assert!(base_url_fits("http://127.0.0.1:18080/api.openai.com/v1", &OPENAI));
+        assert!(base_url_fits("http://api.anthropic.com:18080/api.anthropic.com", &ANTHROPIC));
+        assert!(!base_url_fits("https://openrouter.ai/api/v1", &OPENAI));
+        assert!(!base_url_fits("http://127.0.0.1:18080/openrouter.ai/api/v1", &OPENAI));
+        assert!(!base_url_fits("https://api.openai.com.evil.test/v1", &OPENAI));
+        assert!(!base_url_fits("ftp://api.openai.com/v1", &OPENAI));
     }
 
     #[test]

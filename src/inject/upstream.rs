@@ -140,6 +140,8 @@ pub struct Exchange {
     /// Response header fields, names lower-cased.
     pub headers: Vec<(String, Vec<u8>)>,
     body: BodyFraming,
+    /// Bytes left in the current chunk of a chunked body.
+    chunk_left: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -165,6 +167,7 @@ pub fn send(
     target: &str,
     headers: &[(String, Vec<u8>)],
     body: &[u8],
+    connected: &mut dyn FnMut(&TcpStream),
 ) -> Result<Exchange, UpstreamError> {
     let addrs: Vec<SocketAddr> = (origin.host.as_str(), origin.port)
         .to_socket_addrs()
@@ -185,6 +188,7 @@ pub fn send(
     let tcp = tcp.ok_or(last)?;
     let _ = tcp.set_nodelay(true);
     let socket = tcp.try_clone().map_err(|e| UpstreamError::Connect(e.to_string()))?;
+    connected(&socket);
     let _ = tcp.set_write_timeout(Some(Duration::from_secs(60)));
     let _ = tcp.set_read_timeout(Some(HEAD_TIMEOUT));
     let stream = if origin.tls {
@@ -252,7 +256,7 @@ pub fn send(
             BodyFraming::Close
         };
         let _ = socket.set_read_timeout(Some(IDLE_TIMEOUT));
-        return Ok(Exchange { reader, socket, status, reason, headers, body });
+        return Ok(Exchange { reader, socket, status, reason, headers, body, chunk_left: 0 });
     }
 }
 
@@ -267,7 +271,8 @@ fn io_error(e: io::Error) -> UpstreamError {
 fn read_response_head(reader: &mut BufReader<Stream>) -> Result<Vec<u8>, UpstreamError> {
     let mut head = Vec::new();
     loop {
-        let n = reader.read_until(b'\n', &mut head).map_err(io_error)?;
+        let room = (MAX_RESPONSE_HEAD + 1).saturating_sub(head.len()) as u64;
+        let n = reader.take(room).read_until(b'\n', &mut head).map_err(io_error)?;
         if n == 0 {
             return Err(UpstreamError::Protocol("the connection closed before a response"));
         }
@@ -323,8 +328,29 @@ impl Exchange {
         }
     }
 
-    /// One chunk (as much of it as has arrived, at most 64 KiB).
+    /// The next piece of a chunked body: as much of the current chunk as
+    /// has arrived, at most 64 KiB (a chunk's announced size is never
+    /// allocated up front).
     fn read_chunk(&mut self) -> Result<Read2, UpstreamError> {
+        const CUT: UpstreamError = UpstreamError::Protocol("the chunked body was cut");
+        if self.chunk_left > 0 {
+            let buf = self.reader.fill_buf().map_err(io_error)?;
+            if buf.is_empty() {
+                return Err(CUT);
+            }
+            let n = buf.len().min(64 * 1024).min(usize::try_from(self.chunk_left).unwrap_or(usize::MAX));
+            let data = buf[..n].to_vec();
+            self.reader.consume(n);
+            self.chunk_left -= n as u64;
+            if self.chunk_left == 0 {
+                let mut crlf = [0u8; 2];
+                self.reader.read_exact(&mut crlf).map_err(|_| CUT)?;
+                if &crlf != b"\r\n" {
+                    return Err(UpstreamError::Protocol("bad chunk framing"));
+                }
+            }
+            return Ok(Read2::Data(data));
+        }
         let mut line = Vec::new();
         let n = (&mut self.reader).take(4096).read_until(b'\n', &mut line).map_err(io_error)?;
         if n == 0 || !line.ends_with(b"\n") {
@@ -349,11 +375,8 @@ impl Exchange {
                 }
             }
         }
-        let mut data = vec![0u8; size as usize];
-        self.reader.read_exact(&mut data).map_err(|_| UpstreamError::Protocol("the chunked body was cut"))?;
-        let mut crlf = [0u8; 2];
-        self.reader.read_exact(&mut crlf).map_err(|_| UpstreamError::Protocol("the chunked body was cut"))?;
-        Ok(Read2::Data(data))
+        self.chunk_left = size;
+        self.read_chunk()
     }
 
     /// Stops the request: the provider sees the connection close.

@@ -212,12 +212,16 @@ pub fn handle(shared: &Shared, req: &Request, owner: Owner, cancel: &CancelFlag)
             if !scope.allows_token(provider, bucket.as_deref()) {
                 return denied(t);
             }
-            // Inject mode: a sentinel coming back is never stored as a token.
-            if token
+            // Inject mode: the sandbox holds no real token of a provider
+            // that is not revealed, so it has nothing to save; what it
+            // sends (a sentinel, or a token of its own) never replaces the
+            // host's.
+            let revealed = shared.config.inject.as_ref().is_none_or(|i| i.reveal.contains(provider.as_str()));
+            let sentinel = token
                 .get("access_token")
                 .and_then(Value::as_str)
-                .is_some_and(|a| shared.sentinels.is_sentinel(a))
-            {
+                .is_some_and(|a| shared.sentinels.is_sentinel(a.trim()));
+            if !revealed || sentinel {
                 return fail(id, wire::SENTINEL_SAVE, t);
             }
             // SPEC §11.2: only the access token, its expiry, type and scope
@@ -303,7 +307,18 @@ pub fn handle(shared: &Shared, req: &Request, owner: Owner, cancel: &CancelFlag)
                 // Inject mode: the key's sentinel, routed by the provider
                 // of the profile that names it; `--reveal` never covers keys.
                 Ok(Some(_)) if shared.config.inject.is_some() => {
-                    let provider = scope.key_providers.get(name).map(String::as_str);
+                    let mut provider = scope.key_providers.get(name).map(String::as_str);
+                    // a profile that sends the key to another host: not this route's
+                    let route = provider.and_then(crate::inject::routes::key_route);
+                    if let (Some(route), Some(url)) = (route, scope.key_base_urls.get(name)) {
+                        if !crate::inject::routes::base_url_fits(url, route) {
+                            crate::log_warn!(
+                                "inject: key {name}: its profile's base-url is not {}; no sentinel served",
+                                route.host
+                            );
+                            provider = None;
+                        }
+                    }
                     match shared.sentinels.for_key(name, provider) {
                         Ok(sentinel) => ok(id, Answer::Key(sentinel), name.clone()),
                         Err(crate::inject::sentinel::NoSentinel::NoRoute) => {

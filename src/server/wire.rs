@@ -59,9 +59,9 @@ pub const NO_ROUTE: WireError = WireError::new(
     ErrorCode::Forbidden,
     "Inject mode: this credential has no proxy route; the host can serve it with --reveal PROVIDER, or name the key in a profile with its provider",
 );
-/// Inject mode: a save whose access token is one of the daemon's sentinels.
+/// Inject mode: a save from the sandbox (it holds sentinels, not tokens).
 pub const SENTINEL_SAVE: WireError =
-    WireError::new(ErrorCode::InvalidRequest, "Inject mode: a sentinel is not a token to store");
+    WireError::new(ErrorCode::Forbidden, "Inject mode: the sandbox holds no token to store");
 /// A handshake without the right capability token.
 pub const BAD_CAPABILITY: WireError =
     WireError::new(ErrorCode::Unauthorized, "Invalid or missing capability token");

@@ -174,6 +174,9 @@ pub enum Body {
     Whole(Vec<u8>),
     /// Streamed step by step.
     Stream { framing: Framing, steps: Vec<Step>, end: End },
+    /// No answer at all (a long generation before the head): the fake
+    /// waits until the client closes, then sends the moment it noticed.
+    Silent(std::sync::mpsc::Sender<Instant>),
 }
 
 /// One scripted answer.
@@ -230,6 +233,13 @@ impl Answer {
 
     /// Writes the answer; whether the connection may take another request.
     fn write_to(&self, stream: &mut TcpStream, close: bool) -> bool {
+        if let Body::Silent(tx) = &self.body {
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+            let mut buf = [0u8; 256];
+            while matches!(stream.read(&mut buf), Ok(n) if n > 0) {}
+            let _ = tx.send(Instant::now());
+            return false;
+        }
         let mut head = format!("HTTP/1.1 {} {}\r\n", self.status, reason(self.status));
         for (name, value) in &self.headers {
             head.push_str(&format!("{name}: {value}\r\n"));
@@ -248,6 +258,7 @@ impl Answer {
                 bytes.extend_from_slice(body);
                 stream.write_all(&bytes).and_then(|()| stream.flush()).is_ok() && !close
             }
+            Body::Silent(_) => false,
             Body::Stream { framing, steps, end } => {
                 match framing {
                     Framing::Chunked => head.push_str("transfer-encoding: chunked\r\n"),

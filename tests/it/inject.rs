@@ -850,6 +850,30 @@ fn a_key_no_profile_ties_to_a_provider_gets_an_error_not_a_sentinel() {
     assert_eq!(r["data"], json!({"exists": true}), "{r}");
 }
 
+#[test]
+fn a_key_whose_profile_points_elsewhere_is_not_routed() {
+    let dir = TestDir::new("inj-elsewhere");
+    let (upstream, oauth) = (FakeStream::start(), FakeProvider::start());
+    seed_key(&dir, "ROUTER_KEY", &real("sk-or-", "router"));
+    seed_key(&dir, "RELAY_KEY", &real("sk-", "relay"));
+    // an OpenAI-style profile for another host: the key is that host's
+    dir.save_profile(
+        "router",
+        r#"{"version":1,"provider":"openai","ephemeralSettings":{"auth-key-name":"ROUTER_KEY","base-url":"https://openrouter.ai/api/v1"}}"#,
+    );
+    // a profile already pointed at the relay: the route's own
+    dir.save_profile(
+        "relayed",
+        r#"{"version":1,"provider":"openai","ephemeralSettings":{"auth-key-name":"RELAY_KEY","base-url":"http://127.0.0.1:18080/api.openai.com/v1"}}"#,
+    );
+    dir.save_profile("both", r#"{"version":1,"type":"loadbalancer","profiles":["router","relayed"]}"#);
+    let p = start(&dir, &upstream, &oauth, &["--profile", "both"]);
+    let r = p.client().request("get_api_key", json!({"name": "ROUTER_KEY"}));
+    assert_eq!((r["ok"].clone(), r["code"].clone()), (json!(false), json!("FORBIDDEN")), "{r}");
+    assert!(p.key("RELAY_KEY").starts_with("sk-llxprtcredd"));
+    assert!(p.daemon.log_text().contains("key ROUTER_KEY: its profile's base-url is not api.openai.com"));
+}
+
 // ---------------------------------------------------------------------------
 // The real credential reaches each upstream; the sentinel never does.
 
@@ -2068,4 +2092,60 @@ fn providers_file_routes_carry_their_providers_keys_only() {
     ]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("served by a built-in route"), "{}", stderr(&out));
+}
+
+#[test]
+fn in_inject_mode_the_sandbox_saves_no_token_even_when_writes_are_permitted() {
+    let dir = TestDir::new("inj-save");
+    let (upstream, oauth) = (FakeStream::start(), FakeProvider::start());
+    let stored = real("sk-ant-oat01-", "claude");
+    seed_token(&dir, "claudecode", &stored);
+    let p = start(&dir, &upstream, &oauth, &["--allow", "claudecode", "--permit", "write"]);
+    let sentinel = p.sentinel("claudecode", None);
+    let in_an_hour =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 3600;
+    for access in
+        [sentinel.clone(), format!(" {sentinel}"), "sk-ant-oat01-attackers-own-token-0123456789".to_owned()]
+    {
+        let r = p.client().request(
+            "save_token",
+            json!({"provider": "claudecode", "token": {"access_token": access, "expiry": in_an_hour, "token_type": "Bearer"}}),
+        );
+        assert_eq!(r["ok"], false, "{r}");
+        assert_eq!(r["code"], "FORBIDDEN", "{r}");
+    }
+    // the host's token is untouched: a request upstream still carries it
+    let body = json!({"model": "m", "messages": []});
+    let r = p.http().post(
+        "/api.anthropic.com/v1/messages",
+        &[("authorization", format!("Bearer {sentinel}").as_str())],
+        &body,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(upstream.last().all("authorization"), [format!("Bearer {stored}").as_str()]);
+}
+
+#[test]
+fn a_client_that_leaves_before_the_answer_begins_closes_the_upstream_request() {
+    let dir = TestDir::new("inj-leave-early");
+    let (upstream, _oauth, _key, p, s) = anthropic_key(&dir);
+    let (tx, rx) = std::sync::mpsc::channel();
+    // A non-streaming call: the provider says nothing until it has generated.
+    upstream.push(Answer { status: 200, headers: vec![], body: crate::fake_stream::Body::Silent(tx) });
+    let body = json!({"model": "claude-sonnet-4-5", "stream": false, "messages": []});
+    let mut h = p.http();
+    h.send_request(
+        "POST",
+        "/api.anthropic.com/v1/messages",
+        &[("x-api-key", s.as_str())],
+        body.to_string().as_bytes(),
+    );
+    assert!(upstream.wait_for(1, Duration::from_secs(10)), "the request reached the provider");
+    let left = std::time::Instant::now();
+    drop(h);
+    let closed = rx.recv_timeout(Duration::from_secs(20)).expect("the upstream request was never closed");
+    let after = closed.saturating_duration_since(left);
+    eprintln!("the upstream request closed {after:?} after the client left (before any answer)");
+    assert!(after < Duration::from_secs(2), "the upstream request stayed open {after:?}");
+    p.audit(&["outcome=aborted-by-client"], 1);
 }

@@ -352,7 +352,10 @@ fn inject_mode_starts_the_proxy_runs_the_relay_and_points_llxprt_at_it() {
     // the sandbox gets a sentinel in place of the key
     let served = report.lines().find(|l| l.starts_with("sk-")).expect(&report).to_owned();
     assert!(served.starts_with("sk-llxprtcredd") && !report.contains("sk-SANDBOX"), "{report}");
-    assert!(report.contains("--entrypoint /bin/sh app:1 -c command -v socat"), "{report}");
+    assert!(
+        report.contains("--entrypoint /bin/sh app:1 -c cap=${LLXPRT_CAPABILITY_TOKEN:?no capability token}\nunset LLXPRT_CAPABILITY_TOKEN\ncommand -v socat"),
+        "the relay starts once the token is out of the environment: {report}"
+    );
     assert!(
         report.contains("socat TCP-LISTEN:18080,bind=127.0.0.1,reuseaddr,fork,nodelay \"UNIX-CONNECT:${LLXPRT_CREDENTIAL_SOCKET%/*}/proxy.sock\" &"),
         "the relay: {report}"
@@ -371,9 +374,13 @@ fn inject_mode_starts_the_proxy_runs_the_relay_and_points_llxprt_at_it() {
     let out = run(&mut s.wrapper(&["--profile", "claude", "--inject", "app:1"], &[]));
     let report = s.report();
     assert!(
-        report.contains("--add-host api.anthropic.com:127.0.0.1 --entrypoint /bin/sh app:1"),
+        report.contains("--add-host api.anthropic.com:127.0.0.1 -e HTTP_PROXY= "),
         "{}\n{report}",
         stderr(&out)
+    );
+    assert!(
+        report.contains(" -e all_proxy= --entrypoint /bin/sh app:1"),
+        "engine-added proxies emptied: {report}"
     );
     assert!(
         report.contains("sh llxprt --baseurl http://api.anthropic.com:18080/api.anthropic.com\n"),
@@ -391,6 +398,14 @@ fn inject_mode_starts_the_proxy_runs_the_relay_and_points_llxprt_at_it() {
         (
             &["--profile", "work", "--inject", "--", "--env=HTTPS_PROXY=http://p", "app:1"],
             "do not pass HTTPS_PROXY",
+        ),
+        (
+            &["--profile", "work", "--inject", "--", "-eGEMINI_API_KEY=x", "app:1"],
+            "do not pass GEMINI_API_KEY",
+        ),
+        (
+            &["--profile", "work", "--inject", "--", "--env-file", "keys.env", "app:1"],
+            "--env-file could pass a key",
         ),
         (&["--allow-key", "OPENAI", "--inject", "app:1"], "--inject needs --profile NAME"),
     ] {

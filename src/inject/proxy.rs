@@ -39,6 +39,8 @@ pub const CLIENT_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_MAX_BODY: usize = 32 * 1024 * 1024;
 /// Connections the proxy socket serves at once.
 pub const MAX_PROXY_CONNECTIONS: usize = 64;
+/// Refused requests after which a connection is closed.
+pub const MAX_REFUSALS_PER_CONNECTION: usize = 8;
 
 /// Inject mode's settings.
 #[derive(Clone, Debug, Default)]
@@ -89,6 +91,7 @@ pub fn run(shared: Arc<Shared>, listener: UnixListener) {
     }
     let active = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut next = 1u64;
+    let mut last_cap_warning: Option<Instant> = None;
     while !shared.stopping.load(Ordering::SeqCst) {
         let stream = match listener.accept() {
             Ok((s, _)) => s,
@@ -107,7 +110,12 @@ pub fn run(shared: Arc<Shared>, listener: UnixListener) {
         let _ = stream.set_nonblocking(false);
         if active.fetch_add(1, Ordering::SeqCst) >= MAX_PROXY_CONNECTIONS {
             active.fetch_sub(1, Ordering::SeqCst);
-            crate::log_warn!("proxy conn={conn} refused: {MAX_PROXY_CONNECTIONS} connections open (cap)");
+            // at most one line a second for a flood of them
+            let now = Instant::now();
+            if last_cap_warning.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1)) {
+                crate::log_warn!("proxy conn={conn} refused: {MAX_PROXY_CONNECTIONS} connections open (cap)");
+                last_cap_warning = Some(now);
+            }
             continue;
         }
         let (shared, slots) = (shared.clone(), active.clone());
@@ -158,6 +166,7 @@ fn serve(shared: &Shared, conn: u64, stream: UnixStream) {
     let Ok(read_half) = stream.try_clone() else { return };
     let mut reader = BufReader::with_capacity(16 * 1024, read_half);
     let mut writer = stream;
+    let mut refused = 0;
     loop {
         if shared.stopping.load(Ordering::SeqCst) {
             break;
@@ -194,7 +203,16 @@ fn serve(shared: &Shared, conn: u64, stream: UnixStream) {
             audit.usage.describe(),
             audit.outcome
         );
+        if audit.outcome.starts_with("denied:") {
+            refused += 1;
+        }
         if !keep {
+            break;
+        }
+        if refused >= MAX_REFUSALS_PER_CONNECTION {
+            // a client that keeps sending what is refused is not llxprt-code:
+            // its lines would only push the useful ones out of the log
+            crate::log_warn!("audit proxy {who} closed after {refused} refused requests");
             break;
         }
     }
@@ -265,7 +283,7 @@ fn handle(
                 audit.model = model;
                 audit.stream = stream;
             }
-            Err(refusal) => return Some(refuse(writer, Some(route), refusal, audit, false)),
+            Err(refusal) => return Some(refuse(writer, Some(route), refusal, audit, head.close)),
         }
     }
     let keep = !head.close;
@@ -533,7 +551,7 @@ fn token_headers(route: &Route, token: &crate::token::OAuthToken) -> Real {
 }
 
 /// Hop-by-hop headers and the ones the proxy sets itself.
-const DROPPED: [&str; 14] = [
+const DROPPED: [&str; 21] = [
     "connection",
     "keep-alive",
     "proxy-connection",
@@ -548,6 +566,15 @@ const DROPPED: [&str; 14] = [
     "accept-encoding",
     "forwarded",
     "via",
+    // headers some servers obey to change the method or path after the
+    // allow-list has looked at them
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-original-method",
+    "x-real-ip",
 ];
 /// Every credential header: all are removed, one real one is added.
 const CREDENTIAL_HEADERS: [&str; 6] =
@@ -607,13 +634,15 @@ fn forward(
     let upstream_error = |writer: &mut UnixStream, audit: &mut Audit, status: u16, text: &str| {
         audit.status = status;
         audit.outcome = "upstream-error".into();
-        let _ = writer.write_all(&error_response(Some(route), status, text, false));
-        true
+        let _ = writer.write_all(&error_response(Some(route), status, text, head.close));
+        !head.close
     };
     let mut real = match real_credential(shared, route, &credential) {
         Ok(r) => r,
-        Err(NoCredential::Gone) => return refuse(writer, Some(route), request::NO_SENTINEL, audit, false),
-        Err(NoCredential::Reauth) => return reauth(writer, route, &credential, audit),
+        Err(NoCredential::Gone) => {
+            return refuse(writer, Some(route), request::NO_SENTINEL, audit, head.close);
+        }
+        Err(NoCredential::Reauth) => return reauth(writer, route, &credential, audit, head.close),
         Err(NoCredential::Failed) => {
             return upstream_error(
                 writer,
@@ -679,7 +708,7 @@ fn forward(
             Err(e) => match refresh_failure(e) {
                 NoCredential::Reauth => {
                     exchange.abort();
-                    return reauth(writer, route, &credential, audit);
+                    return reauth(writer, route, &credential, audit, head.close);
                 }
                 _ => break exchange,
             },
@@ -691,7 +720,13 @@ fn forward(
 }
 
 /// The provider-shaped 401 for a login that is gone: log in on the host.
-fn reauth(writer: &mut UnixStream, route: &Route, credential: &Credential, audit: &mut Audit) -> bool {
+fn reauth(
+    writer: &mut UnixStream,
+    route: &Route,
+    credential: &Credential,
+    audit: &mut Audit,
+    close: bool,
+) -> bool {
     let provider = match credential {
         Credential::Token { provider, .. } => provider.as_str(),
         Credential::Key { .. } => "-",
@@ -703,8 +738,8 @@ fn reauth(writer: &mut UnixStream, route: &Route, credential: &Credential, audit
         printable_provider(provider),
         printable_provider(provider)
     );
-    let _ = writer.write_all(&error_response(Some(route), 401, &message, false));
-    true
+    let _ = writer.write_all(&error_response(Some(route), 401, &message, close));
+    !close
 }
 
 fn printable_provider(p: &str) -> &str {

@@ -13,6 +13,8 @@ use std::io::{self, BufRead, Read, Write};
 pub const MAX_HEAD: usize = 64 * 1024;
 /// The most header fields.
 pub const MAX_HEADERS: usize = 100;
+/// The time a request head may take from its first byte.
+pub const HEAD_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// A refused request: the status, the rule (audit), the message (body).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -91,7 +93,13 @@ impl Head {
 /// byte (the end of a keep-alive connection).
 pub fn read_head(reader: &mut impl BufRead) -> Result<Option<Vec<u8>>, Refusal> {
     let mut head = Vec::with_capacity(1024);
+    // Once a head has begun it must be complete within this (a trickle of
+    // bytes would otherwise hold the connection's slot for ever).
+    let mut began: Option<std::time::Instant> = None;
     loop {
+        if began.is_some_and(|t| t.elapsed() > HEAD_DEADLINE) {
+            return Err(SLOW);
+        }
         let available = match reader.fill_buf() {
             Ok(b) => b,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -118,6 +126,7 @@ pub fn read_head(reader: &mut impl BufRead) -> Result<Option<Vec<u8>>, Refusal> 
             }
         }
         reader.consume(taken);
+        began.get_or_insert_with(std::time::Instant::now);
         if head.len() > MAX_HEAD {
             return Err(HEAD_TOO_LARGE);
         }

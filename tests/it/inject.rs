@@ -2149,3 +2149,33 @@ fn a_client_that_leaves_before_the_answer_begins_closes_the_upstream_request() {
     assert!(after < Duration::from_secs(2), "the upstream request stayed open {after:?}");
     p.audit(&["outcome=aborted-by-client"], 1);
 }
+
+#[test]
+fn override_headers_never_reach_the_provider_and_a_refusing_connection_is_closed() {
+    let dir = TestDir::new("inj-overrides");
+    let (upstream, _oauth, _key, p, s) = anthropic_key(&dir);
+    let body = json!({"model": "claude-sonnet-4-5", "messages": []});
+    let headers = [
+        ("x-api-key", s.as_str()),
+        ("x-http-method-override", "DELETE"),
+        ("x-original-url", "/v1/files/f1"),
+        ("x-rewrite-url", "/v1/files/f1"),
+    ];
+    let r = p.http().post("/api.anthropic.com/v1/messages", &headers, &body);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let names = upstream.last().names().join(" ");
+    assert!(
+        !names.contains("override") && !names.contains("original") && !names.contains("rewrite"),
+        "{names}"
+    );
+    // Eight refused requests on one connection, then it is closed: a
+    // refusing loop cannot flush the audit log from one connection.
+    let mut h = p.http();
+    for i in 0..8 {
+        let r = h.get("/api.anthropic.com/v1/files", &[("x-api-key", s.as_str())]);
+        assert_eq!(r.status, 403, "refusal {i}: {}", r.text());
+    }
+    h.send_request("GET", "/api.anthropic.com/v1/models", &[("x-api-key", s.as_str())], b"");
+    assert!(h.head().is_none(), "the ninth request finds the connection closed");
+    assert!(p.daemon.log_text().contains("closed after 8 refused requests"));
+}

@@ -809,6 +809,7 @@ fn stream_back(
     // generating (and billing).
     let keep = relay(&mut ex, writer, audit, length, close, scrub.as_mut());
     let gone = watch.stop();
+    ex.release();
     if audit.outcome == "upstream-abort" {
         if gone {
             // the watcher cut the upstream request because the client left
@@ -820,48 +821,58 @@ fn stream_back(
     keep
 }
 
-/// Watches the client for a hang-up while a response streams.
+/// Watches the client for a hang-up while a request is upstream. The
+/// upstream socket is shut down only while the watch runs: once stopped
+/// (or dropped) it never touches it again, since the connection may go
+/// back to the pool.
 struct ClientWatch {
-    done: Arc<std::sync::atomic::AtomicBool>,
+    done: Arc<std::sync::Mutex<bool>>,
     gone: Arc<std::sync::atomic::AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl ClientWatch {
     fn start(client: &UnixStream, upstream: &std::net::TcpStream) -> ClientWatch {
         use std::sync::atomic::AtomicBool;
-        let done = Arc::new(AtomicBool::new(false));
+        let done = Arc::new(std::sync::Mutex::new(false));
         let gone = Arc::new(AtomicBool::new(false));
-        let handles = client.try_clone().ok().zip(upstream.try_clone().ok());
-        let thread = handles.and_then(|(client, upstream)| {
+        if let Some((client, upstream)) = client.try_clone().ok().zip(upstream.try_clone().ok()) {
             let (done, gone) = (done.clone(), gone.clone());
-            std::thread::Builder::new()
-                .name("proxy-watch".into())
-                .spawn(move || {
-                    use std::os::fd::AsFd;
-                    while !done.load(Ordering::SeqCst) {
-                        match sys::peer_hung_up(client.as_fd(), Duration::from_millis(50)) {
-                            Ok(false) => {}
-                            Ok(true) | Err(_) => {
-                                gone.store(true, Ordering::SeqCst);
-                                let _ = upstream.shutdown(Shutdown::Both);
-                                return;
-                            }
+            let spawned = std::thread::Builder::new().name("proxy-watch".into()).spawn(move || {
+                use std::os::fd::AsFd;
+                let stopped = || *done.lock().unwrap_or_else(|e| e.into_inner());
+                while !stopped() {
+                    if matches!(
+                        sys::peer_hung_up(client.as_fd(), Duration::from_millis(50)),
+                        Ok(true) | Err(_)
+                    ) {
+                        let stopped = done.lock().unwrap_or_else(|e| e.into_inner());
+                        if !*stopped {
+                            gone.store(true, Ordering::SeqCst);
+                            let _ = upstream.shutdown(Shutdown::Both);
                         }
+                        return;
                     }
-                })
-                .ok()
-        });
-        ClientWatch { done, gone, thread }
+                }
+            });
+            if let Err(e) = spawned {
+                crate::log_warn!("proxy: cannot watch the client: {e}");
+            }
+        }
+        ClientWatch { done, gone }
     }
 
-    /// Tells the watcher to stop (it ends within its 50 ms poll, on its
-    /// own: joining it would add that to every response); whether the
-    /// client had gone.
-    fn stop(mut self) -> bool {
-        self.done.store(true, Ordering::SeqCst);
-        drop(self.thread.take());
+    /// Stops the watch (its thread ends within its 50 ms poll, on its own:
+    /// joining it would add that to every response); whether the client
+    /// had gone.
+    fn stop(self) -> bool {
+        *self.done.lock().unwrap_or_else(|e| e.into_inner()) = true;
         self.gone.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for ClientWatch {
+    fn drop(&mut self) {
+        *self.done.lock().unwrap_or_else(|e| e.into_inner()) = true;
     }
 }
 

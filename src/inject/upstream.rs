@@ -142,6 +142,11 @@ pub struct Exchange {
     body: BodyFraming,
     /// Bytes left in the current chunk of a chunked body.
     chunk_left: u64,
+    origin: Origin,
+    /// The provider keeps the connection open after this answer.
+    reusable: bool,
+    /// The body ended as its framing says.
+    ended: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -159,8 +164,40 @@ pub enum Read2 {
     End,
 }
 
+/// How long an idle upstream connection is kept for the next request
+/// (providers close theirs after about a minute).
+pub const POOL_IDLE: Duration = Duration::from_secs(30);
+/// Idle upstream connections kept at most.
+const POOL_MAX: usize = 16;
+
+/// An upstream connection between requests.
+struct Idle {
+    origin: Origin,
+    since: std::time::Instant,
+    reader: BufReader<Stream>,
+    socket: TcpStream,
+}
+
+/// Idle connections whose last answer ended cleanly, by origin.
+fn pool() -> &'static std::sync::Mutex<Vec<Idle>> {
+    static POOL: OnceLock<std::sync::Mutex<Vec<Idle>>> = OnceLock::new();
+    POOL.get_or_init(|| std::sync::Mutex::new(Vec::new()))
+}
+
+/// An idle connection to `origin`, the freshest first; stale ones dropped.
+fn take_idle(origin: &Origin) -> Option<Idle> {
+    let mut idle = pool().lock().unwrap_or_else(|e| e.into_inner());
+    idle.retain(|c| c.since.elapsed() < POOL_IDLE);
+    let at = idle.iter().rposition(|c| c.origin == *origin)?;
+    Some(idle.remove(at))
+}
+
 /// Sends `method path` with `headers` and `body` to `origin` and reads
 /// the response head. `headers` must not hold framing headers or `host`.
+/// An idle connection to the origin is used when there is one; if the
+/// provider had closed it (no byte of an answer came back), the request
+/// goes once more on a fresh connection. `connected` gets each
+/// connection's socket as soon as it is there.
 pub fn send(
     origin: &Origin,
     method: &str,
@@ -169,6 +206,27 @@ pub fn send(
     body: &[u8],
     connected: &mut dyn FnMut(&TcpStream),
 ) -> Result<Exchange, UpstreamError> {
+    let request = request_bytes(origin, method, target, headers, body);
+    if let Some(idle) = take_idle(origin) {
+        connected(&idle.socket);
+        match exchange_on(origin.clone(), idle.reader, idle.socket, &request, method) {
+            Ok(ex) => return Ok(ex),
+            Err(Attempt::Stale) => {
+                crate::log_debug!("proxy: an idle connection to {} had closed", origin.host)
+            }
+            Err(Attempt::Failed(e)) => return Err(e),
+        }
+    }
+    let (reader, socket) = connect(origin)?;
+    connected(&socket);
+    exchange_on(origin.clone(), reader, socket, &request, method).map_err(|e| match e {
+        Attempt::Stale => UpstreamError::Protocol("the connection closed before a response"),
+        Attempt::Failed(e) => e,
+    })
+}
+
+/// A fresh connection (TLS set up lazily by the first write).
+fn connect(origin: &Origin) -> Result<(BufReader<Stream>, TcpStream), UpstreamError> {
     let addrs: Vec<SocketAddr> = (origin.host.as_str(), origin.port)
         .to_socket_addrs()
         .map_err(|e| UpstreamError::Connect(e.to_string()))?
@@ -188,9 +246,7 @@ pub fn send(
     let tcp = tcp.ok_or(last)?;
     let _ = tcp.set_nodelay(true);
     let socket = tcp.try_clone().map_err(|e| UpstreamError::Connect(e.to_string()))?;
-    connected(&socket);
     let _ = tcp.set_write_timeout(Some(Duration::from_secs(60)));
-    let _ = tcp.set_read_timeout(Some(HEAD_TIMEOUT));
     let stream = if origin.tls {
         let config = tls_config().map_err(UpstreamError::Connect)?;
         let name = rustls::pki_types::ServerName::try_from(origin.host.clone())
@@ -201,6 +257,18 @@ pub fn send(
     } else {
         Stream::Plain(tcp)
     };
+    Ok((BufReader::with_capacity(16 * 1024, stream), socket))
+}
+
+/// The request's bytes: our own head (host, the given fields, our own
+/// length) and the body.
+fn request_bytes(
+    origin: &Origin,
+    method: &str,
+    target: &str,
+    headers: &[(String, Vec<u8>)],
+    body: &[u8],
+) -> Vec<u8> {
     let mut head = Vec::with_capacity(1024 + body.len());
     head.extend_from_slice(format!("{method} {target} HTTP/1.1\r\n").as_bytes());
     let host = if origin.port == if origin.tls { 443 } else { 80 } {
@@ -218,20 +286,46 @@ pub fn send(
     if !body.is_empty() || method == "POST" {
         head.extend_from_slice(format!("content-length: {}\r\n", body.len()).as_bytes());
     }
-    head.extend_from_slice(b"connection: close\r\n\r\n");
+    head.extend_from_slice(b"\r\n");
     head.extend_from_slice(body);
-    let mut stream = stream;
-    stream.write_all(&head).and_then(|()| stream.flush()).map_err(io_error)?;
-    let mut reader = BufReader::with_capacity(16 * 1024, stream);
+    head
+}
+
+/// How one attempt on a connection failed.
+enum Attempt {
+    /// Nothing of an answer came back: the connection had been closed.
+    Stale,
+    Failed(UpstreamError),
+}
+
+/// Writes `request` on a connection and reads the answer's head.
+fn exchange_on(
+    origin: Origin,
+    mut reader: BufReader<Stream>,
+    socket: TcpStream,
+    request: &[u8],
+    method: &str,
+) -> Result<Exchange, Attempt> {
+    let _ = socket.set_read_timeout(Some(HEAD_TIMEOUT));
+    let stream = reader.get_mut();
+    if stream.write_all(request).and_then(|()| stream.flush()).is_err() {
+        return Err(Attempt::Stale);
+    }
+    let mut first = true;
     loop {
-        let raw = read_response_head(&mut reader)?;
+        let raw = match read_response_head(&mut reader) {
+            Ok(raw) => raw,
+            Err(_) if first && reader.buffer().is_empty() => return Err(Attempt::Stale),
+            Err(e) => return Err(Attempt::Failed(e)),
+        };
+        first = false;
         let mut fields = [httparse::EMPTY_HEADER; 128];
         let mut resp = httparse::Response::new(&mut fields);
         match resp.parse(&raw) {
             Ok(httparse::Status::Complete(_)) => {}
-            _ => return Err(UpstreamError::Protocol("malformed response head")),
+            _ => return Err(Attempt::Failed(UpstreamError::Protocol("malformed response head"))),
         }
-        let status = resp.code.ok_or(UpstreamError::Protocol("no status"))?;
+        let status = resp.code.ok_or(Attempt::Failed(UpstreamError::Protocol("no status")))?;
         if (100..200).contains(&status) && status != 101 {
             continue; // 100 Continue and other interim answers
         }
@@ -244,7 +338,7 @@ pub fn send(
             .iter()
             .find(|(n, _)| n == "content-length")
             .map(|(_, v)| std::str::from_utf8(v).ok().and_then(|s| s.trim().parse::<u64>().ok()))
-            .map(|n| n.ok_or(UpstreamError::Protocol("bad content-length")))
+            .map(|n| n.ok_or(Attempt::Failed(UpstreamError::Protocol("bad content-length"))))
             .transpose()?;
         let body = if method == "HEAD" || status == 204 || status == 304 {
             BodyFraming::None
@@ -255,8 +349,21 @@ pub fn send(
         } else {
             BodyFraming::Close
         };
+        let closes = headers.iter().any(|(n, v)| n == "connection" && super::request::has_token(v, b"close"));
+        let reusable = !closes && body != BodyFraming::Close;
         let _ = socket.set_read_timeout(Some(IDLE_TIMEOUT));
-        return Ok(Exchange { reader, socket, status, reason, headers, body, chunk_left: 0 });
+        return Ok(Exchange {
+            reader,
+            socket,
+            status,
+            reason,
+            headers,
+            body,
+            chunk_left: 0,
+            origin,
+            reusable,
+            ended: false,
+        });
     }
 }
 
@@ -300,6 +407,14 @@ impl Exchange {
     /// did not end as its framing says (a reset, an early close, a
     /// timeout): the caller passes it on as an abort.
     pub fn read(&mut self) -> Result<Read2, UpstreamError> {
+        let piece = self.read_piece();
+        if matches!(piece, Ok(Read2::End)) {
+            self.ended = true;
+        }
+        piece
+    }
+
+    fn read_piece(&mut self) -> Result<Read2, UpstreamError> {
         match self.body {
             BodyFraming::None | BodyFraming::Length(0) => Ok(Read2::End),
             BodyFraming::Length(left) => {
@@ -382,6 +497,26 @@ impl Exchange {
     /// Stops the request: the provider sees the connection close.
     pub fn abort(&self) {
         let _ = self.socket.shutdown(Shutdown::Both);
+    }
+
+    /// Done with the answer: the connection goes back to the pool when the
+    /// body ended cleanly, the provider keeps it open and nothing more
+    /// arrived; otherwise it closes.
+    pub fn release(self) {
+        if !(self.ended && self.reusable && self.reader.buffer().is_empty()) {
+            return;
+        }
+        let mut idle = pool().lock().unwrap_or_else(|e| e.into_inner());
+        idle.retain(|c| c.since.elapsed() < POOL_IDLE);
+        if idle.len() >= POOL_MAX {
+            idle.remove(0);
+        }
+        idle.push(Idle {
+            origin: self.origin,
+            since: std::time::Instant::now(),
+            reader: self.reader,
+            socket: self.socket,
+        });
     }
 }
 

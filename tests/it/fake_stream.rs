@@ -343,6 +343,8 @@ fn chunk(bytes: &[u8]) -> Vec<u8> {
 }
 
 struct State {
+    /// Connections accepted.
+    connections: usize,
     script: VecDeque<Answer>,
     requests: Vec<Request>,
     /// Requests carrying this `authorization` get a 401, script or not.
@@ -363,8 +365,12 @@ impl FakeStream {
     pub fn start() -> FakeStream {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the fake provider");
         let authority = listener.local_addr().unwrap().to_string();
-        let state =
-            Arc::new(Mutex::new(State { script: VecDeque::new(), requests: Vec::new(), reject: None }));
+        let state = Arc::new(Mutex::new(State {
+            connections: 0,
+            script: VecDeque::new(),
+            requests: Vec::new(),
+            reject: None,
+        }));
         let stopping = Arc::new(AtomicBool::new(false));
         let (shared, stop) = (state.clone(), stopping.clone());
         std::thread::spawn(move || {
@@ -373,6 +379,7 @@ impl FakeStream {
                     return;
                 }
                 let Ok(stream) = stream else { continue };
+                shared.lock().unwrap_or_else(|e| e.into_inner()).connections += 1;
                 let shared = shared.clone();
                 std::thread::spawn(move || serve(stream, &shared));
             }
@@ -398,6 +405,11 @@ impl FakeStream {
     /// Every request so far, in the order they arrived.
     pub fn requests(&self) -> Vec<Request> {
         self.lock().requests.clone()
+    }
+
+    /// How many connections the provider accepted.
+    pub fn connections(&self) -> usize {
+        self.lock().connections
     }
 
     /// How many requests arrived.

@@ -2179,3 +2179,46 @@ fn override_headers_never_reach_the_provider_and_a_refusing_connection_is_closed
     assert!(h.head().is_none(), "the ninth request finds the connection closed");
     assert!(p.daemon.log_text().contains("closed after 8 refused requests"));
 }
+
+#[test]
+fn upstream_connections_are_reused_only_after_a_clean_end() {
+    let dir = TestDir::new("inj-pool");
+    let (upstream, _oauth, _key, p, s) = anthropic_key(&dir);
+    let body = json!({"model": "claude-sonnet-4-5", "messages": []});
+    // The connection goes back to the pool just after the client has its
+    // answer: a moment between requests lets it (a request that comes
+    // first opens another connection, which is only slower).
+    let post = |p: &Inject| {
+        let r = p.http().post("/api.anthropic.com/v1/messages", &[("x-api-key", s.as_str())], &body);
+        std::thread::sleep(Duration::from_millis(150));
+        r
+    };
+    // two answers with a length: one connection to the provider
+    for _ in 0..2 {
+        assert_eq!(post(&p).status, 200);
+    }
+    assert_eq!(
+        (upstream.count(), upstream.connections()),
+        (2, 1),
+        "the second request reused the connection"
+    );
+    // a stream that is cut: that connection is never used again
+    upstream.push(Answer::sse(Framing::Chunked, vec![Step::send("data: {}\n\n")], End::Eof));
+    let mut h = p.http();
+    h.send_request(
+        "POST",
+        "/api.anthropic.com/v1/messages",
+        &[("x-api-key", s.as_str())],
+        body.to_string().as_bytes(),
+    );
+    let _ = h.head();
+    let mut got = Vec::new();
+    assert_eq!(h.rest(&mut got), Piece::Cut);
+    assert_eq!(post(&p).status, 200);
+    assert_eq!((upstream.count(), upstream.connections()), (4, 2), "a fresh connection after the cut one");
+    // an idle connection the provider closed: the request goes again on a new one
+    upstream.push(Answer::new(200, &[("connection", "close")], "{}"));
+    assert_eq!(post(&p).status, 200);
+    assert_eq!(post(&p).status, 200);
+    assert_eq!((upstream.count(), upstream.connections()), (6, 3), "no reuse after connection: close");
+}

@@ -1964,14 +1964,9 @@ fn a_provider_that_echoes_the_real_key_is_scrubbed_from_the_answer() {
     assert_eq!(r.header("x-debug"), Some(masked.as_str()), "and in headers");
 }
 
-/// The daemon's resident memory, KiB.
+/// The daemon's resident memory, KiB (the library's reading of `/proc`).
 fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap()
+    llxprt_credd::sys::rss_kib(llxprt_credd::sys::ProcessId(pid as i32)).expect("the daemon's VmRSS")
 }
 
 #[test]

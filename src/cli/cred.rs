@@ -27,7 +27,9 @@ use crate::oauth::{FlowType, LoginError, Logins, Owner};
 use crate::store::keyring::KeyringStatus;
 use crate::store::lock::REFRESH_LOCK_WAIT;
 use crate::store::names::{DEFAULT_BUCKET, check_bucket, check_provider};
-use crate::store::{Backend, HostStore, KeyStore, TokenStore, resolve_backend};
+use crate::store::{
+    Backend, Change, HostStore, KeyStore, LockWait, TokenStore, resolve_backend, update_token,
+};
 use crate::token::{OAuthToken, now_unix_seconds};
 
 /// The help text (kept in step with the parser and the man page by tests).
@@ -609,10 +611,8 @@ fn logout(args: &Args, provider: &str, bucket: Option<&str>) -> Result<i32> {
         ProxyTokenStore::new(Arc::new(daemon_client(args)?)).remove_token(provider, bucket)?;
     } else {
         let host = HostStore::open(resolve_backend(args.store)?)?;
-        let lock = host.tokens.acquire_refresh_lock(provider, bucket, REFRESH_LOCK_WAIT)?;
-        let removed = host.tokens.remove_token(provider, bucket);
-        host.tokens.release_refresh_lock(lock)?;
-        removed?;
+        let wait = LockWait::up_to(REFRESH_LOCK_WAIT);
+        update_token(host.tokens.as_ref(), provider, bucket, &wait, |_| (Change::Remove, ()))?;
     }
     out(format!("Logged out: {target}"))?;
     Ok(EXIT_OK)
@@ -761,13 +761,12 @@ fn token_import(host: &HostStore, provider: &str, bucket: Option<&str>) -> Resul
     let mut text = String::new();
     io::stdin().read_to_string(&mut text).map_err(|e| Error::io("reading stdin", e))?;
     let incoming = OAuthToken::from_json(&text)?;
-    let lock = host.tokens.acquire_refresh_lock(provider, bucket, REFRESH_LOCK_WAIT)?;
-    let merged = match host.tokens.get_token(provider, bucket)? {
-        Some(stored) => OAuthToken::merge(&stored, &incoming),
-        None => incoming,
-    };
-    host.tokens.save_token(provider, bucket, &merged)?;
-    host.tokens.release_refresh_lock(lock)
+    let wait = LockWait::up_to(REFRESH_LOCK_WAIT);
+    update_token(host.tokens.as_ref(), provider, bucket, &wait, |stored| match stored.get() {
+        Ok(Some(stored)) => (Change::Save(OAuthToken::merge(&stored, &incoming)), Ok(())),
+        Ok(None) => (Change::Save(incoming.clone()), Ok(())),
+        Err(e) => (Change::Keep, Err(e)),
+    })?
 }
 
 /// What `doctor` found: problems count toward the exit status; every

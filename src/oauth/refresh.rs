@@ -33,7 +33,7 @@ use super::{
     Timing,
 };
 use crate::store::names::DEFAULT_BUCKET;
-use crate::store::{StoreErrorKind, TokenStore};
+use crate::store::{Change, LockWait, StoreErrorKind, Stored, TokenStore, UpdateError, update_token};
 use crate::token::{OAuthToken, now_unix_seconds};
 
 /// A short fingerprint of an access token (the first 8 bytes of its
@@ -230,6 +230,18 @@ impl Drop for Leader<'_> {
     }
 }
 
+/// What the part under the refresh lock found or did.
+enum Locked {
+    /// Renewed elsewhere meanwhile: the stored token is used.
+    Stored(OAuthToken),
+    /// Renewed by the provider: the merged token (stored by the update).
+    Renewed { token: OAuthToken, rotated: bool, attempts: u32, took: Duration },
+    /// The provider revoked the refresh token; the record without it is stored.
+    Revoked { status: u16, code: String },
+    /// Nothing renewed, nothing stored.
+    Failed(RefreshError),
+}
+
 impl Refresher {
     /// A refresher over `tokens` for `providers`.
     pub fn new(tokens: Arc<dyn TokenStore>, providers: Providers, timing: Timing) -> Refresher {
@@ -330,31 +342,60 @@ impl Refresher {
             return Err(RefreshError::NoRefreshToken);
         }
         drop(before);
-        let lock = self.tokens.acquire_refresh_lock(provider, bucket, self.timing.lock_wait).map_err(
-            |e| match &e {
+        let wait = LockWait::up_to(self.timing.lock_wait);
+        let outcome = update_token(self.tokens.as_ref(), provider, bucket, &wait, |stored| {
+            self.locked(def, stored, trigger, attempted, key)
+        });
+        match outcome {
+            Ok(Locked::Stored(token)) => Ok(Refreshed { token, source: Source::Store }),
+            Ok(Locked::Failed(e)) => Err(e),
+            Ok(Locked::Renewed { token, rotated, attempts, took }) => {
+                crate::log_info!(
+                    "refresh {key}: renewed by the provider in {} ms ({attempts} call(s){}), valid for {} s",
+                    took.as_millis(),
+                    if rotated { ", refresh token rotated" } else { "" },
+                    (token.expiry() - now_unix_seconds()).round()
+                );
+                Ok(Refreshed { token, source: Source::Upstream })
+            }
+            Ok(Locked::Revoked { status, code }) => {
+                crate::log_warn!(
+                    "refresh {key}: the provider revoked the refresh token (HTTP {status}, {code}); cleared it, a new login is needed"
+                );
+                Err(RefreshError::Revoked { code })
+            }
+            Err(UpdateError::Lock(e)) => Err(match &e {
                 crate::error::Error::Store(s) if s.kind == StoreErrorKind::Timeout => RefreshError::LockBusy,
                 _ => store_error(e),
-            },
-        )?;
-        let result = self.locked(def, provider, bucket, trigger, attempted, key);
-        if let Err(e) = self.tokens.release_refresh_lock(lock) {
-            crate::log_warn!("refresh {key}: cannot release the refresh lock: {e}");
+            }),
+            Err(UpdateError::Write(e, Locked::Revoked { code, .. })) => {
+                crate::log_error!(
+                    "refresh {key}: the provider revoked the refresh token ({code}) and clearing it failed: {e}"
+                );
+                Err(RefreshError::Revoked { code })
+            }
+            Err(UpdateError::Write(e, _)) => {
+                crate::log_error!("refresh {key}: renewed by the provider but cannot be saved: {e}");
+                Err(store_error(e))
+            }
         }
-        result
     }
 
-    /// The part under the refresh lock: re-read, call, merge, save.
+    /// The part under the refresh lock: re-read, call, merge; what to
+    /// store and what happened ([`update_token`] writes it).
     fn locked(
         &self,
         def: &Provider,
-        provider: &str,
-        bucket: Option<&str>,
+        stored: &Stored<'_>,
         trigger: Trigger,
         attempted: &mut bool,
         key: &str,
-    ) -> Result<Refreshed, RefreshError> {
-        let current =
-            self.tokens.get_token(provider, bucket).map_err(store_error)?.ok_or(RefreshError::NotFound)?;
+    ) -> (Change, Locked) {
+        let current = match stored.get() {
+            Ok(Some(current)) => current,
+            Ok(None) => return (Change::Keep, Locked::Failed(RefreshError::NotFound)),
+            Err(e) => return (Change::Keep, Locked::Failed(store_error(e))),
+        };
         let fresh = current.expiry() > now_unix_seconds() + FRESH_AFTER_LOCK_SECONDS;
         let renewed_elsewhere = match trigger {
             Trigger::Request | Trigger::Read => fresh,
@@ -363,9 +404,11 @@ impl Refresher {
         };
         if renewed_elsewhere {
             crate::log_debug!("refresh {key}: already renewed, the stored token is used");
-            return Ok(Refreshed { token: current, source: Source::Store });
+            return (Change::Keep, Locked::Stored(current));
         }
-        let Some(refresh_token) = current.refresh_token() else { return Err(RefreshError::NoRefreshToken) };
+        let Some(refresh_token) = current.refresh_token() else {
+            return (Change::Keep, Locked::Failed(RefreshError::NoRefreshToken));
+        };
         *attempted = true;
         let started = Instant::now();
         let (answer, attempts) = self.call_with_retries(def, refresh_token, key);
@@ -374,41 +417,27 @@ impl Refresher {
             Err(UpstreamError::Revoked { status, code }) => {
                 let mut cleared = current.clone();
                 cleared.clear_refresh_token();
-                match self.tokens.save_token(provider, bucket, &cleared) {
-                    Ok(()) => crate::log_warn!(
-                        "refresh {key}: the provider revoked the refresh token (HTTP {status}, {code}); cleared it, a new login is needed"
-                    ),
-                    Err(e) => crate::log_error!(
-                        "refresh {key}: the provider revoked the refresh token ({code}) and clearing it failed: {e}"
-                    ),
-                }
-                return Err(RefreshError::Revoked { code });
+                return (Change::Save(cleared), Locked::Revoked { status, code });
             }
             Err(error) => {
                 crate::log_warn!("refresh {key}: failed after {attempts} call(s): {error}");
-                return Err(RefreshError::Upstream { error, attempts });
+                return (Change::Keep, Locked::Failed(RefreshError::Upstream { error, attempts }));
             }
         };
         let new = match def.token_from_answer(&answer, now_unix_seconds()) {
             Ok(t) => t,
             Err(bad) => {
                 crate::log_warn!("refresh {key}: {}", bad.0);
-                return Err(RefreshError::Upstream { error: UpstreamError::BadAnswer(bad.0), attempts });
+                let error = UpstreamError::BadAnswer(bad.0);
+                return (Change::Keep, Locked::Failed(RefreshError::Upstream { error, attempts }));
             }
         };
         let rotated = new.refresh_token().is_some_and(|r| Some(r) != current.refresh_token());
         let merged = OAuthToken::merge(&current, &new);
-        if let Err(e) = self.tokens.save_token(provider, bucket, &merged) {
-            crate::log_error!("refresh {key}: renewed by the provider but cannot be saved: {e}");
-            return Err(store_error(e));
-        }
-        crate::log_info!(
-            "refresh {key}: renewed by the provider in {} ms ({attempts} call(s){}), valid for {} s",
-            started.elapsed().as_millis(),
-            if rotated { ", refresh token rotated" } else { "" },
-            (merged.expiry() - now_unix_seconds()).round()
-        );
-        Ok(Refreshed { token: merged, source: Source::Upstream })
+        (
+            Change::Save(merged.clone()),
+            Locked::Renewed { token: merged, rotated, attempts, took: started.elapsed() },
+        )
     }
 
     /// Calls the endpoint, retrying transient failures after the

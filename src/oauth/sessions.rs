@@ -49,7 +49,7 @@ use super::login::{
 use super::provider::{FlowType, Provider, Providers};
 use crate::protocol::message::FlowFailure;
 use crate::secret::SecretString;
-use crate::store::TokenStore;
+use crate::store::{Change, TokenStore};
 use crate::token::OAuthToken;
 
 /// Who asked for the logins of a session table, which decides what a
@@ -568,31 +568,35 @@ impl Inner {
             crate::log_error!("oauth {target}: cannot store the new token: {e}");
             FlowError::new(FlowFailure::StoreFailed, "the store failed (logged above)")
         };
-        let lock =
-            self.tokens.acquire_refresh_lock(provider, bucket, self.timing.lock_wait).map_err(failed)?;
-        let result = (|| {
+        let wait = crate::store::LockWait::up_to(self.timing.lock_wait);
+        let stored = crate::store::update_token(self.tokens.as_ref(), provider, bucket, &wait, |stored| {
             if control.cancelled() {
                 crate::log_info!("oauth {target}: the login was cancelled; nothing stored");
-                return Err(FlowError::new(FlowFailure::Cancelled, "cancelled before the token was stored"));
+                let e = FlowError::new(FlowFailure::Cancelled, "cancelled before the token was stored");
+                return (Change::Keep, Err(e));
             }
-            let stored = match self.origin {
-                LoginOrigin::Sandbox => self.tokens.get_token(provider, bucket).map_err(failed)?,
-                _ => None,
+            let other_account = match self.origin {
+                LoginOrigin::Sandbox => match stored.get() {
+                    Ok(stored) => stored.is_some_and(|stored| !OAuthToken::same_account(&stored, token)),
+                    Err(e) => return (Change::Keep, Err(failed(e))),
+                },
+                _ => false,
             };
-            if stored.is_some_and(|stored| !OAuthToken::same_account(&stored, token)) {
+            if other_account {
                 crate::log_warn!(
                     "oauth {target}: a login from the sandbox would replace another account's login; \
                      nothing stored (switch accounts on the host: llxprt-cred login)"
                 );
-                return Err(FlowError::new(FlowFailure::AccountMismatch, "the bucket holds another account"));
+                let e = FlowError::new(FlowFailure::AccountMismatch, "the bucket holds another account");
+                return (Change::Keep, Err(e));
             }
-            self.tokens.save_token(provider, bucket, token).map_err(failed)?;
-            Ok(token.clone())
-        })();
-        if let Err(e) = self.tokens.release_refresh_lock(lock) {
-            crate::log_warn!("oauth {target}: cannot release the refresh lock: {e}");
+            (Change::Save(token.clone()), Ok(()))
+        });
+        match stored {
+            Ok(Ok(())) => Ok(token.clone()),
+            Ok(Err(e)) => Err(e),
+            Err(e) => Err(failed(e.into_error())),
         }
-        result
     }
 
     /// Exchanges a code and stores the token; the flow outcome.

@@ -29,36 +29,12 @@ use crate::oauth::{Initiated, LoginError, Owner, Poll, RefreshError};
 use crate::protocol::answer::{Answer, Initiation, PollState};
 use crate::protocol::message::{self, ErrorCode, Op, Request};
 use crate::store::names::DEFAULT_BUCKET;
-use crate::store::{KeyStore, TokenStore};
+use crate::store::{Change, KeyStore, LockWait, TokenStore, UpdateError, update_token};
 use crate::token::OAuthToken;
 
-/// Longest wait for the refresh lock in save/remove.
+/// Longest wait for the refresh lock in save/remove; a request cancelled
+/// meanwhile stops waiting, and nothing is written.
 pub const LOCK_WAIT: Duration = Duration::from_secs(30);
-/// The refresh lock is waited for in slices this long, so a cancelled
-/// request stops waiting within one.
-const LOCK_SLICE: Duration = Duration::from_millis(200);
-
-/// The refresh lock of `provider:bucket`, waited for up to [`LOCK_WAIT`]
-/// unless the request is cancelled meanwhile (then the wait ends with the
-/// store's timeout error and nothing is written).
-fn refresh_lock(
-    tokens: &dyn TokenStore,
-    provider: &str,
-    bucket: Option<&str>,
-    cancel: &CancelFlag,
-) -> Result<crate::store::RefreshLock, Error> {
-    let deadline = std::time::Instant::now() + LOCK_WAIT;
-    loop {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        match tokens.acquire_refresh_lock(provider, bucket, left.min(LOCK_SLICE)) {
-            Err(Error::Store(e))
-                if e.kind == crate::store::StoreErrorKind::Timeout
-                    && !cancel.is_cancelled()
-                    && !left.is_zero() => {}
-            other => return other,
-        }
-    }
-}
 
 type Reply = (Vec<u8>, &'static str, String);
 
@@ -226,22 +202,20 @@ pub fn handle(shared: &Shared, req: &Request, owner: Owner, cancel: &CancelFlag)
             }
             // SPEC §11.2: only the access token, its expiry, type and scope
             // change; the stored record keeps every other field.
-            let lock = match refresh_lock(tokens.as_ref(), provider, bucket.as_deref(), cancel) {
-                Ok(l) => l,
-                Err(e) => return internal(id, &e, t),
-            };
-            // Whether a valid update was saved, under the lock, released once.
-            let saved = tokens.get_token(provider, bucket.as_deref()).and_then(|stored| {
-                match OAuthToken::sandbox_update(stored.as_ref(), token) {
-                    Some(updated) => tokens.save_token(provider, bucket.as_deref(), &updated).map(|()| true),
-                    None => Ok(false),
+            let cancelled = || cancel.is_cancelled();
+            let wait = LockWait { limit: LOCK_WAIT, cancelled: Some(&cancelled) };
+            let saved = update_token(tokens.as_ref(), provider, bucket.as_deref(), &wait, |stored| {
+                match stored.get().map(|s| OAuthToken::sandbox_update(s.as_ref(), token)) {
+                    Ok(Some(updated)) => (Change::Save(updated), Ok(true)),
+                    Ok(None) => (Change::Keep, Ok(false)),
+                    Err(e) => (Change::Keep, Err(e)),
                 }
             });
-            let _ = tokens.release_refresh_lock(lock);
             match saved {
-                Ok(true) => ok(id, Answer::Done, t),
-                Ok(false) => fail(id, wire::BAD_SAVE, t),
-                Err(e) => internal(id, &e, t),
+                Ok(Ok(true)) => ok(id, Answer::Done, t),
+                Ok(Ok(false)) => fail(id, wire::BAD_SAVE, t),
+                Ok(Err(e)) => internal(id, &e, t),
+                Err(e) => internal(id, &e.into_error(), t),
             }
         }
         Op::RemoveToken { provider, bucket } => {
@@ -249,14 +223,14 @@ pub fn handle(shared: &Shared, req: &Request, owner: Owner, cancel: &CancelFlag)
             if !scope.allows_token(provider, bucket.as_deref()) {
                 return denied(t);
             }
-            let lock = match refresh_lock(tokens.as_ref(), provider, bucket.as_deref(), cancel) {
-                Ok(l) => l,
-                Err(e) => return internal(id, &e, t),
-            };
-            if let Err(e) = tokens.remove_token(provider, bucket.as_deref()) {
-                crate::log_warn!("{t}: remove failed: {e}");
+            let cancelled = || cancel.is_cancelled();
+            let wait = LockWait { limit: LOCK_WAIT, cancelled: Some(&cancelled) };
+            match update_token(tokens.as_ref(), provider, bucket.as_deref(), &wait, |_| (Change::Remove, ()))
+            {
+                Err(UpdateError::Lock(e)) => return internal(id, &e, t),
+                Err(UpdateError::Write(e, ())) => crate::log_warn!("{t}: remove failed: {e}"),
+                Ok(()) => {}
             }
-            let _ = tokens.release_refresh_lock(lock);
             ok(id, Answer::Done, t)
         }
         Op::ListProviders => {

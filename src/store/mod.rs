@@ -20,6 +20,7 @@ pub mod names;
 pub mod paths;
 pub mod secure;
 pub mod token_store;
+pub mod update;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,6 +33,7 @@ pub use machine_secret::MachineSecret;
 pub use paths::Paths;
 pub use secure::{Backend, SecureStore};
 pub use token_store::KeyringTokenStore;
+pub use update::{Change, LockWait, Stored, UpdateError, update_token};
 
 use crate::error::{Error, Result};
 use crate::secret::SecretString;

@@ -78,12 +78,14 @@ fn finish_within(mut child: Child, secs: u64, what: &str) -> Output {
 }
 
 /// `llxprt-credd -D ... ARGS` through `sh -c` with `redirs` appended (to
-/// pass or not pass descriptors), stdout and stderr captured.
+/// pass or not pass descriptors), stdout and stderr captured. Descriptors
+/// 3 to 9 are closed first, so only what `redirs` opens is passed, whatever
+/// the test runner itself inherited (a `flock` around it holds one).
 fn credd_sh(dir: &TestDir, args: &str, redirs: &str) -> Child {
     dir.command("sh")
         .arg("-c")
         .arg(format!(
-            "exec {} -D --store file {} --allow-key K --socket {} {args} {redirs}",
+            "exec {} -D --store file {} --allow-key K --socket {} {args} 3>&- 4>&- 5>&- 6>&- 7>&- 8>&- 9>&- {redirs}",
             env!("CARGO_BIN_EXE_llxprt-credd"),
             if args.contains("--capability-fd") { "" } else { "--no-capability" },
             dir.socket_path().display()

@@ -10,6 +10,7 @@ socket. [`HostStore::open`] wires everything from the environment.
 */
 #![forbid(unsafe_code)]
 
+mod cache;
 pub mod envelope;
 pub mod error;
 pub mod key_storage;

@@ -14,23 +14,24 @@ The [`Backend`] choice forces one side: `Keyring` never falls back (its
 errors are returned), `File` never touches the keyring (not even for the
 machine secret).
 
-Reads are cached. A cached value is reused while both fallback files keep
-the identity they had when it was read (device, inode, size, mtime, ctime:
-one `stat` each, a microsecond) and, when the keyring was consulted, for at
-most [`KEYRING_READ_TTL`]. So a write by another process to a fallback file
-is seen on the next read, and one to the keyring within that TTL. Writes
-and deletes through this store update the cache at once.
+Reads are cached ([`super::cache`]). A cached value is reused while
+neither fallback file changed (a watch on the directory says so, or, without
+one, both files keep the identity they had when it was read) and, when the
+keyring was consulted, for at most [`KEYRING_READ_TTL`]. So a write by
+another process to a fallback file is seen on the next read, and one to the
+keyring within that TTL. Writes and deletes through this store update the
+cache at once.
 */
 #![forbid(unsafe_code)]
 
-use std::collections::HashMap;
 use std::fs;
 use std::io::{self, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use super::cache::ReadCache;
 use super::envelope::{self, KeyInputs, Version};
 use super::error::{StoreError, StoreErrorKind, StoreResult};
 use super::keyring::KeyringAccess;
@@ -73,24 +74,6 @@ impl Backend {
     }
 }
 
-/// Identity of a file at one moment (or its absence).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct FileStamp(Option<(u64, u64, u64, i64, i64, i64, i64)>);
-
-fn stamp(path: &Path) -> FileStamp {
-    FileStamp(
-        fs::metadata(path)
-            .ok()
-            .map(|m| (m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec(), m.ctime(), m.ctime_nsec())),
-    )
-}
-
-struct CacheEntry {
-    value: Option<(SecretString, Source)>,
-    fetched: Instant,
-    stamps: [FileStamp; 2],
-}
-
 /// Where a value was found, for `doctor` and tests.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Source {
@@ -108,7 +91,7 @@ pub struct SecureStore {
     keyring: Option<Arc<KeyringAccess>>,
     secret: Arc<MachineSecret>,
     lock_dir: PathBuf,
-    cache: Mutex<HashMap<String, CacheEntry>>,
+    cache: ReadCache,
     /// Held while a cache miss is filled: one cold read at a time, and
     /// whoever waited for it finds the value cached. Without it, a
     /// rewritten file (another process's write, or ours before its cache
@@ -128,6 +111,7 @@ impl SecureStore {
         lock_dir: PathBuf,
     ) -> Self {
         let keyring = if backend == Backend::File { None } else { keyring };
+        let cache = ReadCache::new(dir.clone(), keyring.is_some().then_some(KEYRING_READ_TTL));
         SecureStore {
             service,
             dir,
@@ -135,7 +119,7 @@ impl SecureStore {
             keyring,
             secret,
             lock_dir,
-            cache: Mutex::new(HashMap::new()),
+            cache,
             filling: Mutex::new(()),
         }
     }
@@ -199,34 +183,23 @@ impl SecureStore {
     /// Like [`get`](Self::get), also saying where the value came from.
     pub fn get_with_source(&self, key: &str) -> StoreResult<Option<(SecretString, Source)>> {
         envelope::check_store_key(key)?;
-        let paths = self.paths(key);
-        if let Some(hit) = self.cached(key, &paths) {
+        if let Some(hit) = self.cache.get(key, || self.paths(key)) {
             return Ok(hit);
         }
         let _filling = self.filling.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(hit) = self.cached(key, &paths) {
+        if let Some(hit) = self.cache.get(key, || self.paths(key)) {
             return Ok(hit);
         }
-        let stamps = [stamp(&paths[0]), stamp(&paths[1])];
+        let paths = self.paths(key);
+        let ticket = self.cache.begin_fill(&paths);
         let (service, account) = (self.service, key.to_owned());
         let from_keyring = self.keyring_call(move |k| k.get(service, &account))?;
         let found = match from_keyring.flatten() {
             Some(value) => Some((value, Source::Keyring)),
             None => self.read_file(&paths)?.map(|v| (v, Source::File)),
         };
-        let entry = CacheEntry { value: found.clone(), fetched: Instant::now(), stamps };
-        self.cache.lock().unwrap_or_else(|p| p.into_inner()).insert(key.to_owned(), entry);
+        self.cache.finish_fill(key, &paths, ticket, found.clone());
         Ok(found)
-    }
-
-    /// The cached value of `key`, if still fresh.
-    fn cached(&self, key: &str, paths: &[PathBuf; 2]) -> Option<Option<(SecretString, Source)>> {
-        let stamps = [stamp(&paths[0]), stamp(&paths[1])];
-        let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        let entry = cache.get(key)?;
-        let fresh =
-            entry.stamps == stamps && (self.keyring.is_none() || entry.fetched.elapsed() < KEYRING_READ_TTL);
-        fresh.then(|| entry.value.clone())
     }
 
     fn key_inputs<'a>(&self, secret: Option<&'a [u8; 32]>) -> KeyInputs<'a> {
@@ -294,12 +267,7 @@ impl SecureStore {
                 Source::File
             }
         };
-        let entry = CacheEntry {
-            value: Some((value.clone(), source)),
-            fetched: Instant::now(),
-            stamps: [stamp(&paths[0]), stamp(&paths[1])],
-        };
-        self.cache.lock().unwrap_or_else(|p| p.into_inner()).insert(key.to_owned(), entry);
+        self.cache.put(key, &paths, Some((value.clone(), source)));
         Ok(source)
     }
 
@@ -349,7 +317,7 @@ impl SecureStore {
         for path in &paths {
             file_deleted |= remove_if_exists(path)?;
         }
-        self.cache.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+        self.cache.remove(key);
         Ok(keyring_result? || file_deleted)
     }
 

@@ -4,6 +4,7 @@ Every call into libc lives here, so that the rest of the crate can forbid
 [`cerr`] and says in a `SAFETY:` comment why its pointers are valid.
 */
 
+pub mod inotify;
 pub mod wipe_alloc;
 
 use std::ffi::CStr;

@@ -15,17 +15,23 @@ flood of audit lines cannot fill the disk.
 */
 #![forbid(unsafe_code)]
 
+use std::cell::RefCell;
 use std::fmt::{self, Write as _};
 use std::fs::File;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU8, AtomicU32, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Condvar, Mutex, OnceLock};
+use std::time::Duration;
 
 /// A log file is rotated when it would grow past this (10 MiB; the
 /// environment variable `LLXPRT_CREDD_LOG_ROTATE_BYTES` overrides it, for
 /// tests).
 pub const ROTATE_BYTES: u64 = 10 * 1024 * 1024;
+
+/// How long the daemon lets info lines gather before writing them
+/// ([`buffer_lines`]), in milliseconds.
+pub const LOG_FLUSH_MS: u64 = 50;
 
 /// Severity of a log line, most severe first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -142,22 +148,49 @@ pub fn set_file_at(path: &Path) -> io::Result<()> {
 }
 
 impl Sink {
-    fn write_line(&mut self, line: &[u8]) {
-        if let Some(r) = &mut self.rotate {
-            if r.written > 0 && r.written + line.len() as u64 > r.limit {
-                let mut old = r.path.clone().into_os_string();
-                old.push(".1");
-                // The old file is replaced; a failed rotation keeps writing
-                // where it was rather than losing lines.
-                if let Some(file) = std::fs::rename(&r.path, &old).ok().and_then(|()| open_file(&r.path).ok())
-                {
-                    self.file = file;
-                    r.written = 0;
+    /// Writes whole lines, rotating between lines so that no file grows
+    /// past the limit (a single longer line is written whole).
+    fn write_lines(&mut self, mut lines: &[u8]) {
+        while !lines.is_empty() {
+            let take = match &mut self.rotate {
+                None => lines.len(),
+                Some(r) => {
+                    let room = r.limit.saturating_sub(r.written) as usize;
+                    // the longest run of whole lines that fits, else one line
+                    let fits =
+                        lines[..room.min(lines.len())].iter().rposition(|&b| b == b'\n').map(|i| i + 1);
+                    let first = lines.iter().position(|&b| b == b'\n').map_or(lines.len(), |i| i + 1);
+                    match fits {
+                        Some(n) => n,
+                        None if r.written > 0 && self.rotate_now() => continue,
+                        None => first,
+                    }
                 }
+            };
+            if let Some(r) = &mut self.rotate {
+                r.written += take as u64;
             }
-            r.written += line.len() as u64;
+            let _ = self.file.write_all(&lines[..take]);
+            lines = &lines[take..];
         }
-        let _ = self.file.write_all(line);
+    }
+
+    /// The file becomes `FILE.1` (replacing the old one) and a new one is
+    /// started; whether that worked. A failed rotation keeps writing where
+    /// it was rather than losing lines (one line at a time, each trying
+    /// again).
+    fn rotate_now(&mut self) -> bool {
+        let Some(r) = &mut self.rotate else { return false };
+        let mut old = r.path.clone().into_os_string();
+        old.push(".1");
+        match std::fs::rename(&r.path, &old).ok().and_then(|()| open_file(&r.path).ok()) {
+            Some(file) => {
+                self.file = file;
+                r.written = 0;
+                true
+            }
+            None => false,
+        }
     }
 }
 
@@ -200,20 +233,131 @@ pub fn enabled(level: Level) -> bool {
     level as u8 <= MAX_LEVEL.load(Ordering::Relaxed)
 }
 
+/// Info and debug lines waiting for the flusher (see [`buffer_lines`]).
+struct Pending {
+    bytes: Vec<u8>,
+    /// Zero: every line is written at once.
+    every: Duration,
+    flusher: bool,
+}
+
+static PENDING: Mutex<Pending> =
+    Mutex::new(Pending { bytes: Vec::new(), every: Duration::ZERO, flusher: false });
+static WAKE: Condvar = Condvar::new();
+/// Pending lines are written at once when they grow past this.
+const PENDING_MAX: usize = 64 * 1024;
+
+thread_local! {
+    /// Each thread formats its messages here, so a line costs no allocation.
+    static SCRATCH: RefCell<String> = const { RefCell::new(String::new()) };
+}
+
+/// From now on info and debug lines are gathered and written together at
+/// most `every` later (by a thread of the logger's own, started with the
+/// first such line), so a request does not wait for a write; an error or
+/// warning line writes everything gathered before it and itself at once,
+/// and [`flush`] (on every exit path of the daemon) writes what is left.
+/// Call after any fork: a line gathered before one would be written twice.
+pub fn buffer_lines(every: Duration) {
+    PENDING.lock().unwrap_or_else(|e| e.into_inner()).every = every;
+}
+
+/// Writes every gathered line.
+pub fn flush() {
+    let mut sink = SINK.lock().unwrap_or_else(|e| e.into_inner());
+    write_out(&mut sink, &[]);
+}
+
+/// Writes the gathered lines, then `line`, under the sink's lock.
+fn write_out(sink: &mut Option<Sink>, line: &[u8]) {
+    let gathered = std::mem::take(&mut PENDING.lock().unwrap_or_else(|e| e.into_inner()).bytes);
+    for bytes in [&gathered[..], line] {
+        if bytes.is_empty() {
+            continue;
+        }
+        match sink.as_mut() {
+            Some(sink) => sink.write_lines(bytes),
+            None => {
+                let _ = std::io::stderr().lock().write_all(bytes);
+            }
+        }
+    }
+}
+
+/// The flusher: waits for a first gathered line, lets more gather for
+/// `every`, writes them all.
+fn flusher() {
+    loop {
+        let every = {
+            let mut pending = PENDING.lock().unwrap_or_else(|e| e.into_inner());
+            while pending.bytes.is_empty() {
+                pending = WAKE.wait(pending).unwrap_or_else(|e| e.into_inner());
+            }
+            pending.every
+        };
+        std::thread::sleep(every);
+        flush();
+    }
+}
+
 /// Writes one line. Use the `log_*!` macros instead of calling this.
 pub fn write(level: Level, args: fmt::Arguments<'_>) {
     if !enabled(level) {
         return;
     }
     let program = PROGRAM.get().copied().unwrap_or("llxprt-credd");
-    let message = args.to_string();
-    let line = format!("{program}[{}]: {}: {}\n", pid(), level.name(), escape(&message));
-    let mut sink = SINK.lock().unwrap_or_else(|e| e.into_inner());
-    match sink.as_mut() {
-        Some(sink) => sink.write_line(line.as_bytes()),
-        None => {
-            let _ = std::io::stderr().lock().write_all(line.as_bytes());
+    SCRATCH.with(|scratch| {
+        let mut scratch = scratch.try_borrow_mut();
+        let mut own = String::new();
+        // a line logged while formatting another (a Display impl that logs)
+        // gets a buffer of its own
+        let message = match scratch.as_deref_mut() {
+            Ok(s) => s,
+            Err(_) => &mut own,
+        };
+        message.clear();
+        let _ = message.write_fmt(args);
+        if level <= Level::Warn || !gather(program, level, message) {
+            let line = format!("{program}[{}]: {}: {}\n", pid(), level.name(), escape(message));
+            write_out(&mut SINK.lock().unwrap_or_else(|e| e.into_inner()), line.as_bytes());
         }
+        if message.capacity() > 4096 {
+            *message = String::new();
+        }
+    });
+}
+
+/// Adds an info or debug line to the gathered ones, when lines are
+/// gathered; whether it did.
+fn gather(program: &str, level: Level, message: &str) -> bool {
+    let mut pending = PENDING.lock().unwrap_or_else(|e| e.into_inner());
+    if pending.every.is_zero() {
+        return false;
+    }
+    let was_empty = pending.bytes.is_empty();
+    let bytes = &mut pending.bytes;
+    let _ = writeln!(Bytes(bytes), "{program}[{}]: {}: {}", pid(), level.name(), escape(message));
+    let full = bytes.len() > PENDING_MAX;
+    if !pending.flusher {
+        pending.flusher = std::thread::Builder::new().name("log".into()).spawn(flusher).is_ok();
+    }
+    if was_empty {
+        WAKE.notify_one();
+    }
+    drop(pending);
+    if full {
+        flush();
+    }
+    true
+}
+
+/// `fmt::Write` into a byte buffer.
+struct Bytes<'a>(&'a mut Vec<u8>);
+
+impl fmt::Write for Bytes<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
     }
 }
 

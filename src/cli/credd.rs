@@ -364,6 +364,7 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
         return EXIT_OK;
     }
     let result = if args.kill { kill(&args) } else { run(&args) };
+    log::flush();
     match result {
         Ok(code) => code,
         Err(Error::Usage(m)) => {
@@ -375,6 +376,14 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
             EXIT_FAILURE
         }
     }
+}
+
+/// How long info lines (the audit) may wait to be written together:
+/// [`LOG_FLUSH_MS`](crate::log::LOG_FLUSH_MS) by default,
+/// `LLXPRT_CREDD_LOG_FLUSH_MS` when set (0: each line at once).
+fn log_flush_interval() -> std::time::Duration {
+    let ms = std::env::var("LLXPRT_CREDD_LOG_FLUSH_MS").ok().and_then(|v| v.parse::<u64>().ok());
+    std::time::Duration::from_millis(ms.unwrap_or(log::LOG_FLUSH_MS).min(1000))
 }
 
 /// `-k`: stop the daemon named by the environment, print the unset commands.
@@ -727,6 +736,8 @@ fn run(args: &Args) -> Result<i32> {
         watched.push(libc::SIGCHLD);
     }
     let signals = sys::SignalSet::block(&watched).map_err(|e| Error::io("cannot block signals", e))?;
+    // after the fork and the signal mask: the logger's thread inherits it
+    log::buffer_lines(log_flush_interval());
     let mut cleanup = Cleanup::default();
     let socket_path = match (&activated, &args.socket) {
         (Some(a), Some(flag)) if absolute(flag)? != a.path => {

@@ -164,7 +164,10 @@ impl ReadCache {
             Ok(None) => return true,
             Ok(Some(seen)) => seen,
             Err(e) => {
-                crate::log_debug!("{}: the directory watch failed ({e}); checking files instead", self.dir.display());
+                crate::log_debug!(
+                    "{}: the directory watch failed ({e}); checking files instead",
+                    self.dir.display()
+                );
                 Seen::Gone
             }
         };
@@ -217,7 +220,8 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("credd-cache-{}", crate::random::hex(6).unwrap()));
         fs::create_dir_all(&dir).unwrap();
         let cache = ReadCache::new(dir.clone(), None);
-        let (a, b) = ([dir.join("a.enc"), dir.join("a-legacy.enc")], [dir.join("b.enc"), dir.join("b-legacy.enc")]);
+        let (a, b) =
+            ([dir.join("a.enc"), dir.join("a-legacy.enc")], [dir.join("b.enc"), dir.join("b-legacy.enc")]);
         fs::write(&a[0], "1").unwrap();
         fs::write(&b[0], "1").unwrap();
         fill(&cache, "a", &a, "one");

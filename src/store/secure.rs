@@ -112,16 +112,7 @@ impl SecureStore {
     ) -> Self {
         let keyring = if backend == Backend::File { None } else { keyring };
         let cache = ReadCache::new(dir.clone(), keyring.is_some().then_some(KEYRING_READ_TTL));
-        SecureStore {
-            service,
-            dir,
-            backend,
-            keyring,
-            secret,
-            lock_dir,
-            cache,
-            filling: Mutex::new(()),
-        }
+        SecureStore { service, dir, backend, keyring, secret, lock_dir, cache, filling: Mutex::new(()) }
     }
 
     /// The service name.

@@ -92,14 +92,15 @@ fn parse(mut bytes: &[u8]) -> Vec<Seen> {
         let end = (HEADER + len).min(bytes.len());
         let name = &bytes[HEADER..end];
         let name = &name[..name.iter().position(|&b| b == 0).unwrap_or(name.len())];
-        events.push(if mask & (libc::IN_DELETE_SELF | libc::IN_MOVE_SELF | libc::IN_IGNORED | libc::IN_UNMOUNT) != 0
-        {
-            Seen::Gone
-        } else if mask & libc::IN_Q_OVERFLOW != 0 || name.is_empty() {
-            Seen::Everything
-        } else {
-            Seen::Names(vec![OsString::from_vec(name.to_vec())])
-        });
+        events.push(
+            if mask & (libc::IN_DELETE_SELF | libc::IN_MOVE_SELF | libc::IN_IGNORED | libc::IN_UNMOUNT) != 0 {
+                Seen::Gone
+            } else if mask & libc::IN_Q_OVERFLOW != 0 || name.is_empty() {
+                Seen::Everything
+            } else {
+                Seen::Names(vec![OsString::from_vec(name.to_vec())])
+            },
+        );
         bytes = &bytes[end..];
     }
     events

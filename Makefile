@@ -46,11 +46,13 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets $(CARGOFLAGS) -- -D warnings
 
-bench: build
-	scripts/with-keyring.sh target/release/llxprt-cred bench store
-	target/release/llxprt-cred bench daemon
-	target/release/llxprt-cred bench refresh
-	target/release/llxprt-cred bench proxy
+# The benchmarks (benches/credd, built with the release profile); the
+# store's keyring rows run against a private gnome-keyring.
+bench:
+	scripts/with-keyring.sh $(CARGO) bench $(CARGOFLAGS) --bench credd -- store
+	$(CARGO) bench $(CARGOFLAGS) --bench credd -- daemon
+	$(CARGO) bench $(CARGOFLAGS) --bench credd -- refresh
+	$(CARGO) bench $(CARGOFLAGS) --bench credd -- proxy
 
 # The soak test (not CI): 64 connections at the rate limit for SOAK_MINUTES
 # (default 10); fails if the daemon's memory, descriptors or threads grow.

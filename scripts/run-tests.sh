@@ -1,8 +1,10 @@
 #!/bin/bash
 # The test command: formatting and lints, then every test (unit and
 # integration) through cargo-nextest when it is installed, cargo test
-# otherwise. Run it through scripts/with-keyring.sh (as `make test` does)
-# so the keyring tests have a Secret Service.
+# otherwise, then the two quickest benchmarks with few samples (a few
+# seconds), so a benchmark that no longer builds or runs fails here. Run
+# it through scripts/with-keyring.sh (as `make test` does) so the keyring
+# tests have a Secret Service.
 set -eu
 cd "$(dirname "$0")/.."
 cargo fmt --all -- --check
@@ -12,3 +14,5 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --locked --no-fail-fast
 fi
+cargo test --locked --bench credd -- store --iterations 5
+cargo test --locked --bench credd -- daemon --iterations 1

@@ -1,6 +1,6 @@
 /*!
 `llxprt-cred`: the host-side companion. This file holds its parser, the
-host-store commands (`key ...`, `token ...`, `doctor`, `bench`), and the
+host-store commands (`key ...`, `token ...`, `doctor`), and the
 daemon commands (`status`, `get`, `get-key`), which go through the same
 client library a sandboxed program uses, and `login` / `logout`, which run
 through a daemon when one is named and directly on the host otherwise.
@@ -50,13 +50,6 @@ Host store commands (run on the host, never in the sandbox):
   token rm PROVIDER[:BUCKET]   delete a token
   doctor [--profile NAME]      report the live backend, persistence, machine secret, locks,
                                the scope of profile NAME, and what to do about each problem
-  bench store                  measure store reads and writes
-  bench daemon                 measure the daemon: readiness, memory, get_token round trips
-  bench refresh                measure a refresh storm: 256 clients on one expired token
-  bench proxy                  measure inject mode's proxy: requests and streamed events, next
-                               to the same sent directly, and memory with 16 streams
-  bench soak [--minutes N]     64 connections of mixed requests at the rate limit for N minutes
-                               (default 10); fails if memory, descriptors or threads grow
 
 Daemon commands (ask the running llxprt-credd, as the sandbox does):
   status                       show the socket, the protocol version, and what the daemon serves
@@ -80,8 +73,6 @@ Options:
                                else fd $LLXPRT_CAPABILITY_FD)
   --profile NAME               doctor: show the scope llxprt-credd --profile NAME serves
   --log-level LEVEL            error, warn, info or debug (default: warn)
-  --iterations N               bench: samples per measurement (default: 200; bench daemon
-                               takes 50 times as many round trips per connection)
   --bucket B                   login/logout: the bucket (default: the one in PROVIDER:BUCKET,
                                else default)
   --flow FLOW                  login: pkce_redirect, device_code or browser_redirect (default:
@@ -113,16 +104,6 @@ pub enum Command {
     TokenRm(String, Option<String>),
     /// `doctor`
     Doctor,
-    /// `bench store`
-    BenchStore,
-    /// `bench daemon`
-    BenchDaemon,
-    /// `bench refresh`
-    BenchRefresh,
-    /// `bench proxy`
-    BenchProxy,
-    /// `bench soak --minutes N`
-    BenchSoak(u64),
     /// `status`
     Status,
     /// `get P[:B]`
@@ -149,8 +130,6 @@ pub struct Args {
     pub store: Option<Backend>,
     /// `--log-level`.
     pub log_level: Level,
-    /// `--iterations`.
-    pub iterations: usize,
     /// `--socket`.
     pub socket: Option<PathBuf>,
     /// `--capability-file`.
@@ -167,13 +146,11 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
     let mut words: Vec<String> = Vec::new();
     let mut store = None;
     let mut log_level = Level::Warn;
-    let mut iterations = 200;
     let mut socket = None;
     let mut capability_file = None;
     let mut profile = None;
     let mut flow = None;
     let mut bucket: Option<String> = None;
-    let mut minutes: Option<u64> = None;
     let mut early = None;
     while let Some(arg) = parser.next().map_err(usage)? {
         match arg {
@@ -208,29 +185,12 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
                 log_level =
                     Level::parse(&v).ok_or_else(|| Error::Usage(format!("unknown log level {v:?}")))?;
             }
-            Long("iterations") => {
-                let v = string_value(parser.value().map_err(usage)?, "--iterations")?;
-                iterations = v
-                    .parse()
-                    .ok()
-                    .filter(|n| *n > 0)
-                    .ok_or_else(|| Error::Usage("--iterations needs a positive number".into()))?;
-            }
-            Long("minutes") => {
-                let v = string_value(parser.value().map_err(usage)?, "--minutes")?;
-                minutes = Some(
-                    v.parse()
-                        .ok()
-                        .filter(|n| *n > 0)
-                        .ok_or_else(|| Error::Usage("--minutes needs a positive number".into()))?,
-                );
-            }
             Value(v) => words.push(string_value(v, "argument")?),
             _ => return Err(usage(arg.unexpected())),
         }
     }
     if let Some(command) = early {
-        return Ok(Args { command, store, log_level, iterations, socket, capability_file, profile, flow });
+        return Ok(Args { command, store, log_level, socket, capability_file, profile, flow });
     }
     let w: Vec<&str> = words.iter().map(String::as_str).collect();
     let pb = |s: &str| provider_bucket(s);
@@ -253,11 +213,6 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
             Command::TokenRm(p, b)
         }
         ["doctor"] => Command::Doctor,
-        ["bench", "store"] => Command::BenchStore,
-        ["bench", "daemon"] => Command::BenchDaemon,
-        ["bench", "refresh"] => Command::BenchRefresh,
-        ["bench", "proxy"] => Command::BenchProxy,
-        ["bench", "soak"] => Command::BenchSoak(minutes.take().unwrap_or(10)),
         ["status"] => Command::Status,
         ["get", spec] => {
             let (p, b) = pb(spec);
@@ -293,7 +248,6 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
         ["token", sub @ ("show" | "import" | "rm")] => {
             return Err(Error::Usage(format!("token {sub} needs PROVIDER[:BUCKET]")));
         }
-        ["bench"] => return Err(Error::Usage("bench needs store, daemon, refresh, proxy or soak".into())),
         [cmd @ ("get" | "refresh" | "login" | "logout")] => {
             return Err(Error::Usage(format!("{cmd} needs PROVIDER[:BUCKET]")));
         }
@@ -303,16 +257,13 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
     if bucket.is_some() {
         return Err(Error::Usage("--bucket goes with login or logout".into()));
     }
-    if minutes.is_some() {
-        return Err(Error::Usage("--minutes goes with bench soak".into()));
-    }
     if flow.is_some() && !matches!(command, Command::Login(..)) {
         return Err(Error::Usage("--flow goes with login".into()));
     }
     if profile.is_some() && command != Command::Doctor {
         return Err(Error::Usage("--profile goes with doctor".into()));
     }
-    Ok(Args { command, store, log_level, iterations, socket, capability_file, profile, flow })
+    Ok(Args { command, store, log_level, socket, capability_file, profile, flow })
 }
 
 /// Runs `llxprt-cred` and returns the exit code.
@@ -421,19 +372,6 @@ fn run(args: &Args) -> Result<i32> {
         Command::Refresh(p, b) => return daemon_refresh(args, p, b.as_deref()),
         Command::Login(p, b) => return login(args, p, b.as_deref()),
         Command::Logout(p, b) => return logout(args, p, b.as_deref()),
-        Command::BenchDaemon => {
-            super::bench_daemon::daemon(args.iterations * 50, None)?;
-            return Ok(EXIT_OK);
-        }
-        Command::BenchRefresh => {
-            super::bench_refresh::refresh(None)?;
-            return Ok(EXIT_OK);
-        }
-        Command::BenchProxy => {
-            super::bench_proxy::proxy(None, args.iterations)?;
-            return Ok(EXIT_OK);
-        }
-        Command::BenchSoak(minutes) => return super::bench_soak::soak(*minutes, None),
         _ => {}
     }
     let backend = resolve_backend(args.store)?;
@@ -480,7 +418,6 @@ fn run(args: &Args) -> Result<i32> {
             host.tokens.remove_token(p, b.as_deref())?
         }
         Command::Doctor => return doctor(&host, args.profile.as_deref()),
-        Command::BenchStore => super::bench::store(&host, args.iterations)?,
         Command::Help(_)
         | Command::Version
         | Command::Status
@@ -488,11 +425,7 @@ fn run(args: &Args) -> Result<i32> {
         | Command::GetKey(_)
         | Command::Refresh(..)
         | Command::Login(..)
-        | Command::Logout(..)
-        | Command::BenchDaemon
-        | Command::BenchRefresh
-        | Command::BenchProxy
-        | Command::BenchSoak(_) => {
+        | Command::Logout(..) => {
             unreachable!("handled above")
         }
     }
@@ -1139,7 +1072,6 @@ mod tests {
                 command: Command::TokenShow("codex".into(), Some("work".into())),
                 store: Some(Backend::File),
                 log_level: Level::Warn,
-                iterations: 200,
                 socket: None,
                 capability_file: None,
                 profile: None,
@@ -1182,12 +1114,6 @@ mod tests {
             "token import",
             "token rm",
             "doctor",
-            "bench store",
-            "bench daemon",
-            "bench refresh",
-            "bench proxy",
-            "bench soak",
-            "--minutes",
             "status",
             "get PROVIDER",
             "get-key",
@@ -1199,7 +1125,6 @@ mod tests {
             "--socket",
             "--capability-file",
             "--log-level",
-            "--iterations",
             "--help",
             "--version",
         ] {
@@ -1236,9 +1161,18 @@ mod tests {
 
     #[test]
     fn bad_command_lines_are_usage_errors() {
-        for bad in
-            [&[][..], &["key"], &["key", "set"], &["nope"], &["--store", "cloud", "doctor"], &["--bogus"]]
-        {
+        for bad in [
+            &[][..],
+            &["key"],
+            &["key", "set"],
+            &["nope"],
+            &["--store", "cloud", "doctor"],
+            &["--bogus"],
+            // the benchmarks and their flags live in `cargo bench --bench credd`
+            &["bench", "store"],
+            &["doctor", "--iterations", "5"],
+            &["doctor", "--minutes", "1"],
+        ] {
             assert!(matches!(p(bad), Err(Error::Usage(_))), "{bad:?}");
         }
     }

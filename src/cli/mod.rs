@@ -9,11 +9,6 @@ the descriptors it inherited ([`credd`]), before it opens any of its own.
 */
 #![deny(unsafe_code)]
 
-pub mod bench;
-pub mod bench_daemon;
-pub mod bench_proxy;
-pub mod bench_refresh;
-pub mod bench_soak;
 pub mod cred;
 pub mod credd;
 pub mod lifecycle;

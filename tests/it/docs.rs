@@ -420,8 +420,7 @@ fn readme_quick_start_and_troubleshooting_commands_are_real() {
 
 #[test]
 fn each_cred_command_has_its_own_help() {
-    let commands =
-        ["key", "token", "doctor", "bench", "status", "get", "get-key", "refresh", "login", "logout"];
+    let commands = ["key", "token", "doctor", "status", "get", "get-key", "refresh", "login", "logout"];
     for word in commands {
         for args in [vec![word, "--help"], vec!["help", word]] {
             let out = Command::new(CRED).args(&args).output().unwrap();
@@ -443,4 +442,68 @@ fn each_cred_command_has_its_own_help() {
     // Not a command: the whole help.
     let out = Command::new(CRED).args(["help", "nonsense"]).output().unwrap();
     assert_eq!(stdout(&out), help_of(CRED));
+}
+
+/// The text of the `USAGE` constant in a source file.
+fn usage_const(source: &str) -> &str {
+    let start = source.find("const USAGE: &str = \"").expect("a USAGE constant");
+    let end = source[start..].find("\n\";\n").expect("its end") + start;
+    &source[start..end]
+}
+
+#[test]
+fn bench_commands_in_its_help_the_docs_and_the_scripts_are_real() {
+    let source = read("benches/credd/main.rs");
+    let words = parser_words(&source);
+    let flags = parser_flags(&source);
+    let usage = usage_const(&source);
+    assert!(words.len() == 5 && flags.contains("--iterations"), "extraction: {words:?} {flags:?}");
+    for word in &words {
+        assert!(usage.contains(&format!("\n  {word} ")), "benchmark {word} is not in its --help");
+    }
+    for flag in flags.iter().filter(|f| *f != "--bench") {
+        assert!(usage.contains(flag.as_str()), "the bench accepts {flag}, which its --help does not show");
+    }
+    for flag in help_flags(usage) {
+        assert!(flags.contains(&flag), "the bench's --help shows {flag}, which it does not accept");
+    }
+    // Every place that runs a benchmark names one the bench accepts, with
+    // flags it accepts; none runs the old `llxprt-cred bench`.
+    let mut files = vec!["README.md".to_string(), "Makefile".to_string()];
+    for dir in ["docs", "scripts", "man"] {
+        for entry in std::fs::read_dir(repo(dir)).unwrap().flatten() {
+            files.push(format!("{dir}/{}", entry.file_name().to_string_lossy()));
+        }
+    }
+    let mut runs = 0;
+    for file in &files {
+        let Ok(text) = std::fs::read_to_string(repo(file)) else { continue };
+        assert!(!text.contains("llxprt-cred bench"), "{file} still runs llxprt-cred bench");
+        for line in text.lines() {
+            let Some((_, rest)) = line.split_once("--bench credd -- ") else { continue };
+            let mut tokens = rest.split_whitespace();
+            let first = tokens.next().unwrap_or_default();
+            for name in first.trim_matches(|c: char| !c.is_ascii_alphanumeric() && c != '|').split('|') {
+                let placeholder = name.chars().all(|c| c.is_ascii_uppercase());
+                assert!(placeholder || words.contains(name), "{file}: no benchmark {name}: {line}");
+            }
+            for token in tokens {
+                let flag = token.trim_start_matches('[');
+                if flag.starts_with("--") {
+                    let flag = flag.trim_end_matches(|c: char| !c.is_ascii_alphanumeric());
+                    assert!(flags.contains(flag), "{file}: the bench has no {flag}: {line}");
+                }
+                if token.contains('`') {
+                    break;
+                }
+            }
+            runs += 1;
+        }
+    }
+    assert!(runs >= 8, "only {runs} bench command lines found");
+    // CI builds and runs it (a few samples of the quickest benchmarks).
+    let tests = read("scripts/run-tests.sh");
+    for word in ["store", "daemon"] {
+        assert!(tests.contains(&format!("--bench credd -- {word} ")), "run-tests.sh runs no {word} bench");
+    }
 }

@@ -16,6 +16,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::launch;
+
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 /// Where a planted secret may appear.
@@ -409,28 +411,16 @@ impl TestDir {
     }
 
     /// Starts a daemon listening on `socket` with exactly `args` (besides
-    /// the test roots, the file store and the debug log).
+    /// the test roots, the file store and the debug log), through the
+    /// launcher the benchmarks share (`tests/common/launch.rs`).
     pub fn daemon_as_is(&self, socket: &Path, args: &[&str], env: &[(&str, &str)]) -> Daemon {
         let socket = socket.to_path_buf();
         let log = self.root.join(format!("daemon-{}.log", COUNTER.fetch_add(1, Ordering::SeqCst)));
-        let mut cmd = self.command(env!("CARGO_BIN_EXE_llxprt-credd"));
-        cmd.envs(env.iter().copied())
-            .args(["-D", "--store", "file", "--print-socket", "--log-level", "debug", "--log-file"])
-            .arg(&log)
-            .arg("--socket")
-            .arg(&socket)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("spawn llxprt-credd");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        if line.trim().is_empty() {
-            let out = child.wait_with_output().unwrap();
-            panic!("daemon did not start: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        assert_eq!(Path::new(line.trim()), socket);
+        let mut cmd = self.command(launch::CREDD);
+        cmd.envs(env.iter().copied()).stderr(Stdio::piped());
+        let mut all = vec!["--log-level", "debug"];
+        all.extend_from_slice(args);
+        let child = launch::start_foreground(cmd, &socket, &log, &all).unwrap_or_else(|e| panic!("{e}"));
         if let Some(i) = args.iter().position(|a| *a == "--capability-file") {
             plant_capability(Path::new(args[i + 1]));
         }

@@ -1964,9 +1964,10 @@ fn a_provider_that_echoes_the_real_key_is_scrubbed_from_the_answer() {
     assert_eq!(r.header("x-debug"), Some(masked.as_str()), "and in headers");
 }
 
-/// The daemon's resident memory, KiB (the library's reading of `/proc`).
+/// The daemon's resident memory, KiB (read from `/proc` as the
+/// benchmarks read it).
 fn rss_kib(pid: u32) -> u64 {
-    llxprt_credd::sys::rss_kib(llxprt_credd::sys::ProcessId(pid as i32)).expect("the daemon's VmRSS")
+    crate::procfs::rss_kib(pid).expect("the daemon's VmRSS")
 }
 
 #[test]

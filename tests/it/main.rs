@@ -18,8 +18,12 @@ mod hardening;
 mod harness;
 mod inject;
 mod install;
+#[path = "../common/launch.rs"]
+mod launch;
 mod lifecycle;
 mod login;
+#[path = "../common/procfs.rs"]
+mod procfs;
 mod protocol_v2;
 mod refresh;
 mod sandbox;

@@ -1,5 +1,5 @@
 /*!
-`llxprt-cred bench proxy`: what inject mode costs. It stores one API key
+The proxy benchmark (`proxy`): what inject mode costs. It stores one API key
 in a private temporary file store, starts the real `llxprt-credd --inject`
 with the Anthropic route pointed at a fake provider on 127.0.0.1 (written
 here), and measures, side by side with the same requests sent to the fake
@@ -14,19 +14,19 @@ provider directly (the floor):
 
 Prints Markdown tables. Never touches real credentials.
 */
-#![forbid(unsafe_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use super::bench::{Summary, find_credd, fmt_duration, io, start_daemon, summarise, temp_root};
-use crate::error::{Error, Result};
-use crate::store::{Backend, HostStore, KeyStore, Paths};
-use crate::sys;
+use llxprt_credd::store::{Backend, HostStore, KeyStore};
+
+use crate::fixture::{Result, exchange, io, paths, start_daemon, temp_root};
+use crate::measure::{Summary, fmt_duration, summarise};
+use crate::procfs;
 
 const KEY: &str = "sk-ant-api03-bench-not-a-real-key-0123456789";
 const EVENTS: usize = 15;
@@ -169,18 +169,16 @@ fn row(what: &str, proxied: &Summary, direct: &Summary) {
 }
 
 /// Runs the proxy benchmark.
-pub fn proxy(credd: Option<PathBuf>, iterations: usize) -> Result<()> {
-    let credd = credd.unwrap_or_else(find_credd);
+pub fn proxy(iterations: usize) -> Result<()> {
     let root = temp_root()?;
-    let result = run(&credd, &root, iterations);
+    let result = run(&root, iterations);
     let _ = std::fs::remove_dir_all(&root);
     result
 }
 
-fn run(credd: &Path, root: &Path, iterations: usize) -> Result<()> {
+fn run(root: &Path, iterations: usize) -> Result<()> {
     now_ns();
-    let paths = Paths { data: root.join("data"), log: root.join("log"), config: root.join("config") };
-    let host = HostStore::open_at(paths, Backend::File)?;
+    let host = HostStore::open_at(paths(root), Backend::File)?;
     host.keys.save_key("BENCH_KEY", KEY)?;
     std::fs::create_dir_all(root.join("config/profiles")).map_err(io("profiles"))?;
     std::fs::write(
@@ -192,7 +190,6 @@ fn run(credd: &Path, root: &Path, iterations: usize) -> Result<()> {
     let upstream = format!("http://127.0.0.1:{port}");
     let proxy_socket = root.join("sock/bench.proxy.sock");
     let daemon = start_daemon(
-        credd,
         root,
         "bench",
         &["--inject", "--profile", "bench", "--rate-limit", "0"],
@@ -251,7 +248,7 @@ fn run(credd: &Path, root: &Path, iterations: usize) -> Result<()> {
     let mut events_direct = latency(false)?;
 
     // Memory: idle, then the peak with STREAMS streams at once.
-    let idle = sys::rss_kib(daemon.pid).unwrap_or(0);
+    let idle = procfs::rss_kib(daemon.pid).unwrap_or(0);
     let streams: Vec<_> = (0..STREAMS)
         .map(|_| {
             let socket = proxy_socket.clone();
@@ -268,17 +265,14 @@ fn run(credd: &Path, root: &Path, iterations: usize) -> Result<()> {
         .collect();
     let mut peak = idle;
     while streams.iter().any(|t| !t.is_finished()) {
-        peak = peak.max(sys::rss_kib(daemon.pid).unwrap_or(0));
+        peak = peak.max(procfs::rss_kib(daemon.pid).unwrap_or(0));
         std::thread::sleep(Duration::from_millis(20));
     }
     let mut delivered = 0;
     for t in streams {
-        delivered += t
-            .join()
-            .map_err(|_| Error::Connection("a stream thread panicked".into()))?
-            .map_err(io("stream"))?;
+        delivered += t.join().map_err(|_| "a stream thread panicked")?.map_err(io("stream"))?;
     }
-    let after = sys::rss_kib(daemon.pid).unwrap_or(0);
+    let after = procfs::rss_kib(daemon.pid).unwrap_or(0);
 
     println!("## Inject proxy (llxprt-credd --inject, fake provider on 127.0.0.1)\n");
     println!("| measurement | proxied p50 | proxied p99 | direct p50 | direct p99 | added p50 |");
@@ -300,7 +294,7 @@ fn run(credd: &Path, root: &Path, iterations: usize) -> Result<()> {
     println!("| peak with {STREAMS} concurrent streams ({delivered} events delivered) | {peak} |");
     println!("| after they ended | {after} |");
     if delivered != STREAMS * 20 {
-        return Err(Error::Connection(format!("{delivered} of {} events arrived", STREAMS * 20)));
+        return Err(format!("{delivered} of {} events arrived", STREAMS * 20).into());
     }
     drop(daemon);
     Ok(())
@@ -309,18 +303,17 @@ fn run(credd: &Path, root: &Path, iterations: usize) -> Result<()> {
 /// The key's sentinel, from the credential socket.
 fn sentinel(socket: &Path) -> Result<String> {
     let mut s = UnixStream::connect(socket).map_err(io("connect"))?;
-    super::bench::exchange(&mut s, br#"{"v":1,"op":"handshake","payload":{"minVersion":1,"maxVersion":1}}"#)
+    exchange(&mut s, br#"{"v":1,"op":"handshake","payload":{"minVersion":1,"maxVersion":1}}"#)
         .map_err(io("handshake"))?;
-    let answer = super::bench::exchange(
+    let answer = exchange(
         &mut s,
         br#"{"v":1,"id":"00000000-0000-4000-8000-000000000001","op":"get_api_key","payload":{"name":"BENCH_KEY"}}"#,
     )
     .map_err(io("get_api_key"))?;
-    let value: serde_json::Value =
-        serde_json::from_slice(&answer).map_err(|_| Error::Connection("bad answer".into()))?;
+    let value: serde_json::Value = serde_json::from_slice(&answer).map_err(|_| "bad answer")?;
     value["data"]["key"]
         .as_str()
         .filter(|k| k.starts_with("sk-ant-api03-llxprtcredd-"))
         .map(str::to_owned)
-        .ok_or_else(|| Error::Connection(format!("no sentinel served: {value}")))
+        .ok_or_else(|| format!("no sentinel served: {value}").into())
 }

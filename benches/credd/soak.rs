@@ -1,5 +1,5 @@
 /*!
-`llxprt-cred bench soak`: does the real daemon stay the same size under
+The soak (`soak`): does the real daemon stay the same size under
 hours of ordinary traffic?
 
 It stores a token and two API keys in a private temporary file store,
@@ -20,7 +20,6 @@ once the load runs, every minute, at the end of the load and idle after
 it, prints a Markdown table, and fails when memory grew by more than
 [`RSS_GROWTH_KIB`] or descriptors or threads did not come back.
 */
-#![forbid(unsafe_code)]
 
 use std::io::ErrorKind;
 use std::os::unix::net::UnixStream;
@@ -29,12 +28,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use super::EXIT_FAILURE;
-use super::bench::{BenchDaemon, exchange, find_credd, fmt_duration, io, start_daemon, summarise, temp_root};
-use crate::error::{Error, Result};
-use crate::store::{Backend, HostStore, KeyStore, Paths, TokenStore};
-use crate::sys::{self, ProcessId};
-use crate::token::OAuthToken;
+use llxprt_credd::store::{Backend, HostStore, KeyStore, TokenStore};
+use llxprt_credd::token::{OAuthToken, now_unix_seconds};
+
+use crate::fixture::{BenchDaemon, Result, exchange, io, paths, start_daemon, temp_root};
+use crate::measure::{fmt_duration, summarise};
+use crate::{launch, procfs};
+
+/// Exit code when the soak passes.
+const EXIT_OK: i32 = 0;
+/// Exit code when something grew or requests failed.
+const EXIT_FAILURE: i32 = 1;
 
 const TOKEN: &str = r#"{"access_token":"soak-access-token","refresh_token":"soak-refresh","expiry":1893456000,"token_type":"Bearer"}"#;
 /// Connections, as many as the daemon's default cap.
@@ -155,7 +159,7 @@ fn load(socket: PathBuf, index: usize, stop: Arc<AtomicBool>, counters: Arc<Coun
         n += 1;
         let (op, payload) = if Instant::now() >= save_at {
             save_at += Duration::from_secs(60);
-            let expiry = (crate::token::now_unix_seconds() + 3600.0).floor();
+            let expiry = (now_unix_seconds() + 3600.0).floor();
             let token = serde_json::json!({"access_token": format!("soak-{index}-{n}"), "expiry": expiry,
                 "token_type": "Bearer"});
             ("save_token", serde_json::json!({"provider": "claudecode", "token": token}))
@@ -197,19 +201,19 @@ struct Sample {
     threads: i64,
 }
 
-fn sample(pid: ProcessId) -> Sample {
-    let fds = std::fs::read_dir(format!("/proc/{}/fd", pid.0)).map_or(-1, |d| d.count() as i64);
-    let threads = std::fs::read_to_string(format!("/proc/{}/status", pid.0))
+fn sample(pid: u32) -> Sample {
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(-1, |d| d.count() as i64);
+    let threads = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Threads:")).and_then(|v| v.trim().parse().ok()))
         .unwrap_or(-1);
-    Sample { rss_kib: sys::rss_kib(pid).unwrap_or(0), fds, threads }
+    Sample { rss_kib: procfs::rss_kib(pid).unwrap_or(0), fds, threads }
 }
 
 /// Samples idle `pid` until two in a row agree on descriptors and threads
 /// (connection threads finish a moment after their clients close), at
 /// most 5 s.
-fn settled(pid: ProcessId) -> Sample {
+fn settled(pid: u32) -> Sample {
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut last = sample(pid);
     loop {
@@ -235,7 +239,7 @@ fn row(label: &str, at: Duration, s: Sample, counters: &Counters) {
     );
 }
 
-fn start(credd: &Path, root: &Path) -> Result<BenchDaemon> {
+fn start(root: &Path) -> Result<BenchDaemon> {
     let args = [
         "--permit",
         "write",
@@ -250,27 +254,24 @@ fn start(credd: &Path, root: &Path) -> Result<BenchDaemon> {
         "--daemon-rate-limit",
         "0",
     ];
-    start_daemon(credd, root, "daemon", &args, &[])
+    start_daemon(root, "daemon", &args, &[])
 }
 /// Runs the soak for `minutes`; the exit code (1 when something grew or
 /// requests failed).
-pub fn soak(minutes: u64, credd: Option<PathBuf>) -> Result<i32> {
-    let credd = credd.unwrap_or_else(find_credd);
+pub fn soak(minutes: u64) -> Result<i32> {
     let root = temp_root()?;
-    let result = run(&credd, &root, Duration::from_secs(minutes * 60));
+    let result = run(&root, Duration::from_secs(minutes * 60));
     let _ = std::fs::remove_dir_all(&root);
     result
 }
 
-fn run(credd: &Path, root: &Path, length: Duration) -> Result<i32> {
-    let paths = Paths { data: root.join("data"), log: root.join("log"), config: root.join("config") };
-    let host = HostStore::open_at(paths, Backend::File)?;
-    let token: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_str(TOKEN).map_err(|e| Error::Usage(e.to_string()))?;
+fn run(root: &Path, length: Duration) -> Result<i32> {
+    let host = HostStore::open_at(paths(root), Backend::File)?;
+    let token: serde_json::Map<String, serde_json::Value> = serde_json::from_str(TOKEN)?;
     host.tokens.save_token("claudecode", None, &OAuthToken::from_map(token)?)?;
     host.keys.save_key("OPENAI", "sk-soak-openai")?;
     host.keys.save_key("GEMINI", "soak-gemini")?;
-    let daemon = start(credd, root)?;
+    let daemon = start(root)?;
     let socket = daemon.socket.clone();
 
     // Warm the cache (the first read decrypts: scrypt), then the idle baseline.
@@ -281,7 +282,7 @@ fn run(credd: &Path, root: &Path, length: Duration) -> Result<i32> {
     ] {
         let r = exchange(&mut warm, op).map_err(io("warm-up"))?;
         if !contains(&r, br#""ok":true"#) {
-            return Err(Error::Connection(format!("warm-up failed: {}", String::from_utf8_lossy(&r))));
+            return Err(format!("warm-up failed: {}", String::from_utf8_lossy(&r)).into());
         }
     }
     drop(warm);
@@ -292,7 +293,7 @@ fn run(credd: &Path, root: &Path, length: Duration) -> Result<i32> {
         CONNECTIONS,
         RATE_PER_SECOND,
         length.as_secs() / 60,
-        credd.display()
+        launch::CREDD
     );
     println!("| sample | time | RSS | fds | threads | requests | rate limited | unexpected |");
     println!("|---|---|---|---|---|---|---|---|");
@@ -325,7 +326,7 @@ fn run(credd: &Path, root: &Path, length: Duration) -> Result<i32> {
     stop.store(true, Ordering::Relaxed);
     let mut latencies = Vec::new();
     for t in threads {
-        latencies.extend(t.join().map_err(|_| Error::Connection("a load thread panicked".into()))?);
+        latencies.extend(t.join().map_err(|_| "a load thread panicked")?);
     }
     let idle_after = settled(daemon.pid);
     row("idle after", started.elapsed(), idle_after, &counters);
@@ -370,7 +371,7 @@ fn run(credd: &Path, root: &Path, length: Duration) -> Result<i32> {
     println!("Audit log: {:.1} MiB.", log_size as f64 / (1024.0 * 1024.0));
     if failures.is_empty() {
         println!("PASS: no growth in memory (limit {RSS_GROWTH_KIB} KiB), descriptors or threads.");
-        Ok(super::EXIT_OK)
+        Ok(EXIT_OK)
     } else {
         for f in &failures {
             println!("FAIL: {f}");

@@ -1,6 +1,6 @@
 /*!
-`llxprt-cred bench refresh`: the refresh storm. 256 clients ask the real
-daemon for the same expired token at once; the provider must be called
+The refresh benchmark (`refresh`): the refresh storm. 256 clients ask the
+real daemon for the same expired token at once; the provider must be called
 once, and every client must be answered within a single refresh's time
 plus a small margin.
 
@@ -16,22 +16,21 @@ Reported: the provider's round trip measured directly, one store write
 refreshing an expired token (the baseline), and the storm's latencies and
 provider calls.
 */
-#![forbid(unsafe_code)]
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use super::bench::{
-    BenchDaemon, Summary, exchange, find_credd, fmt_duration, io, start_daemon, summarise, temp_root,
-};
-use crate::error::{Error, Result};
-use crate::store::{Backend, HostStore, Paths, TokenStore};
-use crate::token::{OAuthToken, now_unix_seconds};
+use llxprt_credd::store::{Backend, HostStore, TokenStore};
+use llxprt_credd::token::{OAuthToken, now_unix_seconds};
+
+use crate::fixture::{BenchDaemon, Result, exchange, io, paths, start_daemon, temp_root};
+use crate::launch;
+use crate::measure::{Summary, fmt_duration, summarise};
 
 /// Clients in one storm.
 pub const STORM_CLIENTS: usize = 256;
@@ -111,17 +110,17 @@ impl Upstream {
         let mut r = agent
             .post(format!("{}/rtt", self.base))
             .send_form([("grant_type", "refresh_token"), ("refresh_token", "x"), ("client_id", "bench")])
-            .map_err(|e| Error::Connection(format!("fake provider: {e}")))?;
+            .map_err(|e| format!("fake provider: {e}"))?;
         let _ = r.body_mut().read_to_string();
         Ok(t.elapsed())
     }
 }
 
-fn start_refresh_daemon(credd: &Path, root: &Path, token_url: &str) -> Result<BenchDaemon> {
+fn start_refresh_daemon(root: &Path, token_url: &str) -> Result<BenchDaemon> {
     let cap = (STORM_CLIENTS + 16).to_string();
     let args =
         ["--allow", "claudecode", "--rate-limit", "0", "--daemon-rate-limit", "0", "--max-connections", &cap];
-    start_daemon(credd, root, "refresh", &args, &[("LLXPRT_CREDD_CLAUDECODE_TOKEN_URL", token_url)])
+    start_daemon(root, "refresh", &args, &[("LLXPRT_CREDD_CLAUDECODE_TOKEN_URL", token_url)])
 }
 fn connect(socket: &Path) -> Result<UnixStream> {
     let mut s = UnixStream::connect(socket).map_err(io("connect"))?;
@@ -168,10 +167,7 @@ fn storm(socket: &Path, bucket: &str) -> Result<(Vec<Duration>, bool)> {
     let mut latencies = Vec::with_capacity(STORM_CLIENTS);
     let mut tokens = Vec::with_capacity(STORM_CLIENTS);
     for t in threads {
-        let (d, token) = t
-            .join()
-            .map_err(|_| Error::Connection("a client thread panicked".into()))?
-            .map_err(io("storm"))?;
+        let (d, token) = t.join().map_err(|_| "a client thread panicked")?.map_err(io("storm"))?;
         latencies.push(d);
         tokens.push(token);
     }
@@ -191,19 +187,17 @@ fn row(what: &str, s: &Summary, max: Duration) {
 }
 
 /// Runs the refresh-storm benchmark.
-pub fn refresh(credd: Option<PathBuf>) -> Result<()> {
-    let credd = credd.unwrap_or_else(find_credd);
+pub fn refresh() -> Result<()> {
     let root = temp_root()?;
-    let result = run(&credd, &root);
+    let result = run(&root);
     let _ = std::fs::remove_dir_all(&root);
     result
 }
 
-fn run(credd: &Path, root: &Path) -> Result<()> {
-    let paths = Paths { data: root.join("data"), log: root.join("log"), config: root.join("config") };
-    let host = HostStore::open_at(paths, Backend::File)?;
+fn run(root: &Path) -> Result<()> {
+    let host = HostStore::open_at(paths(root), Backend::File)?;
     let upstream = Upstream::start()?;
-    let daemon = start_refresh_daemon(credd, root, &format!("{}/oauth/token", upstream.base))?;
+    let daemon = start_refresh_daemon(root, &format!("{}/oauth/token", upstream.base))?;
 
     let mut rtt = (0..20).map(|_| upstream.round_trip()).collect::<Result<Vec<_>>>()?;
     let rtt = summarise(&mut rtt);
@@ -226,7 +220,7 @@ fn run(credd: &Path, root: &Path) -> Result<()> {
         let answer = exchange(&mut s, &request("get_token", &bucket)).map_err(io("get_token"))?;
         single.push(t.elapsed());
         if ok_access(&answer).is_none() {
-            return Err(Error::Connection(format!("refresh failed: {}", String::from_utf8_lossy(&answer))));
+            return Err(format!("refresh failed: {}", String::from_utf8_lossy(&answer)).into());
         }
     }
     let calls_before = upstream.refreshes.load(Ordering::SeqCst);
@@ -256,7 +250,7 @@ fn run(credd: &Path, root: &Path) -> Result<()> {
 
     println!(
         "Daemon: {} (file store, audit log at info level to a file, rate limit off); fake provider on 127.0.0.1 answering after {} ms\n",
-        credd.display(),
+        launch::CREDD,
         UPSTREAM_DELAY.as_millis()
     );
     println!("| measurement | samples | p50 | p90 | p99 | max |");
@@ -290,9 +284,7 @@ fn run(credd: &Path, root: &Path) -> Result<()> {
         fmt_duration(writes.p50)
     );
     if per_storm_calls.iter().any(|&c| c != 1) || !storms_ok {
-        return Err(Error::Connection(
-            "a storm made more than one provider call or answered differently".into(),
-        ));
+        return Err("a storm made more than one provider call or answered differently".into());
     }
     Ok(())
 }

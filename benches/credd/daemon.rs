@@ -1,5 +1,6 @@
 /*!
-`llxprt-cred bench daemon`: how fast and how small the real daemon is.
+The daemon benchmark (`daemon`): how fast and how small the real daemon
+is.
 
 It stores one token in a private temporary file store, starts the real
 `llxprt-credd` binary on it (rate limit off, audit log on at the default
@@ -19,20 +20,21 @@ level, written to a file), and measures with one tool:
 
 Prints Markdown tables. Never touches real credentials.
 */
-#![forbid(unsafe_code)]
 
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use super::bench::{BenchDaemon, Summary, find_credd, fmt_duration, io, start_daemon, summarise, temp_root};
-use crate::error::{Error, Result};
-use crate::protocol::frame;
-use crate::store::{Backend, HostStore, Paths, TokenStore};
-use crate::sys::{self, ProcessId};
-use crate::token::OAuthToken;
+use llxprt_credd::protocol::frame;
+use llxprt_credd::store::{Backend, HostStore, TokenStore};
+use llxprt_credd::token::OAuthToken;
+
+use crate::cpu::{pin_process, pin_to_cpus};
+use crate::fixture::{BenchDaemon, Result, io, paths, start_daemon, temp_root};
+use crate::measure::{Summary, fmt_duration, summarise};
+use crate::{launch, procfs};
 
 const TOKEN: &str = r#"{"access_token":"bench-access-token-0123456789abcdef","refresh_token":"bench-refresh","expiry":1893456000,"token_type":"Bearer","scope":"user:inference"}"#;
 const HANDSHAKE_V1: &[u8] = br#"{"v":1,"op":"handshake","payload":{"minVersion":1,"maxVersion":1}}"#;
@@ -72,7 +74,7 @@ fn request_with_id(n: usize) -> Vec<u8> {
 /// answers read (in any order): the round times and requests per second.
 fn run_pipelined(socket: &Path, version: u64, rounds: usize, cpus: &[usize]) -> Result<(Summary, f64)> {
     let mut stream = connect(socket, version)?;
-    sys::pin_to_cpus(0, cpus).map_err(io("sched_setaffinity"))?;
+    pin_to_cpus(0, cpus).map_err(io("sched_setaffinity"))?;
     let batch: Vec<u8> = (1..=IN_FLIGHT).flat_map(request_with_id).collect();
     let mut buf = Vec::new();
     let mut round = |stream: &mut UnixStream| -> std::io::Result<()> {
@@ -97,11 +99,11 @@ fn run_pipelined(socket: &Path, version: u64, rounds: usize, cpus: &[usize]) -> 
     }
     let rate = (rounds * IN_FLIGHT) as f64 / started.elapsed().as_secs_f64();
     let all: Vec<usize> = (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect();
-    sys::pin_to_cpus(0, &all).map_err(io("sched_setaffinity"))?;
+    pin_to_cpus(0, &all).map_err(io("sched_setaffinity"))?;
     Ok((summarise(&mut samples), rate))
 }
 
-fn start(credd: &Path, root: &Path, n: usize) -> Result<BenchDaemon> {
+fn start(root: &Path, n: usize) -> Result<BenchDaemon> {
     let args = [
         "--allow",
         "claudecode",
@@ -112,16 +114,7 @@ fn start(credd: &Path, root: &Path, n: usize) -> Result<BenchDaemon> {
         "--max-connections",
         "128",
     ];
-    start_daemon(credd, root, &format!("d{n}"), &args, &[])
-}
-
-/// Pins every thread of `pid` (and so the connection threads it starts
-/// later) to `cpus`.
-fn pin_process(pid: ProcessId, cpus: &[usize]) -> Result<()> {
-    for tid in sys::thread_ids(pid) {
-        sys::pin_to_cpus(tid, cpus).map_err(io("sched_setaffinity"))?;
-    }
-    Ok(())
+    start_daemon(root, &format!("d{n}"), &args, &[])
 }
 
 /// Round trips on `conns` connections at once; samples and requests per
@@ -140,7 +133,7 @@ fn run_clients(
         let mut stream = connect(socket, version)?;
         let (barrier, request, cpus) = (barrier.clone(), request.clone(), cpus.to_vec());
         threads.push(std::thread::spawn(move || -> std::io::Result<Vec<Duration>> {
-            sys::pin_to_cpus(0, &cpus)?;
+            pin_to_cpus(0, &cpus)?;
             let mut buf = Vec::new();
             for _ in 0..per_conn / 10 {
                 exchange(&mut stream, &request, &mut buf)?;
@@ -159,11 +152,7 @@ fn run_clients(
     let started = Instant::now();
     let mut all = Vec::with_capacity(conns * per_conn);
     for t in threads {
-        all.extend(
-            t.join()
-                .map_err(|_| Error::Connection("a client thread panicked".into()))?
-                .map_err(io("round trip"))?,
-        );
+        all.extend(t.join().map_err(|_| "a client thread panicked")?.map_err(io("round trip"))?);
     }
     let rate = all.len() as f64 / started.elapsed().as_secs_f64();
     Ok((summarise(&mut all), rate))
@@ -180,7 +169,7 @@ fn ping_pong_server(socket: &Path, response_len: usize, cpus: Vec<usize>) -> Res
             let Ok(mut stream) = stream else { return };
             let (response, cpus) = (response.clone(), cpus.clone());
             std::thread::spawn(move || {
-                let _ = sys::pin_to_cpus(0, &cpus);
+                let _ = pin_to_cpus(0, &cpus);
                 let mut body = Vec::new();
                 loop {
                     let mut header = [0u8; frame::HEADER_LEN];
@@ -198,8 +187,8 @@ fn ping_pong_server(socket: &Path, response_len: usize, cpus: Vec<usize>) -> Res
     Ok(())
 }
 
-fn rss(pid: ProcessId) -> String {
-    sys::rss_kib(pid).map_or_else(|| "n/a".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0))
+fn rss(pid: u32) -> String {
+    procfs::rss_kib(pid).map_or_else(|| "n/a".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0))
 }
 
 fn latency_row(what: &str, conns: &str, pinning: &str, s: &Summary, floor: Option<&Summary>, rate: f64) {
@@ -217,27 +206,24 @@ fn latency_row(what: &str, conns: &str, pinning: &str, s: &Summary, floor: Optio
 
 /// Runs the daemon benchmark with `per_conn` timed round trips per
 /// connection.
-pub fn daemon(per_conn: usize, credd: Option<PathBuf>) -> Result<()> {
-    let credd = credd.unwrap_or_else(find_credd);
+pub fn daemon(per_conn: usize) -> Result<()> {
     let root = temp_root()?;
-    let result = run(&credd, &root, per_conn.max(100));
+    let result = run(&root, per_conn.max(100));
     let _ = std::fs::remove_dir_all(&root);
     result
 }
 
-fn run(credd: &Path, root: &Path, per_conn: usize) -> Result<()> {
-    let paths = Paths { data: root.join("data"), log: root.join("log"), config: root.join("config") };
-    let host = HostStore::open_at(paths, Backend::File)?;
-    let token: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_str(TOKEN).map_err(|e| Error::Usage(e.to_string()))?;
+fn run(root: &Path, per_conn: usize) -> Result<()> {
+    let host = HostStore::open_at(paths(root), Backend::File)?;
+    let token: serde_json::Map<String, serde_json::Value> = serde_json::from_str(TOKEN)?;
     host.tokens.save_token("claudecode", None, &OAuthToken::from_map(token)?)?;
 
     let mut ready = Vec::new();
     for n in 0..STARTS {
-        ready.push(start(credd, root, n)?.ready);
+        ready.push(start(root, n)?.ready);
     }
     let ready = summarise(&mut ready);
-    let daemon = start(credd, root, STARTS)?;
+    let daemon = start(root, STARTS)?;
     std::thread::sleep(Duration::from_millis(100));
     let idle_start = rss(daemon.pid);
 
@@ -247,7 +233,7 @@ fn run(credd: &Path, root: &Path, per_conn: usize) -> Result<()> {
     exchange(&mut warm, &frame::encode_frame(REQUEST).expect("small"), &mut response)
         .map_err(io("warm-up"))?;
     if !response.windows(b"\"ok\":true".len()).any(|w| w == b"\"ok\":true") {
-        return Err(Error::Connection(format!("get_token failed: {}", String::from_utf8_lossy(&response))));
+        return Err(format!("get_token failed: {}", String::from_utf8_lossy(&response)).into());
     }
     drop(warm);
 
@@ -267,7 +253,7 @@ fn run(credd: &Path, root: &Path, per_conn: usize) -> Result<()> {
 
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let all: Vec<usize> = (0..cpus).collect();
-    println!("Daemon: {} (file store, audit log at info level to a file, rate limit off)\n", credd.display());
+    println!("Daemon: {} (file store, audit log at info level to a file, rate limit off)\n", launch::CREDD);
     println!("| measurement | value |");
     println!("|---|---|");
     println!(
@@ -298,7 +284,7 @@ fn run(credd: &Path, root: &Path, per_conn: usize) -> Result<()> {
     for (i, (pinning, server_cpus, client_cpus)) in layouts.iter().enumerate() {
         let socket = root.join("sock").join(format!("ping-pong-{i}.sock"));
         ping_pong_server(&socket, response.len(), server_cpus.clone())?;
-        pin_process(daemon.pid, server_cpus)?;
+        pin_process(daemon.pid, server_cpus).map_err(io("sched_setaffinity"))?;
         for conns in [1usize, 8] {
             let (floor, floor_rate) = run_clients(&socket, conns, per_conn, client_cpus, 1)?;
             latency_row("raw ping-pong (floor)", &conns.to_string(), pinning, &floor, None, floor_rate);

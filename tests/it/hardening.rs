@@ -351,3 +351,87 @@ fn a_planted_machine_secret_link_is_refused_and_its_target_keeps_its_mode() {
         "the link is left for the user"
     );
 }
+
+#[test]
+fn audit_lines_are_gathered_written_in_order_before_an_error_and_all_there_at_exit() {
+    let dir = TestDir::new("hd-gather");
+    ok(dir.run(None, &["--store", "file", "key", "set", "K"], "sk-PLANTED-gather"));
+    let token = serde_json::json!({"access_token":"at-x","refresh_token":"rt-PLANTED-gather","expiry":4.0e9,
+        "token_type":"Bearer"});
+    ok(dir.run(None, &["--store", "file", "token", "import", "anthropic"], &token.to_string()));
+    // remove_token will fail at the refresh lock: an error line
+    let lock = dir.log().join("oauth").join("locks").join("anthropic-refresh.lock");
+    std::fs::create_dir_all(&lock).unwrap();
+    let mut d = dir.daemon_with_env(
+        &["--allow-key", "K", "--allow", "anthropic", "--permit", "write", "--rate-limit", "0"],
+        &[("LLXPRT_CREDD_LOG_FLUSH_MS", "1000")],
+    );
+    let mut c = d.connect();
+    c.handshake();
+    let audit = |log: &str, op: &str| log.lines().filter(|l| l.contains(&format!("op={op} "))).count();
+    for _ in 0..10 {
+        assert_eq!(c.request("has_api_key", serde_json::json!({"name":"K"}))["ok"], true);
+    }
+    let r = c.request("remove_token", serde_json::json!({"provider":"anthropic"}));
+    assert_eq!(r["code"], "INTERNAL_ERROR", "{r}");
+    let log = d.log_text();
+    let error_at =
+        log.find(lock.to_str().unwrap()).unwrap_or_else(|| panic!("the error is written at once:\n{log}"));
+    assert_eq!(audit(&log[..error_at], "has_api_key"), 10, "the gathered lines come first, in order:\n{log}");
+    for _ in 0..10 {
+        assert_eq!(c.request("has_api_key", serde_json::json!({"name":"K"}))["ok"], true);
+    }
+    let log = d.log_text();
+    assert!(audit(&log, "has_api_key") < 20, "later info lines are gathered, not written one by one:\n{log}");
+    assert!(
+        wait_until(Duration::from_secs(10), || audit(&d.log_text(), "has_api_key") == 20),
+        "the logger's thread writes them within its interval:\n{}",
+        d.log_text()
+    );
+    for _ in 0..5 {
+        assert_eq!(c.request("has_api_key", serde_json::json!({"name":"K"}))["ok"], true);
+    }
+    drop(c);
+    assert!(d.terminate().success());
+    let log = d.log_text();
+    assert_eq!(audit(&log, "has_api_key"), 25, "a clean exit writes every gathered line:\n{log}");
+    assert_eq!(audit(&log, "remove_token"), 1, "{log}");
+}
+
+#[test]
+fn with_the_default_interval_audit_lines_reach_the_log_soon_and_rotation_keeps_whole_lines() {
+    let dir = TestDir::new("hd-gather-rotate");
+    ok(dir.run(None, &["--store", "file", "key", "set", "K"], "sk-PLANTED-gather-rotate"));
+    // an empty value is the default interval
+    let mut d = dir.daemon_with_env(
+        &["--allow-key", "K", "--rate-limit", "0"],
+        &[("LLXPRT_CREDD_LOG_ROTATE_BYTES", "4096"), ("LLXPRT_CREDD_LOG_FLUSH_MS", "")],
+    );
+    let mut c = d.connect();
+    c.handshake();
+    assert_eq!(c.request("has_api_key", serde_json::json!({"name":"K"}))["ok"], true);
+    assert!(
+        wait_until(Duration::from_secs(5), || d.log_text().contains("op=has_api_key")),
+        "written within the default interval"
+    );
+    for _ in 0..200 {
+        assert_eq!(c.request("has_api_key", serde_json::json!({"name":"K"}))["ok"], true);
+    }
+    drop(c);
+    assert!(d.terminate().success());
+    let old = std::path::PathBuf::from(format!("{}.1", d.log.display()));
+    let (now, old) = (std::fs::read_to_string(&d.log).unwrap(), std::fs::read_to_string(&old).unwrap());
+    assert!(
+        now.len() <= 4096 && old.len() <= 4096 && old.len() > 3000,
+        "rotated at the limit: {} / {}",
+        now.len(),
+        old.len()
+    );
+    for text in [&now, &old] {
+        assert!(
+            text.ends_with('\n') && text.lines().all(|l| l.starts_with("llxprt-credd[")),
+            "whole lines:\n{text}"
+        );
+    }
+    assert!(!std::path::Path::new(&format!("{}.2", d.log.display())).exists(), "one old file only");
+}

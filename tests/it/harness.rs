@@ -417,6 +417,12 @@ impl TestDir {
         let socket = socket.to_path_buf();
         let log = self.root.join(format!("daemon-{}.log", COUNTER.fetch_add(1, Ordering::SeqCst)));
         let mut cmd = self.command(launch::CREDD);
+        // The tests read the log while the daemon runs (and check it for
+        // planted secrets): each line is written at once, so what they read
+        // is complete. The daemon's default, info lines gathered and written
+        // together, has tests of its own (`hardening::audit_lines_*`), which
+        // set this again.
+        cmd.env("LLXPRT_CREDD_LOG_FLUSH_MS", "0");
         cmd.envs(env.iter().copied()).stderr(Stdio::piped());
         let mut all = vec!["--log-level", "debug"];
         all.extend_from_slice(args);

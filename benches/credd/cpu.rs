@@ -31,10 +31,14 @@ pub fn pin_to_cpus(tid: i32, cpus: &[usize]) -> io::Result<()> {
 }
 
 /// Pins every thread of process `pid` (and so the connection threads it
-/// starts later) to `cpus`.
+/// starts later) to `cpus`. A thread that ended since the list was read
+/// (a connection closed) is skipped.
 pub fn pin_process(pid: u32, cpus: &[usize]) -> io::Result<()> {
     for tid in crate::procfs::thread_ids(pid) {
-        pin_to_cpus(tid, cpus)?;
+        match pin_to_cpus(tid, cpus) {
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
+            other => other?,
+        }
     }
     Ok(())
 }

@@ -303,5 +303,60 @@ fn run(root: &Path, per_conn: usize) -> Result<()> {
     println!(
         "\nThe pipelined rows time a round: {IN_FLIGHT} requests written at once, then {IN_FLIGHT} answers read."
     );
+    pin_process(daemon.pid, &all).map_err(io("sched_setaffinity"))?;
+    match syscalls_per_request(root, &daemon, SYSCALL_REQUESTS)? {
+        Some(line) => println!(
+            "\nSystem calls of the daemon per warm get_token (v1, one connection, `strace -c -f` over \
+             {SYSCALL_REQUESTS} requests; the raw floor makes one read and one write): {line}"
+        ),
+        None => println!("\n(strace is not installed: no system call count)"),
+    }
     Ok(())
+}
+
+/// Requests whose system calls are counted.
+const SYSCALL_REQUESTS: usize = 2000;
+
+/// Runs `n` warm `get_token` requests under `strace -c -f` attached to the
+/// daemon: the calls per request, by name (`None` without strace).
+fn syscalls_per_request(root: &Path, daemon: &BenchDaemon, n: usize) -> Result<Option<String>> {
+    let out = root.join("strace.txt");
+    let Ok(mut strace) = std::process::Command::new("strace")
+        .args(["-c", "-f", "-q", "-o"])
+        .arg(&out)
+        .args(["-p", &daemon.pid.to_string()])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+    else {
+        return Ok(None);
+    };
+    // attached once the summary file exists and a first request is traced
+    std::thread::sleep(Duration::from_millis(500));
+    let mut s = connect(&daemon.socket, 1)?;
+    let request = frame::encode_frame(REQUEST).expect("small");
+    let mut buf = Vec::new();
+    for _ in 0..n {
+        exchange(&mut s, &request, &mut buf).map_err(io("get_token under strace"))?;
+    }
+    // SAFETY: `strace` is our child; SIGINT makes it detach and write its summary.
+    unsafe { libc::kill(strace.id() as libc::pid_t, libc::SIGINT) };
+    let _ = strace.wait();
+    drop(s);
+    let text = std::fs::read_to_string(&out).map_err(io("strace output"))?;
+    let mut calls: Vec<(String, u64)> = text
+        .lines()
+        .filter_map(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            let name = *cols.last()?;
+            // rows: % time, seconds, usecs/call, calls, [errors,] syscall
+            let count = cols.get(3)?.parse::<u64>().ok()?;
+            (name != "total" && cols.len() >= 5).then(|| (name.to_owned(), count))
+        })
+        .collect();
+    calls.sort_by(|a, b| b.1.cmp(&a.1));
+    let total: u64 = calls.iter().map(|c| c.1).sum();
+    let per = |c: u64| c as f64 / n as f64;
+    let named: Vec<String> =
+        calls.iter().filter(|c| per(c.1) >= 0.01).map(|(name, c)| format!("{name} {:.2}", per(*c))).collect();
+    Ok(Some(format!("{:.2} ({})", per(total), named.join(", "))))
 }

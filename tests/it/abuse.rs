@@ -33,12 +33,8 @@ const CAP: usize = 64;
 
 fn seeded(name: &str) -> TestDir {
     let dir = TestDir::new(name);
-    ok(dir.run(None, &["--store", "file", "key", "set", "OPENAI"], "sk-PLANTED-KEY"));
-    ok(dir.run(
-        None,
-        &["--store", "file", "token", "import", "anthropic"],
-        r#"{"access_token":"at-PLANTED-abuse","refresh_token":"rt-CANARY-abuse","expiry":1999999999,"token_type":"Bearer"}"#,
-    ));
+    dir.set_key("OPENAI", "sk-PLANTED-KEY");
+    dir.import_token("anthropic", r#"{"access_token":"at-PLANTED-abuse","refresh_token":"rt-CANARY-abuse","expiry":1999999999,"token_type":"Bearer"}"#);
     dir
 }
 
@@ -196,12 +192,6 @@ impl Probe {
         self.stop.store(true, Ordering::Relaxed);
         self.thread.join().expect("the healthy client")
     }
-}
-
-fn frame(body: &[u8]) -> Vec<u8> {
-    let mut f = (body.len() as u32).to_be_bytes().to_vec();
-    f.extend_from_slice(body);
-    f
 }
 
 /// Reads one frame if its first byte is already there (a refusal is

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::harness::*;
+use crate::needs::*;
 
 const CREDD: &str = env!("CARGO_BIN_EXE_llxprt-credd");
 const CRED: &str = env!("CARGO_BIN_EXE_llxprt-cred");
@@ -17,7 +18,7 @@ const CRED: &str = env!("CARGO_BIN_EXE_llxprt-cred");
 /// A store with one API key, and a private directory for the socket.
 fn seeded(name: &str) -> (TestDir, PathBuf) {
     let dir = TestDir::new(name);
-    ok(dir.run(None, &["--store", "file", "key", "set", "OPENAI"], "sk-ACTIVATED"));
+    dir.set_key("OPENAI", "sk-ACTIVATED");
     let sock_dir = dir.root.join("sock");
     std::fs::create_dir_all(&sock_dir).unwrap();
     std::fs::set_permissions(&sock_dir, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();

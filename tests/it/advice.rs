@@ -8,7 +8,7 @@ use crate::harness::*;
 
 fn with_profile(name: &str) -> TestDir {
     let dir = TestDir::new(name);
-    ok(dir.run(None, &["--store", "file", "key", "set", "OPENAI"], "sk-advice"));
+    dir.set_key("OPENAI", "sk-advice");
     dir.save_profile(
         "work",
         r#"{"version":1,"provider":"openai","ephemeralSettings":{"auth-key-name":"OPENAI"}}"#,

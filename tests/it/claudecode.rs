@@ -14,29 +14,17 @@ use serde_json::{Value, json};
 
 use crate::fake_provider::{FakeProvider, browser_get, query_param};
 use crate::harness::*;
-use llxprt_credd::store::{Backend, HostStore, Paths, TokenStore};
+use crate::host_store::*;
+use crate::needs::*;
 
 const CLAUDE_CLIENT_ID: &str = "9d1c250a-e61b-44d9-88ed-5944d1962f5e";
 const PLANTED: &str = "rt-CANARY-claudecode";
 
-fn now() -> f64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64()
-}
-
 /// A token as llxprt-code stores a Claude subscription login.
 fn token(expires_in: f64, refresh: &str) -> String {
-    json!({"access_token":"sk-ant-oat01-PLANTED","refresh_token":refresh,"expiry":(now() + expires_in).floor(),
-        "token_type":"Bearer","scope":"user:inference user:profile"})
-    .to_string()
-}
-
-fn host(dir: &TestDir) -> HostStore {
-    let paths = Paths { data: dir.data(), log: dir.log(), config: dir.root.join("config") };
-    HostStore::open_at(paths, Backend::File).unwrap()
-}
-
-fn stored(dir: &TestDir, provider: &str, bucket: Option<&str>) -> Option<Value> {
-    host(dir).tokens.get_token(provider, bucket).unwrap().map(|t| Value::Object(t.fields().clone()))
+    let mut t = oauth_token("sk-ant-oat01-PLANTED", refresh, expires_in);
+    t["scope"] = "user:inference user:profile".into();
+    t.to_string()
 }
 
 /// Both Claude names pointed at `fake`, each by its own variables.
@@ -70,12 +58,8 @@ fn an_expired_claudecode_token_is_refreshed_on_read_with_the_claude_client_and_l
     let fake = FakeProvider::start();
     let mut planted: Value = serde_json::from_str(&token(-10.0, PLANTED)).unwrap();
     planted["resource_url"] = json!("https://kept.example");
-    ok(dir.run(None, &["--store", "file", "token", "import", "claudecode"], &planted.to_string()));
-    ok(dir.run(
-        None,
-        &["--store", "file", "token", "import", "anthropic:old"],
-        &token(-10.0, "rt-CANARY-legacy"),
-    ));
+    dir.import_token("claudecode", &planted.to_string());
+    dir.import_token("anthropic:old", &token(-10.0, "rt-CANARY-legacy"));
     let d = daemon(&dir, &fake, &["--allow", "claudecode", "--allow", "anthropic"], "0.01");
     let mut c = d.connect();
     c.handshake();
@@ -88,7 +72,7 @@ fn an_expired_claudecode_token_is_refreshed_on_read_with_the_claude_client_and_l
     assert_eq!(call.field("refresh_token").as_deref(), Some(PLANTED));
     // stored under claudecode:default, in llxprt-code's file name, with the rotated refresh token
     assert!(dir.oauth_dir().join("claudecode%3Adefault.enc").exists());
-    let s = stored(&dir, "claudecode", None).unwrap();
+    let s = dir.stored_token("claudecode", None).unwrap();
     assert_eq!(
         (s["access_token"].as_str(), s["refresh_token"].as_str()),
         (Some("at-refreshed-1"), Some("rt-CANARY-rotated-1"))
@@ -101,8 +85,8 @@ fn an_expired_claudecode_token_is_refreshed_on_read_with_the_claude_client_and_l
     assert_eq!(r["data"]["access_token"], "at-refreshed-2", "{r}");
     assert_eq!(fake.calls()[1].field("refresh_token").as_deref(), Some("rt-CANARY-legacy"));
     assert_eq!(fake.calls()[1].field("client_id").as_deref(), Some(CLAUDE_CLIENT_ID));
-    assert_eq!(stored(&dir, "anthropic", Some("old")).unwrap()["refresh_token"], "rt-CANARY-rotated-2");
-    assert_eq!(stored(&dir, "claudecode", None).unwrap()["access_token"], "at-refreshed-1", "apart");
+    assert_eq!(dir.stored_token("anthropic", Some("old")).unwrap()["refresh_token"], "rt-CANARY-rotated-2");
+    assert_eq!(dir.stored_token("claudecode", None).unwrap()["access_token"], "at-refreshed-1", "apart");
     assert_no_canary(&d, &[r]);
 }
 
@@ -110,7 +94,7 @@ fn an_expired_claudecode_token_is_refreshed_on_read_with_the_claude_client_and_l
 fn a_claudecode_token_is_renewed_before_it_expires() {
     let dir = TestDir::new("cc-renew");
     let fake = FakeProvider::start();
-    ok(dir.run(None, &["--store", "file", "token", "import", "claudecode:work"], &token(3600.0, PLANTED)));
+    dir.import_token("claudecode:work", &token(3600.0, PLANTED));
     // scale 0.001: renewed 3210..3240 s (scaled 3.21..3.24 s) after it is served
     let d = daemon(&dir, &fake, &["--allow", "claudecode"], "0.001");
     let mut c = d.connect();
@@ -122,7 +106,7 @@ fn a_claudecode_token_is_renewed_before_it_expires() {
     assert!(after >= Duration::from_millis(3150) && after < Duration::from_millis(4500), "{after:?}");
     assert_eq!(fake.calls()[0].field("client_id").as_deref(), Some(CLAUDE_CLIENT_ID));
     let deadline = Instant::now() + Duration::from_secs(3);
-    while stored(&dir, "claudecode", Some("work")).unwrap()["access_token"] != "at-refreshed-1" {
+    while dir.stored_token("claudecode", Some("work")).unwrap()["access_token"] != "at-refreshed-1" {
         assert!(Instant::now() < deadline, "the renewed token was stored");
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -150,9 +134,9 @@ fn claudecode_logs_in_through_the_daemon_and_on_the_host() {
     plant(pasted.split('#').next().unwrap(), Exposure::Never);
     let r = c.request("oauth_exchange", json!({"session_id": sid, "code": pasted}));
     assert_eq!(r["ok"], true, "{r}");
-    let s = stored(&dir, "claudecode", Some("work")).expect("claudecode:work stored");
+    let s = dir.stored_token("claudecode", Some("work")).expect("claudecode:work stored");
     assert!(s["refresh_token"].as_str().unwrap().contains("CANARY"));
-    assert!(stored(&dir, "anthropic", Some("work")).is_none());
+    assert!(dir.stored_token("anthropic", Some("work")).is_none());
     assert_eq!(
         fake.calls_to("/oauth/token").pop().unwrap().field("client_id").as_deref(),
         Some(CLAUDE_CLIENT_ID)
@@ -182,15 +166,15 @@ fn claudecode_logs_in_through_the_daemon_and_on_the_host() {
     let rest: Vec<String> = lines.map(Result::unwrap).collect();
     assert!(child.wait().unwrap().success(), "{rest:?}");
     assert!(rest.iter().any(|l| l.contains("Logged in: claudecode:default")), "{rest:?}");
-    assert!(stored(&dir, "claudecode", None).is_some());
+    assert!(dir.stored_token("claudecode", None).is_some());
     assert_no_canary(&d, &[]);
 }
 
 #[test]
 fn a_claudecode_profile_scopes_its_buckets() {
     let dir = TestDir::new("cc-profile");
-    ok(dir.run(None, &["--store", "file", "token", "import", "claudecode:work"], &token(3600.0, PLANTED)));
-    ok(dir.run(None, &["--store", "file", "token", "import", "claudecode:home"], &token(3600.0, PLANTED)));
+    dir.import_token("claudecode:work", &token(3600.0, PLANTED));
+    dir.import_token("claudecode:home", &token(3600.0, PLANTED));
     let profiles = dir.root.join("config/profiles");
     std::fs::create_dir_all(&profiles).unwrap();
     std::fs::write(
@@ -219,24 +203,20 @@ fn a_claudecode_profile_scopes_its_buckets() {
 #[test]
 fn doctor_says_when_only_a_legacy_anthropic_login_is_stored() {
     let dir = TestDir::new("cc-doctor");
-    ok(dir.run(None, &["--store", "file", "token", "import", "anthropic"], &token(3600.0, PLANTED)));
+    dir.import_token("anthropic", &token(3600.0, PLANTED));
     let out = dir.run(None, &["--store", "file", "doctor"], "");
     let text = stdout(&out);
     assert!(text.contains("anthropic:default") && text.contains("llxprt-cred login claudecode"), "{text}");
     assert!(!text.contains("CANARY"));
     // once a claudecode login exists, nothing to say
-    ok(dir.run(None, &["--store", "file", "token", "import", "claudecode"], &token(3600.0, PLANTED)));
+    dir.import_token("claudecode", &token(3600.0, PLANTED));
     let text = stdout(&dir.run(None, &["--store", "file", "doctor"], ""));
     assert!(!text.contains("llxprt-cred login claudecode"), "{text}");
 }
 
 #[test]
 fn tokens_llxprt_code_saved_in_the_keyring_are_refreshed_and_written_back_as_it_reads_them() {
-    if !keyring_tests_enabled() {
-        return;
-    }
-    let dir = TestDir::new("cc-keyring");
-    let kr = PrivateKeyring::start(&dir);
+    let Some((dir, kr)) = keyring_test("cc-keyring") else { return };
     let fake = FakeProvider::start();
     // the item llxprt-code's keyring library writes: service llxprt-code-oauth, account claudecode:default
     let out = kr.secret_tool(

@@ -19,6 +19,7 @@ use llxprt_credd::client::{
 use llxprt_credd::store::{KeyStore, TokenStore};
 
 use crate::harness::*;
+use crate::host_store::seeded_with;
 
 const TOKEN: &str = r#"{"access_token":"at-live","refresh_token":"rt-PLANTED-CANARY","expiry":1999999999,"token_type":"Bearer","account_id":"acc","id_token":"i.d.t","nested":{"k":[1,2]}}"#;
 
@@ -36,16 +37,6 @@ const SCOPE: &[&str] = &[
     "--rate-limit",
     "0",
 ];
-
-fn seeded(name: &str) -> TestDir {
-    let dir = TestDir::new(name);
-    ok(dir.run(None, &["--store", "file", "token", "import", "anthropic"], TOKEN));
-    ok(dir.run(None, &["--store", "file", "token", "import", "anthropic:work"], TOKEN));
-    ok(dir.run(None, &["--store", "file", "token", "import", "secret-provider"], TOKEN));
-    ok(dir.run(None, &["--store", "file", "key", "set", "OPENAI"], "sk-PLANTED-KEY"));
-    ok(dir.run(None, &["--store", "file", "key", "set", "HIDDEN"], "sk-hidden"));
-    dir
-}
 
 fn stores(client: ProxySocketClient) -> (ProxyTokenStore, ProxyProviderKeyStorage) {
     let client = Arc::new(client);
@@ -71,7 +62,7 @@ fn assert_lost<T: std::fmt::Debug>(r: Result<T, Error>) {
 
 #[test]
 fn client_connects_lazily_and_keeps_one_connection_for_many_calls() {
-    let dir = seeded("client-lazy");
+    let dir = seeded_with("client-lazy", TOKEN);
     let socket = dir.socket_path();
     // Constructed before anything listens: construction never connects.
     let (tokens, keys) = stores(ProxySocketClient::new(&socket, None));
@@ -97,7 +88,7 @@ fn client_connects_lazily_and_keeps_one_connection_for_many_calls() {
 
 #[test]
 fn client_translates_daemon_answers() {
-    let dir = seeded("client-answers");
+    let dir = seeded_with("client-answers", TOKEN);
     let d = dir.daemon(SCOPE);
     let (tokens, keys) = stores(ProxySocketClient::new(&d.socket, None));
     let t = tokens.get_token("anthropic", None).unwrap().expect("planted token");
@@ -145,7 +136,7 @@ fn client_translates_daemon_answers() {
 
 #[test]
 fn client_never_reconnects_after_the_daemon_goes_away() {
-    let dir = seeded("client-sigterm");
+    let dir = seeded_with("client-sigterm", TOKEN);
     let mut d = dir.daemon(SCOPE);
     let (tokens, keys) = stores(ProxySocketClient::new(&d.socket, None));
     assert!(keys.has_key("OPENAI").unwrap());
@@ -163,7 +154,7 @@ fn client_never_reconnects_after_the_daemon_goes_away() {
 fn client_treats_a_daemon_side_idle_close_as_a_failure() {
     // The daemon's idle timeout (1 s here) is shorter than the client's
     // idle close: the daemon's close is a lost connection, never a reconnect.
-    let dir = seeded("client-daemon-idle");
+    let dir = seeded_with("client-daemon-idle", TOKEN);
     let d = dir.daemon_with_env(SCOPE, &[("LLXPRT_CREDD_IDLE_TIMEOUT_SECS", "1")]);
     let (_, keys) = stores(ProxySocketClient::new(&d.socket, None));
     assert!(keys.has_key("OPENAI").unwrap());
@@ -174,7 +165,7 @@ fn client_treats_a_daemon_side_idle_close_as_a_failure() {
 
 #[test]
 fn client_idle_close_reconnects_and_handshakes_again() {
-    let dir = seeded("client-idle");
+    let dir = seeded_with("client-idle", TOKEN);
     let d = dir.daemon(SCOPE);
     let client = ProxySocketClient::new(&d.socket, None).with_idle_close(Duration::from_millis(300));
     let (tokens, keys) = stores(client);
@@ -203,7 +194,7 @@ fn client_idle_close_reconnects_and_handshakes_again() {
 
 #[test]
 fn client_capability_token_right_wrong_and_missing() {
-    let dir = seeded("client-cap");
+    let dir = seeded_with("client-cap", TOKEN);
     let cap = dir.root.join("cap.env");
     let mut args = SCOPE.to_vec();
     args.extend(["--capability-file", cap.to_str().unwrap()]);
@@ -241,7 +232,7 @@ fn client_capability_token_right_wrong_and_missing() {
 
 #[test]
 fn client_factory_picks_the_proxy_when_the_socket_is_named() {
-    let dir = seeded("client-factory");
+    let dir = seeded_with("client-factory", TOKEN);
     let d = dir.daemon(SCOPE);
     let socket = d.socket.clone();
     let lookup = move |name: &str| (name == "LLXPRT_CREDENTIAL_SOCKET").then(|| OsString::from(&socket));
@@ -282,9 +273,7 @@ fn read_frame(s: &mut UnixStream) -> serde_json::Value {
 }
 
 fn write_frame(s: &mut UnixStream, body: &[u8]) {
-    let mut f = (body.len() as u32).to_be_bytes().to_vec();
-    f.extend_from_slice(body);
-    s.write_all(&f).unwrap();
+    s.write_all(&frame(body)).unwrap();
 }
 
 fn answer_with(body: &'static str) -> impl FnOnce(&mut UnixStream) + Send + 'static {
@@ -366,7 +355,7 @@ fn cred_with_socket(dir: &TestDir, socket: &Path, args: &[&str]) -> std::process
 
 #[test]
 fn client_commands_status_get_and_get_key() {
-    let dir = seeded("client-cli");
+    let dir = seeded_with("client-cli", TOKEN);
     let cap = dir.root.join("cap.env");
     let mut args = SCOPE.to_vec();
     args.extend(["--capability-file", cap.to_str().unwrap()]);
@@ -447,9 +436,9 @@ fn client_commands_without_a_daemon_exit_1() {
 fn slow_refresh(dir: &TestDir, fake: &crate::fake_provider::FakeProvider) -> Daemon {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
     let expired = serde_json::json!({"access_token":"at-old","refresh_token":"rt-CANARY-slow","expiry":now - 10,"token_type":"Bearer"});
-    ok(dir.run(None, &["--store", "file", "token", "import", "anthropic:slow"], &expired.to_string()));
+    dir.import_token("anthropic:slow", &expired.to_string());
     let valid = serde_json::json!({"access_token":"at-codex","refresh_token":"rt-CANARY-codex","expiry":now + 3600,"token_type":"Bearer"});
-    ok(dir.run(None, &["--store", "file", "token", "import", "codex"], &valid.to_string()));
+    dir.import_token("codex", &valid.to_string());
     let url = fake.token_url();
     dir.daemon_with_env(
         &["--allow", "anthropic", "--allow", "codex", "--rate-limit", "0"],
@@ -506,7 +495,7 @@ fn client_cancels_a_timed_out_request_and_keeps_its_connection() {
 
 #[test]
 fn cred_commands_name_what_is_missing_and_refresh_goes_through_the_daemon() {
-    let dir = seeded("client-cli-usage");
+    let dir = seeded_with("client-cli-usage", TOKEN);
     for (args, says) in [
         (vec!["key"], "key needs a subcommand"),
         (vec!["key", "set"], "key set needs NAME"),
@@ -537,7 +526,7 @@ fn cred_commands_name_what_is_missing_and_refresh_goes_through_the_daemon() {
     // with the permit, an expired token is refreshed on the host and printed
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
     let stale = serde_json::json!({"access_token":"at-stale","refresh_token":"rt-CANARY-stale","expiry":now - 10,"token_type":"Bearer"});
-    ok(dir.run(None, &["--store", "file", "token", "import", "anthropic:stale"], &stale.to_string()));
+    dir.import_token("anthropic:stale", &stale.to_string());
     let fake = crate::fake_provider::FakeProvider::start();
     let url = fake.token_url();
     let d = dir.daemon_with_env(
@@ -554,7 +543,7 @@ fn cred_commands_name_what_is_missing_and_refresh_goes_through_the_daemon() {
 
 #[test]
 fn a_stale_socket_is_named_as_stale_with_what_to_do() {
-    let dir = seeded("client-stale");
+    let dir = seeded_with("client-stale", TOKEN);
     let stale = dir.root.join("stale.sock");
     drop(UnixListener::bind(&stale).unwrap()); // the file stays, nothing listens
     let out = cred_with_socket(&dir, &stale, &["status"]);

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use crate::harness::*;
+use crate::needs::*;
 
 const CRED: &str = env!("CARGO_BIN_EXE_llxprt-cred");
 const IMAGE: &str = "localhost/llxprt-credd-test:1";
@@ -30,28 +31,23 @@ const REFRESH: &str = "rt-CANARY-container";
 const INSIDE: &str = "llxprt-cred status && llxprt-cred get anthropic && llxprt-cred get-key OPENAI \
      && llxprt-cred get-key OTHER; echo uid=$(id -u)";
 
+/// Whether the container tests may run: root, podman, runc, newuidmap,
+/// busybox, runuser and socat ([`require`]).
+#[track_caller]
 fn require_tools() -> bool {
-    if std::env::var_os("LLXPRT_CREDD_SKIP_CONTAINER_TESTS").is_some() {
-        eprintln!("container tests skipped: LLXPRT_CREDD_SKIP_CONTAINER_TESTS is set");
-        return false;
-    }
-    let missing: Vec<_> = ["podman", "runc", "newuidmap", "busybox", "runuser", "socat"]
+    let mut needs: Vec<_> = ["podman", "runc", "newuidmap", "busybox", "runuser", "socat"]
         .into_iter()
         .filter(|t| which(t).is_none())
         .collect();
-    assert!(
-        missing.is_empty(),
-        "{missing:?} not installed: run .ci/run (or apt-get install podman runc uidmap busybox-static socat), \
-         or set LLXPRT_CREDD_SKIP_CONTAINER_TESTS=1"
-    );
-    let me = Command::new("id").arg("-u").output().unwrap();
-    assert_eq!(
-        String::from_utf8_lossy(&me.stdout).trim(),
-        "0",
-        "the container tests run as root (they make a user for rootless podman); \
-         set LLXPRT_CREDD_SKIP_CONTAINER_TESTS=1 to leave them out"
-    );
-    true
+    if !is_root() {
+        needs.insert(0, "root (it makes a user for rootless podman)");
+    }
+    require(
+        &needs.join(", "),
+        needs.is_empty(),
+        "apt-get install podman runc uidmap busybox-static socat, and run it as root",
+        SKIP_CONTAINER_TESTS,
+    )
 }
 
 fn sh(cmd: &mut Command) -> Output {

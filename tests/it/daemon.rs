@@ -7,25 +7,17 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::harness::*;
+use crate::host_store::seeded_with;
+use crate::needs::*;
 
 const TOKEN: &str = r#"{"access_token":"at-live","refresh_token":"rt-PLANTED-CANARY","expiry":1999999999,"token_type":"Bearer","account_id":"acc","id_token":"i.d.t","resource_url":"https://r"}"#;
-
-fn seeded(name: &str) -> TestDir {
-    let dir = TestDir::new(name);
-    ok(dir.run(None, &["--store", "file", "token", "import", "anthropic"], TOKEN));
-    ok(dir.run(None, &["--store", "file", "token", "import", "anthropic:work"], TOKEN));
-    ok(dir.run(None, &["--store", "file", "token", "import", "secret-provider"], TOKEN));
-    ok(dir.run(None, &["--store", "file", "key", "set", "OPENAI"], "sk-PLANTED-KEY"));
-    ok(dir.run(None, &["--store", "file", "key", "set", "HIDDEN"], "sk-hidden"));
-    dir
-}
 
 const SCOPE: &[&str] =
     &["--allow", "anthropic", "--allow", "codex:default", "--allow-key", "OPENAI", "--allow-key", "MISSING"];
 
 #[test]
 fn every_op_answers_with_object_data_and_no_refresh_token() {
-    let dir = seeded("ops");
+    let dir = seeded_with("ops", TOKEN);
     let d = dir.daemon(&[SCOPE, &["--permit", "refresh,login,write"]].concat());
     let mut c = d.connect();
     let h = c.handshake_with(None);
@@ -107,7 +99,7 @@ fn every_op_answers_with_object_data_and_no_refresh_token() {
 
 #[test]
 fn out_of_scope_existing_and_missing_are_indistinguishable() {
-    let dir = seeded("scope");
+    let dir = seeded_with("scope", TOKEN);
     let d = dir.daemon(&[SCOPE, &["--permit", "write"]].concat());
     let mut c = d.connect();
     c.handshake();
@@ -130,7 +122,7 @@ fn out_of_scope_existing_and_missing_are_indistinguishable() {
 
 #[test]
 fn profile_file_sets_the_scope() {
-    let dir = seeded("profile");
+    let dir = seeded_with("profile", TOKEN);
     std::fs::create_dir_all(dir.root.join("config/profiles")).unwrap();
     std::fs::write(
         dir.root.join("config/profiles/work.json"),
@@ -151,7 +143,7 @@ fn profile_file_sets_the_scope() {
 
 #[test]
 fn bad_frames_get_an_error_or_a_close_while_a_healthy_client_is_served() {
-    let dir = seeded("frames");
+    let dir = seeded_with("frames", TOKEN);
     let d = dir.daemon(SCOPE);
     let mut healthy = d.connect();
     healthy.handshake();
@@ -206,7 +198,7 @@ fn bad_frames_get_an_error_or_a_close_while_a_healthy_client_is_served() {
 
 #[test]
 fn stalled_frames_and_idle_connections_are_closed() {
-    let dir = seeded("stall");
+    let dir = seeded_with("stall", TOKEN);
     let d = dir.daemon_with_env(SCOPE, &[("LLXPRT_CREDD_IDLE_TIMEOUT_SECS", "2")]);
     let mut healthy = d.connect();
     healthy.handshake();
@@ -222,9 +214,7 @@ fn stalled_frames_and_idle_connections_are_closed() {
     let mut idle = d.connect();
     idle.handshake();
     // slowloris: one byte a second never finishes a frame within 5 s
-    let frame = br#"{"v":1,"id":"s","op":"list_api_keys","payload":{}}"#;
-    let mut bytes = (frame.len() as u32).to_be_bytes().to_vec();
-    bytes.extend_from_slice(frame);
+    let bytes = frame(br#"{"v":1,"id":"s","op":"list_api_keys","payload":{}}"#);
     let mut slow_closed = false;
     for b in bytes.iter().take(8) {
         if slowloris.send_bytes(&[*b]).is_err() {
@@ -243,7 +233,7 @@ fn stalled_frames_and_idle_connections_are_closed() {
 
 #[test]
 fn rate_limit_lets_a_burst_through_then_says_retry_after() {
-    let dir = seeded("rate");
+    let dir = seeded_with("rate", TOKEN);
     let d = dir.daemon(&["--allow-key", "OPENAI", "--rate-limit", "60"]);
     let mut c = d.connect();
     c.handshake();
@@ -262,7 +252,7 @@ fn rate_limit_lets_a_burst_through_then_says_retry_after() {
 
 #[test]
 fn connection_cap_refuses_politely_and_hundreds_of_idle_connections_do_not_starve_others() {
-    let dir = seeded("cap");
+    let dir = seeded_with("cap", TOKEN);
     let d = dir.daemon(&["--allow-key", "OPENAI", "--max-connections", "200"]);
     let idle: Vec<Raw> = (0..199).map(|_| d.connect()).collect();
     std::thread::sleep(Duration::from_millis(300));
@@ -282,7 +272,7 @@ fn connection_cap_refuses_politely_and_hundreds_of_idle_connections_do_not_starv
 
 #[test]
 fn capability_token_missing_wrong_and_right() {
-    let dir = seeded("cap-token");
+    let dir = seeded_with("cap-token", TOKEN);
     let cap = dir.root.join("cap.env");
     let d = dir.daemon(&["--allow-key", "OPENAI", "--capability-file", cap.to_str().unwrap()]);
     assert_eq!(std::fs::metadata(&cap).unwrap().permissions().mode() & 0o777, 0o600);
@@ -302,7 +292,7 @@ fn capability_token_missing_wrong_and_right() {
 
 #[test]
 fn socket_is_private_and_sigterm_cleans_up() {
-    let dir = seeded("life");
+    let dir = seeded_with("life", TOKEN);
     let cap = dir.root.join("cap.env");
     let mut d = dir.daemon(&["--allow-key", "OPENAI", "--capability-file", cap.to_str().unwrap()]);
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
@@ -331,7 +321,7 @@ fn cap_token(file: &std::path::Path) -> String {
 
 #[test]
 fn unsafe_socket_directory_and_live_socket_are_refused() {
-    let dir = seeded("unsafe");
+    let dir = seeded_with("unsafe", TOKEN);
     let open_dir = dir.root.join("open");
     std::fs::create_dir_all(&open_dir).unwrap();
     std::fs::set_permissions(&open_dir, std::fs::Permissions::from_mode(0o777)).unwrap();
@@ -367,7 +357,7 @@ fn unsafe_socket_directory_and_live_socket_are_refused() {
 
 #[test]
 fn sh_output_evaluates() {
-    let dir = seeded("sh");
+    let dir = seeded_with("sh", TOKEN);
     let script = format!(
         "eval \"$({} -D --store file --allow-key OPENAI -s --socket {}/sock/e.sock &)\"; echo \"$LLXPRT_CREDENTIAL_SOCKET\"; kill $LLXPRT_CREDD_PID",
         env!("CARGO_BIN_EXE_llxprt-credd"),
@@ -383,74 +373,32 @@ fn sh_output_evaluates() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("{}/sock/e.sock", dir.root.display()));
 }
 
-/// Connects as uid/gid 65534 (nobody) and performs a handshake; returns
-/// what the daemon answered ("closed" when it dropped the connection).
-fn handshake_as_nobody(socket: &std::path::Path) -> String {
-    // perl-base is essential on Debian, and needs nothing from our home.
-    let script = r#"
-use IO::Socket::UNIX;
-$SIG{PIPE} = "IGNORE";
-my $s = IO::Socket::UNIX->new(Peer => $ARGV[0]) or die "connect: $!";
-my $b = '{"v":1,"op":"handshake","payload":{"minVersion":1,"maxVersion":1}}';
-print $s pack('N', length $b) . $b;
-my $n = sysread($s, my $buf, 4096);
-print(($n ? substr($buf, 4) : 'closed'), "\n");
-"#;
-    let out = std::process::Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "perl", "-e", script])
-        .arg(socket)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
 #[test]
 fn another_uid_is_refused_even_when_the_socket_mode_is_loosened() {
-    if sys_uid() != 0 {
-        eprintln!("needs root to connect as another uid; the CI runs as root");
+    if !require_root("to connect as another uid") {
         return;
     }
-    let dir = seeded("peer");
-    let loosen = |d: &Daemon| {
-        for p in [dir.root.as_path(), d.socket.parent().unwrap()] {
-            std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
-        }
-        std::fs::set_permissions(&d.socket, std::fs::Permissions::from_mode(0o666)).unwrap();
-    };
+    let dir = seeded_with("peer", TOKEN);
     let d = dir.daemon(&["--allow-key", "OPENAI"]);
     let allowed = dir.daemon(&["--allow-key", "OPENAI", "--allow-uid", "65534"]);
-    loosen(&d);
-    loosen(&allowed);
-    assert_eq!(handshake_as_nobody(&d.socket), "closed");
+    d.loosen_socket(&dir.root);
+    allowed.loosen_socket(&dir.root);
+    assert_eq!(as_nobody(&d.socket, &[]), Err("closed".to_owned()));
     assert!(d.log_text().contains("uid=65534") && d.log_text().contains("reason=peer_uid"));
-    assert!(handshake_as_nobody(&allowed.socket).contains("\"ok\":true"));
-}
-
-fn sys_uid() -> u32 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap()
+    let answers = as_nobody(&allowed.socket, &[]).expect("admitted with --allow-uid");
+    assert_eq!(answers[0]["ok"], true, "{}", answers[0]);
 }
 
 #[test]
 fn pipelined_requests_are_answered_in_order_and_a_trickled_frame_is_read_whole() {
-    let dir = seeded("pipeline");
+    let dir = seeded_with("pipeline", TOKEN);
     let d = dir.daemon(SCOPE);
     let mut c = d.connect();
     c.handshake();
     let mut burst = Vec::new();
     for (i, name) in ["OPENAI", "MISSING", "HIDDEN"].iter().enumerate() {
         let body = json!({"v":1,"id":format!("p{i}"),"op":"has_api_key","payload":{"name":name}}).to_string();
-        burst.extend_from_slice(&(body.len() as u32).to_be_bytes());
-        burst.extend_from_slice(body.as_bytes());
+        burst.extend_from_slice(&frame(body.as_bytes()));
     }
     c.send_bytes(&burst).unwrap();
     let answers: Vec<_> = (0..3).map(|_| c.recv().unwrap()).collect();
@@ -462,9 +410,7 @@ fn pipelined_requests_are_answered_in_order_and_a_trickled_frame_is_read_whole()
     assert_eq!(answers[1]["data"], json!({"exists":false}));
     assert_eq!(answers[2]["code"], "UNAUTHORIZED");
     let body = json!({"v":1,"id":"slow","op":"get_api_key","payload":{"name":"OPENAI"}}).to_string();
-    let mut frame = (body.len() as u32).to_be_bytes().to_vec();
-    frame.extend_from_slice(body.as_bytes());
-    for chunk in frame.chunks(7) {
+    for chunk in frame(body.as_bytes()).chunks(7) {
         c.send_bytes(chunk).unwrap();
         std::thread::sleep(Duration::from_millis(5));
     }

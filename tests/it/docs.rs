@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::harness::*;
+use crate::needs::*;
 
 const CREDD: &str = env!("CARGO_BIN_EXE_llxprt-credd");
 const CRED: &str = env!("CARGO_BIN_EXE_llxprt-cred");

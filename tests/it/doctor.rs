@@ -42,9 +42,9 @@ fn doctor_resolves_a_profile_and_says_what_to_do() {
     assert!(text.contains("api key OPENAI: not stored\n  fix: llxprt-cred key set OPENAI\n"), "{text}");
     assert!(text.ends_with("2 problem(s) found\n"), "{text}");
 
-    ok(dir.run(None, &["--store", "file", "key", "set", "OPENAI"], "sk-x"));
+    dir.set_key("OPENAI", "sk-x");
     let token = r#"{"access_token":"a","refresh_token":"r","expiry":4102444800,"token_type":"Bearer"}"#;
-    ok(dir.run(None, &["--store", "file", "token", "import", "anthropic:team"], token));
+    dir.import_token("anthropic:team", token);
     let (code, text) = doctor(&dir, &["--profile", "work"]);
     assert_eq!(code, Some(0), "{text}");
     assert!(text.contains("token anthropic:team: stored, expires in"), "{text}");
@@ -68,7 +68,7 @@ fn doctor_resolves_a_profile_and_says_what_to_do() {
 #[test]
 fn doctor_reports_stale_locks_and_a_missing_machine_secret() {
     let dir = TestDir::new("doctor-locks");
-    ok(dir.run(None, &["--store", "file", "key", "set", "K"], "v"));
+    dir.set_key("K", "v");
     let locks = dir.log().join("oauth/locks");
     std::fs::create_dir_all(&locks).unwrap();
     let lock = std::fs::File::create(locks.join("anthropic-refresh.lock")).unwrap();

@@ -23,10 +23,12 @@
 
 use std::collections::VecDeque;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use crate::harness::LoopbackServer;
 
 /// One scripted answer.
 #[derive(Clone, Debug)]
@@ -132,32 +134,20 @@ pub struct FakeProvider {
     /// `http://127.0.0.1:PORT`
     pub base: String,
     state: Arc<Mutex<State>>,
-    stopping: Arc<AtomicBool>,
+    _server: LoopbackServer,
 }
 
 impl FakeProvider {
     pub fn start() -> FakeProvider {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the fake provider");
-        let base = format!("http://{}", listener.local_addr().unwrap());
         let state = Arc::new(Mutex::new(State {
             script: VecDeque::new(),
             by_path: Default::default(),
             calls: Vec::new(),
             delay: Duration::ZERO,
         }));
-        let stopping = Arc::new(AtomicBool::new(false));
-        let (s, stop) = (state.clone(), stopping.clone());
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                if stop.load(Ordering::SeqCst) {
-                    return;
-                }
-                let Ok(stream) = stream else { continue };
-                let (s, stop) = (s.clone(), stop.clone());
-                std::thread::spawn(move || serve(stream, &s, &stop));
-            }
-        });
-        FakeProvider { base, state, stopping }
+        let s = state.clone();
+        let server = LoopbackServer::start(move |stream, stopping| serve(stream, &s, stopping));
+        FakeProvider { base: format!("http://{}", server.authority), state, _server: server }
     }
 
     /// The token endpoint URL.
@@ -199,13 +189,6 @@ impl FakeProvider {
     /// Waits until at least `n` calls arrived; whether they did in time.
     pub fn wait_for(&self, n: usize, within: Duration) -> bool {
         crate::harness::wait_until(within, || self.count() >= n)
-    }
-}
-
-impl Drop for FakeProvider {
-    fn drop(&mut self) {
-        self.stopping.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect(self.base.trim_start_matches("http://"));
     }
 }
 

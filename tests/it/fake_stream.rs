@@ -19,10 +19,11 @@
 
 use std::collections::VecDeque;
 use std::io::{Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::net::{Shutdown, TcpStream};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
+
+use crate::harness::LoopbackServer;
 
 /// How long a [`Step::Wait`] waits for its gate before going on anyway (a
 /// test that never opens it has failed already).
@@ -358,33 +359,24 @@ pub struct FakeStream {
     /// `127.0.0.1:PORT`.
     pub authority: String,
     state: Arc<Mutex<State>>,
-    stopping: Arc<AtomicBool>,
+    _server: LoopbackServer,
 }
 
 impl FakeStream {
     pub fn start() -> FakeStream {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the fake provider");
-        let authority = listener.local_addr().unwrap().to_string();
         let state = Arc::new(Mutex::new(State {
             connections: 0,
             script: VecDeque::new(),
             requests: Vec::new(),
             reject: None,
         }));
-        let stopping = Arc::new(AtomicBool::new(false));
-        let (shared, stop) = (state.clone(), stopping.clone());
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                if stop.load(Ordering::SeqCst) {
-                    return;
-                }
-                let Ok(stream) = stream else { continue };
-                shared.lock().unwrap_or_else(|e| e.into_inner()).connections += 1;
-                let shared = shared.clone();
-                std::thread::spawn(move || serve(stream, &shared));
-            }
+        let shared = state.clone();
+        let server = LoopbackServer::start(move |stream, _| {
+            shared.lock().unwrap_or_else(|e| e.into_inner()).connections += 1;
+            serve(stream, &shared);
         });
-        FakeStream { base: format!("http://{authority}"), authority, state, stopping }
+        let authority = server.authority.clone();
+        FakeStream { base: format!("http://{authority}"), authority, state, _server: server }
     }
 
     /// Answers 401 to every request whose `authorization` is `value`.
@@ -430,13 +422,6 @@ impl FakeStream {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-impl Drop for FakeStream {
-    fn drop(&mut self) {
-        self.stopping.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect(self.authority.as_str());
     }
 }
 

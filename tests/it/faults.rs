@@ -19,34 +19,19 @@ use serde_json::{Value, json};
 
 use crate::fake_provider::{FakeProvider, Reply};
 use crate::harness::*;
-use llxprt_credd::store::{Backend, HostStore, KeyStore, Paths, TokenStore};
+use crate::host_store::*;
+use crate::needs::*;
+use llxprt_credd::store::{KeyStore, TokenStore};
 
 const PLANTED: &str = "rt-CANARY-planted";
 
-fn now() -> f64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64()
-}
-
 /// An Anthropic-shaped token expiring in `expires_in` seconds, with the planted refresh token.
 fn token(access: &str, expires_in: f64) -> String {
-    json!({"access_token": access, "refresh_token": PLANTED, "expiry": (now() + expires_in).floor(),
-        "token_type": "Bearer"})
-    .to_string()
-}
-
-fn host(dir: &TestDir) -> HostStore {
-    let paths = Paths { data: dir.data(), log: dir.log(), config: dir.root.join("config") };
-    HostStore::open_at(paths, Backend::File).unwrap()
-}
-
-/// The token as stored in the file store, refresh token included.
-fn stored_token(dir: &TestDir, provider: &str) -> Option<Value> {
-    let t = host(dir).tokens.get_token(provider, None).unwrap()?;
-    Some(Value::Object(t.fields().clone()))
+    oauth_token(access, PLANTED, expires_in).to_string()
 }
 
 fn stored_key(dir: &TestDir, name: &str) -> Option<String> {
-    host(dir).keys.get_key(name).unwrap().map(|s| s.expose().to_owned())
+    dir.host_store().keys.get_key(name).unwrap().map(|s| s.expose().to_owned())
 }
 
 /// A small deterministic generator for the kill moments; the seed is
@@ -135,7 +120,7 @@ fn daemon_killed_mid_refresh_leaves_a_lock_the_next_daemon_recovers() {
     let dir = TestDir::new("ft-kill-refresh");
     let fake = FakeProvider::start();
     fake.script([Reply::Hang]);
-    ok(dir.run(None, &["--store", "file", "token", "import", "anthropic"], &token("at-planted", -10.0)));
+    dir.import_token("anthropic", &token("at-planted", -10.0));
     let mut first = refresh_daemon(&dir, &fake, &[], &[]);
     let mut c = first.connect();
     c.handshake();
@@ -150,7 +135,7 @@ fn daemon_killed_mid_refresh_leaves_a_lock_the_next_daemon_recovers() {
     assert_eq!(first.child.wait().unwrap().signal(), Some(9));
     assert!(c.recv().is_none(), "the killed daemon's client gets a closed connection, not an answer");
     assert!(lock.exists(), "SIGKILL left the dead owner's lock behind");
-    assert_eq!(stored_token(&dir, "anthropic").unwrap()["refresh_token"], PLANTED, "nothing lost yet");
+    assert_eq!(dir.stored_token("anthropic", None).unwrap()["refresh_token"], PLANTED, "nothing lost yet");
     // a second daemon on the same store takes the dead owner's lock over and refreshes
     let second = refresh_daemon(&dir, &fake, &[], &[]);
     let (r, took) = ask(&second, "get_token", json!({"provider": "anthropic"}));
@@ -164,7 +149,7 @@ fn daemon_killed_mid_refresh_leaves_a_lock_the_next_daemon_recovers() {
         Some(PLANTED),
         "the stored refresh token was intact"
     );
-    let s = stored_token(&dir, "anthropic").unwrap();
+    let s = dir.stored_token("anthropic", None).unwrap();
     assert_eq!(
         (s["access_token"].as_str(), s["refresh_token"].as_str()),
         (Some("at-refreshed-2"), Some("rt-CANARY-rotated-2")),
@@ -207,7 +192,7 @@ fn check_old_or_new(now: &Option<String>, old: &str, new: &str, what: &str) -> S
 /// decrypts (the store lists exactly the entries written), leftovers are
 /// temp files the store ignores, and no `.lock` file is left behind.
 fn assert_no_debris(dir: &TestDir, keys: &[&str], tokens: &[&str]) {
-    let h = host(dir);
+    let h = dir.host_store();
     assert_eq!(h.keys.list_keys().unwrap(), keys, "temp files are not listed as keys");
     let listed: Vec<String> = h.tokens.list_providers().unwrap();
     assert_eq!(listed, tokens, "temp files are not listed as tokens");
@@ -230,9 +215,9 @@ fn cli_writers_killed_at_random_moments_never_tear_an_entry() {
     // How long a writer lives on this machine (40 ms to 200 ms, depending on
     // the machine): the kill moments are spread over it.
     let started = Instant::now();
-    ok(dir.run(None, &["--store", "file", "key", "set", "HOT"], "value-0"));
+    dir.set_key("HOT", "value-0");
     let life_ms = (started.elapsed().as_millis() as u64).max(20);
-    ok(dir.run(None, &["--store", "file", "token", "import", "anthropic"], &token("at-0", 3600.0)));
+    dir.import_token("anthropic", &token("at-0", 3600.0));
     let mut moments = Moments::new();
     let (mut key, mut access) = ("value-0".to_owned(), "at-0".to_owned());
     let (mut landed, mut written) = (0, 0);
@@ -255,7 +240,7 @@ fn cli_writers_killed_at_random_moments_never_tear_an_entry() {
                 &body.to_string(),
                 after,
             ));
-            let t = stored_token(&dir, "anthropic").expect("token vanished (torn or removed)");
+            let t = dir.stored_token("anthropic", None).expect("token vanished (torn or removed)");
             access = check_old_or_new(&t["access_token"].as_str().map(str::to_owned), &access, &new, "token");
             written += usize::from(access == new);
             assert_eq!(t["refresh_token"], PLANTED, "a killed merge lost the refresh token");
@@ -265,15 +250,14 @@ fn cli_writers_killed_at_random_moments_never_tear_an_entry() {
     assert!(landed >= 5, "too few kills landed to prove anything ({landed})");
     // whatever the dead writers left, the next ones are not blocked
     let started = Instant::now();
-    ok(dir.run(None, &["--store", "file", "key", "set", "HOT"], "value-final"));
-    ok(dir.run(
-        None,
-        &["--store", "file", "token", "import", "anthropic"],
+    dir.set_key("HOT", "value-final");
+    dir.import_token(
+        "anthropic",
         &json!({"access_token": "at-final", "expiry": 1999999999, "token_type": "Bearer"}).to_string(),
-    ));
+    );
     assert!(started.elapsed() < Duration::from_secs(4), "blocked by a dead writer: {:?}", started.elapsed());
     assert_eq!(stored_key(&dir, "HOT").as_deref(), Some("value-final"));
-    let t = stored_token(&dir, "anthropic").unwrap();
+    let t = dir.stored_token("anthropic", None).unwrap();
     assert_eq!((t["access_token"].as_str(), t["refresh_token"].as_str()), (Some("at-final"), Some(PLANTED)));
     assert_no_debris(&dir, &["HOT"], &["anthropic"]);
 }
@@ -281,7 +265,7 @@ fn cli_writers_killed_at_random_moments_never_tear_an_entry() {
 #[test]
 fn daemon_killed_at_random_moments_during_save_token_never_tears_or_loses() {
     let dir = TestDir::new("ft-kill-daemon");
-    ok(dir.run(None, &["--store", "file", "token", "import", "anthropic"], &token("at-0", 3600.0)));
+    dir.import_token("anthropic", &token("at-0", 3600.0));
     let mut moments = Moments::new();
     let mut access = "at-0".to_owned();
     let (mut landed, mut written) = (0, 0);
@@ -298,7 +282,7 @@ fn daemon_killed_at_random_moments_during_save_token_never_tears_or_loses() {
         sigkill(d.child.id());
         let _ = d.child.wait();
         landed += usize::from(c.recv().is_none());
-        let s = stored_token(&dir, "anthropic").expect("token vanished (torn or removed)");
+        let s = dir.stored_token("anthropic", None).expect("token vanished (torn or removed)");
         access = check_old_or_new(&s["access_token"].as_str().map(str::to_owned), &access, &new, "token");
         written += usize::from(access == new);
         assert_eq!(s["refresh_token"], PLANTED, "a killed save lost (or replaced) the refresh token");
@@ -311,7 +295,7 @@ fn daemon_killed_at_random_moments_during_save_token_never_tears_or_loses() {
     let (r, took) = ask(&d, "save_token", json!({"provider": "anthropic", "token": final_token}));
     assert_eq!(r["ok"], true, "{r}");
     assert!(took < Duration::from_secs(3), "blocked by a dead daemon's lock: {took:?}");
-    assert_eq!(stored_token(&dir, "anthropic").unwrap()["refresh_token"], PLANTED);
+    assert_eq!(dir.stored_token("anthropic", None).unwrap()["refresh_token"], PLANTED);
     drop(d);
     assert_no_debris(&dir, &[], &["anthropic"]);
 }
@@ -365,16 +349,11 @@ fn fill(dir: &Path) -> PathBuf {
 
 #[test]
 fn a_full_disk_fails_writes_cleanly_and_damages_nothing() {
+    if !require_root("to mount a small tmpfs") {
+        return;
+    }
     let dir = TestDir::new("ft-disk-full");
-    let _mounted = match Tmpfs::mount(&dir.data(), "256k") {
-        Ok(m) => m,
-        Err(e) => {
-            eprintln!(
-                "SKIPPED a_full_disk_fails_writes_cleanly_and_damages_nothing: cannot mount a tmpfs (needs root): {e}"
-            );
-            return;
-        }
-    };
+    let _mounted = Tmpfs::mount(&dir.data(), "256k").unwrap_or_else(|e| panic!("cannot mount a tmpfs: {e}"));
     let file = |args: &[&str], stdin: &str| dir.run(None, &[&["--store", "file"], args].concat(), stdin);
     ok(file(&["key", "set", "K"], "key-before"));
     ok(file(&["token", "import", "anthropic"], &token("at-before", 3600.0)));
@@ -413,7 +392,7 @@ fn a_full_disk_fails_writes_cleanly_and_damages_nothing() {
         assert_eq!(&std::fs::read(p).unwrap(), bytes, "{p:?} changed");
     }
     assert_eq!(stored_key(&dir, "K").as_deref(), Some("key-before"));
-    assert_eq!(stored_token(&dir, "anthropic").unwrap()["refresh_token"], PLANTED);
+    assert_eq!(dir.stored_token("anthropic", None).unwrap()["refresh_token"], PLANTED);
     let temps: Vec<_> =
         files_ending(&dir.data(), "").into_iter().filter(|p| p.to_string_lossy().contains(".tmp.")).collect();
     assert!(temps.is_empty(), "a failed write left temp files: {temps:?}");
@@ -424,7 +403,7 @@ fn a_full_disk_fails_writes_cleanly_and_damages_nothing() {
     assert_eq!(stored_key(&dir, "K").as_deref(), Some("key-after"));
     let (r, _) = ask(&d, "save_token", json!({"provider": "anthropic", "token": t}));
     assert_eq!(r["ok"], true, "{r}");
-    assert_eq!(stored_token(&dir, "anthropic").unwrap()["refresh_token"], PLANTED);
+    assert_eq!(dir.stored_token("anthropic", None).unwrap()["refresh_token"], PLANTED);
 }
 
 // ---------------------------------------------------------------------------
@@ -435,50 +414,23 @@ const KEYRING_TIMEOUT_MS: &str = "700";
 /// timeout plus the slack of a loaded machine.
 const ANSWER_BOUND: Duration = Duration::from_secs(4);
 
-/// The pid owning `org.freedesktop.secrets` on `kr`'s bus, if any.
-fn secrets_owner(kr: &PrivateKeyring) -> Option<i32> {
-    let out = kr
-        .command("dbus-send")
-        .args(["--session", "--print-reply", "--reply-timeout=1000", "--dest=org.freedesktop.DBus"])
-        .args(["/org/freedesktop/DBus", "org.freedesktop.DBus.GetConnectionUnixProcessID"])
-        .arg("string:org.freedesktop.secrets")
-        .output()
-        .ok()?;
-    String::from_utf8_lossy(&out.stdout).split_whitespace().last()?.parse().ok()
-}
-
 fn kill_keyring(kr: &PrivateKeyring) {
     let pid = kr.daemon_pid();
     sigkill(pid as u32);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Path::new(&format!("/proc/{pid}")).exists()
-        && std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
-    {
-        assert!(Instant::now() < deadline, "gnome-keyring survived SIGKILL");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    assert!(wait_until(Duration::from_secs(5), || !alive(pid)), "gnome-keyring survived SIGKILL");
 }
 
 /// Restarts gnome-keyring as a session would: any instance D-Bus activated
 /// meanwhile (locked: nobody gave it the password) is stopped, and a new one
 /// is unlocked with the password over the same keyring files.
 fn restart_keyring(kr: &PrivateKeyring) {
-    if let Some(pid) = secrets_owner(kr) {
+    if let Some(pid) = kr.secrets_owner() {
         sigkill(pid as u32);
         std::thread::sleep(Duration::from_millis(200));
     }
-    let mut unlock = kr
-        .command("gnome-keyring-daemon")
-        .args(["--unlock", "--components=secrets"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    unlock.stdin.take().unwrap().write_all(b"it-password").unwrap();
-    unlock.wait().unwrap();
+    kr.unlock();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while secrets_owner(kr).is_none() {
+    while kr.secrets_owner().is_none() {
         assert!(Instant::now() < deadline, "gnome-keyring did not come back");
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -543,11 +495,7 @@ fn assert_keyring_intact(kr: &PrivateKeyring) {
 }
 
 fn keyring_setup(name: &str) -> Option<(TestDir, PrivateKeyring)> {
-    if !keyring_tests_enabled() {
-        return None;
-    }
-    let dir = TestDir::new(name);
-    let kr = PrivateKeyring::start(&dir);
+    let (dir, kr) = keyring_test(name)?;
     seed_keyring(&dir, &kr);
     Some((dir, kr))
 }
@@ -679,52 +627,49 @@ enum Broken {
     Html200,
 }
 
-/// A token endpoint on 127.0.0.1 that answers every call `how`; its URL
-/// and the number of calls so far.
-fn broken_endpoint(how: Broken) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+/// A token endpoint on 127.0.0.1 that answers every call `how` (it
+/// stops when the server is dropped); its URL and the number of calls so
+/// far.
+fn broken_endpoint(how: Broken) -> (LoopbackServer, String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
     use std::io::Read;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/oauth/token", listener.local_addr().unwrap());
     let calls = std::sync::Arc::new(AtomicUsize::new(0));
     let counter = calls.clone();
-    std::thread::spawn(move || {
-        for mut stream in listener.incoming().flatten() {
-            counter.fetch_add(1, Ordering::SeqCst);
-            stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-            let mut buf = [0u8; 8192];
-            let _ = stream.read(&mut buf);
-            let partial = r#"{"access_token":"at-torn","refresh_token":"rt-CANARY-torn","#;
-            let answer = match how {
-                Broken::ResetMidBody | Broken::ShortBody => format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 400\r\n\r\n{partial}"
-                ),
-                Broken::Html200 => {
-                    let body =
-                        "<!DOCTYPE html><html><body>Sign in to the Wi-Fi rt-CANARY-portal</body></html>";
-                    format!(
-                        "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                        body.len()
-                    )
-                }
-            };
-            let _ = stream.write_all(answer.as_bytes());
-            let _ = stream.flush();
-            if let Broken::ResetMidBody = how {
-                std::thread::sleep(Duration::from_millis(50));
-                reset_on_close(&stream);
+    let server = LoopbackServer::start(move |mut stream, _| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 8192];
+        let _ = stream.read(&mut buf);
+        let partial = r#"{"access_token":"at-torn","refresh_token":"rt-CANARY-torn","#;
+        let answer = match how {
+            Broken::ResetMidBody | Broken::ShortBody => format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 400\r\n\r\n{partial}"
+            ),
+            Broken::Html200 => {
+                let body = "<!DOCTYPE html><html><body>Sign in to the Wi-Fi rt-CANARY-portal</body></html>";
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                )
             }
+        };
+        let _ = stream.write_all(answer.as_bytes());
+        let _ = stream.flush();
+        if let Broken::ResetMidBody = how {
+            std::thread::sleep(Duration::from_millis(50));
+            reset_on_close(&stream);
         }
     });
-    (url, calls)
+    let url = format!("http://{}/oauth/token", server.authority);
+    (server, url, calls)
 }
 
 #[test]
 fn a_token_endpoint_that_breaks_mid_answer_is_a_clean_error_and_keeps_the_refresh_token() {
     for (how, max_calls) in [(Broken::ResetMidBody, 3), (Broken::ShortBody, 3), (Broken::Html200, 1)] {
         let dir = TestDir::new("ft-broken-answer");
-        let (url, calls) = broken_endpoint(how);
-        ok(dir.run(None, &["--store", "file", "token", "import", "anthropic"], &token("at-planted", -10.0)));
+        let (_endpoint, url, calls) = broken_endpoint(how);
+        dir.import_token("anthropic", &token("at-planted", -10.0));
         let d = dir.daemon_with_env(
             &["--allow", "anthropic"],
             &[("LLXPRT_CREDD_ANTHROPIC_TOKEN_URL", url.as_str()), ("LLXPRT_CREDD_TIME_SCALE", "0.01")],
@@ -737,7 +682,7 @@ fn a_token_endpoint_that_breaks_mid_answer_is_a_clean_error_and_keeps_the_refres
         assert!(r["error"].as_str().unwrap().starts_with("Token refresh failed"), "{how:?}: {r}");
         assert!((1..=max_calls).contains(&n), "{how:?}: {n} calls");
         assert!(took < Duration::from_secs(5), "{how:?}: {took:?}");
-        let s = stored_token(&dir, "anthropic").unwrap();
+        let s = dir.stored_token("anthropic", None).unwrap();
         assert_eq!(
             (s["access_token"].as_str(), s["refresh_token"].as_str()),
             (Some("at-planted"), Some(PLANTED))
@@ -750,56 +695,32 @@ fn a_token_endpoint_that_breaks_mid_answer_is_a_clean_error_and_keeps_the_refres
 // 6. The wall clock jumping backward and forward under the daemon
 //    (libfaketime; the monotonic clock is left alone, as on a real host)
 
-fn libfaketime() -> Option<PathBuf> {
-    if !tool_tests_enabled("faketime", "faketime") {
-        return None;
-    }
-    let out = Command::new("dpkg").args(["-L", "libfaketime"]).output().ok();
-    let listed = out.map(|o| stdout(&o)).unwrap_or_default();
-    let found = listed.lines().map(PathBuf::from).find(|p| p.ends_with("libfaketime.so.1"));
-    Some(found.expect("libfaketime.so.1 (apt-get install faketime)"))
-}
-
 #[test]
 fn wall_clock_jumps_backward_and_forward() {
-    let Some(lib) = libfaketime() else { return };
     let dir = TestDir::new("ft-clock");
+    let Some(clock) = FakeWallClock::new(&dir) else { return };
     let fake = FakeProvider::start();
-    let clock = dir.root.join("clock");
-    let set_clock = |offset: &str| std::fs::write(&clock, format!("{offset}\n")).unwrap();
-    set_clock("+0");
-    ok(dir.run(None, &["--store", "file", "token", "import", "anthropic"], &token("at-planted", 3600.0)));
-    let (lib, clock_file) = (lib.to_string_lossy().into_owned(), clock.to_string_lossy().into_owned());
-    let d = refresh_daemon(
-        &dir,
-        &fake,
-        &[],
-        &[
-            ("LD_PRELOAD", lib.as_str()),
-            ("FAKETIME_TIMESTAMP_FILE", clock_file.as_str()),
-            ("FAKETIME_NO_CACHE", "1"),
-            ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
-        ],
-    );
+    dir.import_token("anthropic", &token("at-planted", 3600.0));
+    let d = refresh_daemon(&dir, &fake, &[], &clock.env());
     let get = || ask(&d, "get_token", json!({"provider": "anthropic"})).0;
     assert_eq!(get()["data"]["access_token"], "at-planted");
     // a day backward: the token looks longer-lived; served as is, no refresh, no panic
-    set_clock("-1d");
+    clock.set("-1d");
     let r = get();
     assert_eq!(r["data"]["access_token"], "at-planted", "{r}");
     assert_eq!(fake.count(), 0);
     // two hours forward (a suspend): the token looks expired and is refreshed on read,
     // its new expiry counted from the daemon's (jumped) clock
-    set_clock("+2h");
+    clock.set("+2h");
     let r = get();
     assert_eq!(r["data"]["access_token"], "at-refreshed-1", "{r}");
     let lifetime = r["data"]["expiry"].as_f64().unwrap() - (now() + 7200.0);
     assert!((3590.0..3610.0).contains(&lifetime), "expiry from the jumped clock: {lifetime}");
     // back again, past the (scaled, monotonic) cooldown: a token expired by the
     // daemon's clock is refreshed, not refused as cooling down for hours
-    set_clock("-1d");
+    clock.set("-1d");
     std::thread::sleep(Duration::from_millis(400));
-    let h = host(&dir);
+    let h = dir.host_store();
     let mut m = h.tokens.get_token("anthropic", None).unwrap().unwrap().fields().clone();
     m["expiry"] = json!((now() - 86400.0 - 10.0).floor());
     h.tokens.save_token("anthropic", None, &llxprt_credd::token::OAuthToken::from_map(m).unwrap()).unwrap();
@@ -807,6 +728,6 @@ fn wall_clock_jumps_backward_and_forward() {
     assert_eq!(r["data"]["access_token"], "at-refreshed-2", "{r}");
     assert_eq!(fake.count(), 2);
     assert_eq!(fake.calls()[1].field("refresh_token").as_deref(), Some("rt-CANARY-rotated-1"));
-    assert_eq!(stored_token(&dir, "anthropic").unwrap()["refresh_token"], "rt-CANARY-rotated-2");
+    assert_eq!(dir.stored_token("anthropic", None).unwrap()["refresh_token"], "rt-CANARY-rotated-2");
     assert!(!d.log_text().contains("CANARY"));
 }

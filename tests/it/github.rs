@@ -122,7 +122,7 @@ fn daemon(dir: &TestDir, gh: &FakeGh, args: &[&str], env: &[(&str, &str)]) -> Da
 
 fn seeded(name: &str) -> TestDir {
     let dir = TestDir::new(name);
-    ok(dir.run(None, &["--store", "file", "key", "set", "K"], "sk-PLANTED-gh"));
+    dir.set_key("K", "sk-PLANTED-gh");
     dir
 }
 

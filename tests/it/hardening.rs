@@ -11,7 +11,7 @@ use crate::harness::*;
 #[test]
 fn the_log_file_is_never_opened_through_a_symlink_and_is_private() {
     let dir = TestDir::new("hd-log");
-    ok(dir.run(None, &["--store", "file", "key", "set", "K"], "sk-PLANTED-log"));
+    dir.set_key("K", "sk-PLANTED-log");
     let target = dir.root.join("elsewhere.txt");
     std::fs::write(&target, "untouched\n").unwrap();
     let link = dir.root.join("planted.log");
@@ -100,12 +100,13 @@ fn credd_sh(dir: &TestDir, args: &str, redirs: &str) -> Child {
 #[test]
 fn inherited_descriptors_are_claimed_before_the_daemon_opens_any() {
     let dir = TestDir::new("hd-fds");
-    ok(dir.run(None, &["--store", "file", "key", "set", "K"], "sk-PLANTED-fds"));
+    dir.set_key("K", "sk-PLANTED-fds");
     let log = dir.root.join("d.log");
-    // fd 3 not passed: it must not become the daemon's own log file (which
-    // would then receive the readiness line, and the log a client's bytes)
+    // fd 3 not passed (closed here, should the test runner have left one
+    // open): it must not become the daemon's own log file (which would then
+    // receive the readiness line, and the log a client's bytes)
     let out = finish_within(
-        credd_sh(&dir, &format!("--log-file {} --ready-fd 3", log.display()), ""),
+        credd_sh(&dir, &format!("--log-file {} --ready-fd 3", log.display()), "3>&-"),
         10,
         "--ready-fd naming a descriptor nobody passed",
     );
@@ -140,7 +141,7 @@ fn inherited_descriptors_are_claimed_before_the_daemon_opens_any() {
 #[test]
 fn sigterm_stops_the_daemon_after_its_socket_file_is_gone() {
     let dir = TestDir::new("hd-term");
-    ok(dir.run(None, &["--store", "file", "key", "set", "K"], "sk-PLANTED-term"));
+    dir.set_key("K", "sk-PLANTED-term");
     let mut d = dir.daemon(&["--allow-key", "K"]);
     d.connect().handshake();
     std::fs::remove_file(&d.socket).unwrap();
@@ -163,7 +164,7 @@ fn a_store_failure_reaches_the_sandbox_as_a_fixed_text_and_the_host_log_has_the_
     let dir = TestDir::new("hd-wire");
     let token = serde_json::json!({"access_token":"at-x","refresh_token":"rt-PLANTED-wire","expiry":1.0e9,
         "token_type":"Bearer"});
-    ok(dir.run(None, &["--store", "file", "token", "import", "anthropic"], &token.to_string()));
+    dir.import_token("anthropic", &token.to_string());
     // the refresh lock cannot be taken: a directory where its file goes
     let file = dir.log().join("oauth").join("locks").join("anthropic-refresh.lock");
     std::fs::create_dir_all(&file).unwrap();
@@ -194,7 +195,7 @@ fn codes(answers: &[serde_json::Value]) -> Vec<String> {
 #[test]
 fn the_rate_limit_is_per_process_counts_malformed_frames_and_reconnecting_does_not_refill_it() {
     let dir = TestDir::new("hd-rate");
-    ok(dir.run(None, &["--store", "file", "key", "set", "K"], "sk-PLANTED-rate"));
+    dir.set_key("K", "sk-PLANTED-rate");
     // 5 per second: one token every 200 ms, far more than this test takes
     let d = dir.daemon(&["--allow-key", "K", "--rate-limit", "5"]);
     let mut c = d.connect();
@@ -236,7 +237,7 @@ fn the_rate_limit_is_per_process_counts_malformed_frames_and_reconnecting_does_n
 #[test]
 fn the_daemon_wide_bucket_bounds_many_processes() {
     let dir = TestDir::new("hd-rate-all");
-    ok(dir.run(None, &["--store", "file", "key", "set", "K"], "sk-PLANTED-rate-all"));
+    dir.set_key("K", "sk-PLANTED-rate-all");
     let d = dir.daemon(&["--allow-key", "K", "--rate-limit", "5", "--daemon-rate-limit", "20"]);
     // 12 processes, each within its own limit (a handshake and 3 requests)
     let script = r#"
@@ -279,7 +280,7 @@ waitpid($_, 0) for @kids;
 #[test]
 fn the_log_file_is_rotated_keeping_one_old_file() {
     let dir = TestDir::new("hd-rotate");
-    ok(dir.run(None, &["--store", "file", "key", "set", "K"], "sk-PLANTED-rotate"));
+    dir.set_key("K", "sk-PLANTED-rotate");
     let d = dir.daemon_with_env(
         &["--allow-key", "K", "--rate-limit", "0"],
         &[("LLXPRT_CREDD_LOG_ROTATE_BYTES", "4096")],
@@ -331,7 +332,7 @@ fn text_a_sandbox_chose_is_escaped_in_the_log_and_on_the_host_terminal() {
 #[test]
 fn a_planted_machine_secret_link_is_refused_and_its_target_keeps_its_mode() {
     let dir = TestDir::new("hd-secret");
-    ok(dir.run(None, &["--store", "file", "key", "set", "K"], "sk-PLANTED-secret"));
+    dir.set_key("K", "sk-PLANTED-secret");
     let secret = dir.data().join("machine_secret");
     assert!(secret.is_file(), "the file store made a machine secret");
     let elsewhere = dir.root.join("elsewhere");

@@ -204,27 +204,6 @@ pub fn ok(o: Output) -> String {
     stdout(&o)
 }
 
-/// Whether the Secret Service tooling is installed. Keyring tests fail
-/// (never skip silently) when it is missing, unless the caller opted out
-/// with LLXPRT_CREDD_SKIP_KEYRING_TESTS=1.
-pub fn keyring_tests_enabled() -> bool {
-    let have = ["dbus-daemon", "gnome-keyring-daemon", "dbus-send"].iter().all(|t| which(t).is_some());
-    if have {
-        return true;
-    }
-    if std::env::var("LLXPRT_CREDD_SKIP_KEYRING_TESTS").as_deref() == Ok("1") {
-        eprintln!("keyring tests skipped on request (LLXPRT_CREDD_SKIP_KEYRING_TESTS=1)");
-        return false;
-    }
-    panic!(
-        "gnome-keyring/dbus are not installed: run .ci/run (or apt-get install gnome-keyring dbus dbus-daemon libsecret-tools), or set LLXPRT_CREDD_SKIP_KEYRING_TESTS=1"
-    );
-}
-
-pub fn which(tool: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")?.to_str()?.split(':').map(|d| Path::new(d).join(tool)).find(|p| p.is_file())
-}
-
 /// A private session bus with an unlocked gnome-keyring on it.
 pub struct PrivateKeyring {
     pub address: String,
@@ -254,16 +233,7 @@ impl PrivateKeyring {
         let address = line.trim().to_owned();
         assert!(!address.is_empty(), "dbus-daemon printed no address");
         let kr = PrivateKeyring { address, bus, home };
-        let mut unlock = kr
-            .command("gnome-keyring-daemon")
-            .args(["--unlock", "--components=secrets"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start gnome-keyring-daemon");
-        unlock.stdin.take().unwrap().write_all(b"it-password").unwrap();
-        unlock.wait().unwrap();
+        kr.unlock();
         let deadline = Instant::now() + Duration::from_secs(10);
         while !kr
             .dbus_call(&["org.freedesktop.DBus.NameHasOwner", "string:org.freedesktop.secrets"])
@@ -273,6 +243,22 @@ impl PrivateKeyring {
             std::thread::sleep(Duration::from_millis(50));
         }
         kr
+    }
+
+    /// Starts gnome-keyring on this bus unlocked with the test password,
+    /// over whatever keyring files its home already holds (it takes the
+    /// bus name shortly after).
+    pub fn unlock(&self) {
+        let mut unlock = self
+            .command("gnome-keyring-daemon")
+            .args(["--unlock", "--components=secrets"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start gnome-keyring-daemon");
+        unlock.stdin.take().unwrap().write_all(b"it-password").unwrap();
+        unlock.wait().unwrap();
     }
 
     /// A command on this bus, in the keyring's home.
@@ -343,7 +329,7 @@ impl PrivateKeyring {
 
 impl Drop for PrivateKeyring {
     fn drop(&mut self) {
-        let pid = self.daemon_pid_quiet();
+        let pid = self.secrets_owner();
         if let Some(pid) = pid {
             let _ = Command::new("kill").args(["-CONT", &pid.to_string()]).status();
             let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
@@ -354,17 +340,14 @@ impl Drop for PrivateKeyring {
 }
 
 impl PrivateKeyring {
-    fn daemon_pid_quiet(&self) -> Option<i32> {
+    /// The pid owning `org.freedesktop.secrets` on this bus, if any (a
+    /// dead or restarting keyring owns none).
+    pub fn secrets_owner(&self) -> Option<i32> {
         let out = self
             .command("dbus-send")
-            .args([
-                "--session",
-                "--print-reply",
-                "--reply-timeout=500",
-                "--dest=org.freedesktop.DBus",
-                "/org/freedesktop/DBus",
-            ])
-            .args(["org.freedesktop.DBus.GetConnectionUnixProcessID", "string:org.freedesktop.secrets"])
+            .args(["--session", "--print-reply", "--reply-timeout=1000", "--dest=org.freedesktop.DBus"])
+            .args(["/org/freedesktop/DBus", "org.freedesktop.DBus.GetConnectionUnixProcessID"])
+            .arg("string:org.freedesktop.secrets")
             .output()
             .ok()?;
         String::from_utf8_lossy(&out.stdout).split_whitespace().last()?.parse().ok()
@@ -484,6 +467,17 @@ impl Daemon {
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
+
+    /// Opens the socket and its directories (from `root` down) to every
+    /// uid, so that only the daemon's own peer check stands between
+    /// another user and it.
+    pub fn loosen_socket(&self, root: &Path) {
+        use std::os::unix::fs::PermissionsExt;
+        for p in [root, self.socket.parent().unwrap()] {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        std::fs::set_permissions(&self.socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+    }
 }
 
 impl Drop for Daemon {
@@ -494,6 +488,14 @@ impl Drop for Daemon {
         let _ = self.child.wait();
         self.check_log();
     }
+}
+
+/// `payload` as one frame of the protocol: its length (4 bytes, big-endian),
+/// then the payload.
+pub fn frame(payload: &[u8]) -> Vec<u8> {
+    let mut f = (payload.len() as u32).to_be_bytes().to_vec();
+    f.extend_from_slice(payload);
+    f
 }
 
 /// A raw protocol client: frames by hand, so tests can also send garbage.
@@ -520,9 +522,7 @@ impl Raw {
     }
 
     pub fn send_frame(&mut self, payload: &[u8]) -> std::io::Result<()> {
-        let mut f = (payload.len() as u32).to_be_bytes().to_vec();
-        f.extend_from_slice(payload);
-        self.send_bytes(&f)
+        self.send_bytes(&frame(payload))
     }
 
     /// The next response, or `None` when the daemon closed the connection.
@@ -593,15 +593,47 @@ impl Raw {
     }
 }
 
-/// Whether the tests run as root (the CI does; some tests connect as
-/// another uid).
-pub fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|l| l.split_whitespace().next().map(|u| u == "0"))
-        .unwrap_or(false)
+/// Connects to `socket` as uid/gid 65534 (nobody; through `setpriv`, so
+/// the test must run as root), does a version-1 handshake and sends each of
+/// `requests` (whole frames) in turn. The answers, the handshake's first;
+/// or what went wrong: `connect: ...` when the connection was refused,
+/// `closed` when the daemon closed it instead of answering.
+pub fn as_nobody(socket: &Path, requests: &[serde_json::Value]) -> Result<Vec<serde_json::Value>, String> {
+    // perl-base is essential on Debian, and needs nothing from our home.
+    let script = r#"
+use IO::Socket::UNIX;
+$SIG{PIPE} = "IGNORE";
+my $s = IO::Socket::UNIX->new(Peer => shift @ARGV) or die "connect: $!\n";
+sub rt { my $b = shift; print $s pack('N', length $b) . $b; my $h; read($s, $h, 4) == 4 or die "closed\n";
+         my $n = unpack('N', $h); my $r; read($s, $r, $n) == $n or die "closed\n"; return $r; }
+print rt('{"v":1,"op":"handshake","payload":{"minVersion":1,"maxVersion":1}}'), "\n";
+print rt($_), "\n" for @ARGV;
+"#;
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "perl", "-e", script])
+        .arg(socket)
+        .args(requests.iter().map(serde_json::Value::to_string))
+        .stdin(Stdio::null())
+        .output()
+        .expect("setpriv (util-linux) and perl");
+    if !out.status.success() {
+        return Err(stderr(&out).trim().to_owned());
+    }
+    let answers: Vec<serde_json::Value> =
+        stdout(&out).lines().map(|l| serde_json::from_str(l).expect("the daemon sends JSON")).collect();
+    for a in &answers {
+        check_answer(&a.to_string());
+    }
+    Ok(answers)
+}
+
+/// The variables a daemon's `-s` output sets (`NAME='value'; export NAME;`
+/// lines), by name.
+pub fn sh_vars(text: &str) -> std::collections::BTreeMap<String, String> {
+    text.lines()
+        .filter_map(|l| l.split(';').next()?.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.trim_matches('\'').to_owned()))
+        .collect()
 }
 
 /// The first line of `lines` that is a URL (what `llxprt-cred login`
@@ -613,23 +645,6 @@ pub fn first_url(lines: &mut impl Iterator<Item = std::io::Result<String>>) -> S
             return line.trim().to_owned();
         }
     }
-}
-
-/// Whether an external tool that some tests need (mandoc, man,
-/// systemd-socket-activate, make) is installed. Like the keyring tests,
-/// those tests fail rather than skip when it is missing, unless the caller
-/// opted out with LLXPRT_CREDD_SKIP_TOOL_TESTS=1.
-pub fn tool_tests_enabled(tool: &str, package: &str) -> bool {
-    if which(tool).is_some() {
-        return true;
-    }
-    if std::env::var("LLXPRT_CREDD_SKIP_TOOL_TESTS").as_deref() == Ok("1") {
-        eprintln!("{tool} is missing: test skipped on request (LLXPRT_CREDD_SKIP_TOOL_TESTS=1)");
-        return false;
-    }
-    panic!(
-        "{tool} is not installed: run .ci/run (or apt-get install {package}), or set LLXPRT_CREDD_SKIP_TOOL_TESTS=1"
-    );
 }
 
 /// The canary check itself can fail: markers and planted secrets are
@@ -696,6 +711,53 @@ pub fn reset_on_close(stream: &std::net::TcpStream) {
         )
     };
     assert_eq!(rc, 0, "SO_LINGER");
+}
+
+/// A TCP server on 127.0.0.1 (a free port) for the fake providers: every
+/// connection goes to `serve` on a thread of its own, with a flag that is
+/// set once the server is dropped (for answers that hang until then).
+pub struct LoopbackServer {
+    /// `127.0.0.1:PORT`.
+    pub authority: String,
+    stopping: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl LoopbackServer {
+    pub fn start(
+        serve: impl Fn(std::net::TcpStream, &std::sync::atomic::AtomicBool) + Send + Sync + 'static,
+    ) -> LoopbackServer {
+        use std::sync::Arc;
+        use std::sync::atomic::AtomicBool;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+        let authority = listener.local_addr().unwrap().to_string();
+        let stopping = Arc::new(AtomicBool::new(false));
+        let (stop, serve) = (stopping.clone(), Arc::new(serve));
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                if stop.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(stream) = stream else { continue };
+                let (stop, serve) = (stop.clone(), serve.clone());
+                std::thread::spawn(move || serve(stream, &stop));
+            }
+        });
+        LoopbackServer { authority, stopping }
+    }
+}
+
+impl Drop for LoopbackServer {
+    /// Stops accepting (a connection of its own wakes the accept loop) and
+    /// sets the flag the connections still being served see.
+    fn drop(&mut self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        let _ = std::net::TcpStream::connect(self.authority.as_str());
+    }
+}
+
+/// Whether process `pid` is running (it exists and is not a zombie).
+pub fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| !stat.contains(") Z "))
 }
 
 /// Polls `done` every 10 ms for up to `within`; whether it came true.

@@ -24,6 +24,7 @@ use serde_json::{Value, json};
 use crate::fake_provider::FakeProvider;
 use crate::fake_stream::{Answer, End, FakeStream, Framing, Gate, Request, Step};
 use crate::harness::*;
+use crate::host_store::*;
 
 /// The upstream overrides, one per route.
 const ROUTE_VARS: [&str; 5] = [
@@ -83,10 +84,6 @@ const LOG_WAIT: Duration = Duration::from_secs(5);
 
 static PROXY_SOCKETS: AtomicUsize = AtomicUsize::new(0);
 
-fn now() -> f64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64()
-}
-
 /// A real credential for this test: unique, planted `Never` (it must not
 /// cross the credential socket nor reach any log).
 fn real(prefix: &str, what: &str) -> String {
@@ -105,12 +102,8 @@ fn seed_token(dir: &TestDir, spec: &str, real: &str) -> f64 {
         token["account_id"] = ACCOUNT_ID.into();
         token["id_token"] = format!("idt-CANARY-{real}").into();
     }
-    ok(dir.run(None, &["--store", "file", "token", "import", spec], &token.to_string()));
+    dir.import_token(spec, &token.to_string());
     expiry
-}
-
-fn seed_key(dir: &TestDir, name: &str, real: &str) {
-    ok(dir.run(None, &["--store", "file", "key", "set", name], real));
 }
 
 /// Saves profile `name`: provider `provider` with the key `key`.
@@ -162,7 +155,7 @@ struct Inject {
 fn anthropic_key(dir: &TestDir) -> (FakeStream, FakeProvider, String, Inject, String) {
     let (upstream, oauth) = (FakeStream::start(), FakeProvider::start());
     let key = real("sk-ant-api03-", "anthropic");
-    seed_key(dir, "ANTHROPIC_KEY", &key);
+    dir.set_key("ANTHROPIC_KEY", &key);
     key_profile(dir, "claude-key", "anthropic", "ANTHROPIC_KEY");
     let p = start(dir, &upstream, &oauth, &["--profile", "claude-key"]);
     let sentinel = p.key("ANTHROPIC_KEY");
@@ -817,7 +810,7 @@ fn key_sentinels_take_the_shape_of_the_provider_their_profile_names() {
     ] {
         let dir = TestDir::new("inj-sent-key");
         let (upstream, oauth) = (FakeStream::start(), FakeProvider::start());
-        seed_key(&dir, "MODEL_KEY", &real("sk-", provider));
+        dir.set_key("MODEL_KEY", &real("sk-", provider));
         key_profile(&dir, "model", provider, "MODEL_KEY");
         let p = start(&dir, &upstream, &oauth, &["--profile", "model"]);
         let s = p.key("MODEL_KEY");
@@ -835,7 +828,7 @@ fn key_sentinels_take_the_shape_of_the_provider_their_profile_names() {
 fn a_key_no_profile_ties_to_a_provider_gets_an_error_not_a_sentinel() {
     let dir = TestDir::new("inj-loose-key");
     let (upstream, oauth) = (FakeStream::start(), FakeProvider::start());
-    seed_key(&dir, "LOOSE_KEY", &real("sk-", "loose"));
+    dir.set_key("LOOSE_KEY", &real("sk-", "loose"));
     // no profile anywhere names LOOSE_KEY: only --allow-key
     let p = start(&dir, &upstream, &oauth, &["--allow-key", "LOOSE_KEY"]);
     let r = p.client().request("get_api_key", json!({"name": "LOOSE_KEY"}));
@@ -854,8 +847,8 @@ fn a_key_no_profile_ties_to_a_provider_gets_an_error_not_a_sentinel() {
 fn a_key_whose_profile_points_elsewhere_is_not_routed() {
     let dir = TestDir::new("inj-elsewhere");
     let (upstream, oauth) = (FakeStream::start(), FakeProvider::start());
-    seed_key(&dir, "ROUTER_KEY", &real("sk-or-", "router"));
-    seed_key(&dir, "RELAY_KEY", &real("sk-", "relay"));
+    dir.set_key("ROUTER_KEY", &real("sk-or-", "router"));
+    dir.set_key("RELAY_KEY", &real("sk-", "relay"));
     // an OpenAI-style profile for another host: the key is that host's
     dir.save_profile(
         "router",
@@ -1012,7 +1005,7 @@ fn an_openai_key_request_carries_the_real_key_as_a_bearer_token() {
     let dir = TestDir::new("inj-openai");
     let (upstream, oauth) = (FakeStream::start(), FakeProvider::start());
     let key = real("sk-proj-", "openai");
-    seed_key(&dir, "OPENAI_KEY", &key);
+    dir.set_key("OPENAI_KEY", &key);
     key_profile(&dir, "gpt", "openai", "OPENAI_KEY");
     let p = start(&dir, &upstream, &oauth, &["--profile", "gpt"]);
     let s = p.key("OPENAI_KEY");
@@ -1053,7 +1046,7 @@ fn a_gemini_key_request_carries_the_real_key_and_a_key_in_the_url_is_refused() {
     let dir = TestDir::new("inj-gemini");
     let (upstream, oauth) = (FakeStream::start(), FakeProvider::start());
     let key = real("AIzaSy", "gemini");
-    seed_key(&dir, "GEMINI_KEY", &key);
+    dir.set_key("GEMINI_KEY", &key);
     key_profile(&dir, "gem", "gemini", "GEMINI_KEY");
     let p = start(&dir, &upstream, &oauth, &["--profile", "gem"]);
     let s = p.key("GEMINI_KEY");
@@ -1132,7 +1125,7 @@ fn malformed_and_disallowed_requests_are_refused_without_an_upstream_request() {
     let (upstream, oauth) = (FakeStream::start(), FakeProvider::start());
     seed_token(&dir, "claudecode", &real("sk-ant-oat01-", "claude"));
     seed_token(&dir, "codex", &real("eyJ-codex-", "codex"));
-    seed_key(&dir, "OPENAI_KEY", &real("sk-proj-", "openai"));
+    dir.set_key("OPENAI_KEY", &real("sk-proj-", "openai"));
     key_profile(&dir, "gpt", "openai", "OPENAI_KEY");
     let args = ["--profile", "gpt", "--allow", "claudecode", "--allow", "codex", "--proxy-max-body", "4096"];
     let p = start(&dir, &upstream, &oauth, &args);
@@ -1421,7 +1414,7 @@ fn bodies_naming_remote_tool_servers_are_refused_unless_allowed() {
     let (upstream, oauth) = (FakeStream::start(), FakeProvider::start());
     seed_token(&dir, "claudecode", &real("sk-ant-oat01-", "claude"));
     seed_token(&dir, "codex", &real("eyJ-codex-", "codex"));
-    seed_key(&dir, "OPENAI_KEY", &real("sk-proj-", "openai"));
+    dir.set_key("OPENAI_KEY", &real("sk-proj-", "openai"));
     key_profile(&dir, "gpt", "openai", "OPENAI_KEY");
     let args = ["--profile", "gpt", "--allow", "claudecode", "--allow", "codex"];
     let mcp_servers = r#"{"model":"claude-opus-4-1","max_tokens":8,"messages":[],"mcp_servers":[{"type":"url","url":"https://tools.evil.example/mcp","name":"x"}]}"#;
@@ -1709,7 +1702,7 @@ fn a_401_on_an_oauth_token_refreshes_once_and_the_retry_answers() {
 fn a_401_on_an_api_key_passes_through_after_one_request() {
     let dir = TestDir::new("inj-401-key");
     let (upstream, oauth) = (FakeStream::start(), FakeProvider::start());
-    seed_key(&dir, "ANTHROPIC_KEY", &real("sk-ant-api03-", "anthropic"));
+    dir.set_key("ANTHROPIC_KEY", &real("sk-ant-api03-", "anthropic"));
     key_profile(&dir, "claude-key", "anthropic", "ANTHROPIC_KEY");
     let p = start(&dir, &upstream, &oauth, &["--profile", "claude-key"]);
     let s = p.key("ANTHROPIC_KEY");
@@ -1774,7 +1767,7 @@ fn reveal_serves_real_tokens_for_that_provider_only() {
     let claude = plant(unique("sk-ant-oat01-revealed-"), Exposure::Served);
     seed_token(&dir, "claudecode", &claude);
     seed_token(&dir, "codex", &real("eyJ-codex-", "codex"));
-    seed_key(&dir, "ANTHROPIC_KEY", &real("sk-ant-api03-", "anthropic"));
+    dir.set_key("ANTHROPIC_KEY", &real("sk-ant-api03-", "anthropic"));
     key_profile(&dir, "claude-key", "anthropic", "ANTHROPIC_KEY");
     let args =
         ["--profile", "claude-key", "--allow", "claudecode", "--allow", "codex", "--reveal", "claudecode"];
@@ -1813,7 +1806,7 @@ fn exit_within(child: &mut Child, within: Duration) -> ExitStatus {
 #[test]
 fn a_non_loopback_upstream_override_stops_the_daemon_at_start() {
     let dir = TestDir::new("inj-override");
-    seed_key(&dir, "OPENAI_KEY", &real("sk-proj-", "openai"));
+    dir.set_key("OPENAI_KEY", &real("sk-proj-", "openai"));
     key_profile(&dir, "gpt", "openai", "OPENAI_KEY");
     for (var, url) in [
         (ROUTE_VARS[0], "http://203.0.113.7:8080"),
@@ -2045,7 +2038,7 @@ fn providers_file_routes_carry_their_providers_keys_only() {
     let dir = TestDir::new("inj-file-route");
     let (upstream, oauth) = (FakeStream::start(), FakeProvider::start());
     let key = real("sk-", "examplellm");
-    seed_key(&dir, "EXAMPLE_KEY", &key);
+    dir.set_key("EXAMPLE_KEY", &key);
     key_profile(&dir, "example", "examplellm", "EXAMPLE_KEY");
     let file = dir.root.join("providers.json");
     std::fs::write(

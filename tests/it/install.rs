@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::harness::*;
+use crate::needs::*;
 
 fn make(target: &str, destdir: &Path, extra: &[&str]) -> std::process::Output {
     let build_dir = Path::new(env!("CARGO_BIN_EXE_llxprt-credd")).parent().unwrap();

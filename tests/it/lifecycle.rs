@@ -17,7 +17,7 @@ const CREDD: &str = env!("CARGO_BIN_EXE_llxprt-credd");
 
 fn with_key(name: &str) -> TestDir {
     let dir = TestDir::new(name);
-    ok(dir.run(None, &["--store", "file", "key", "set", "OPENAI"], "sk-PLANTED-KEY"));
+    dir.set_key("OPENAI", "sk-PLANTED-KEY");
     dir
 }
 
@@ -40,22 +40,6 @@ fn socket_in(dir: &TestDir, name: &str) -> PathBuf {
     dir.root.join("sock").join(name)
 }
 
-fn alive(pid: i32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
-        && !std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default().contains(") Z ")
-}
-
-fn wait_gone(pid: i32, limit: Duration) -> bool {
-    let start = Instant::now();
-    while alive(pid) {
-        if start.elapsed() > limit {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    true
-}
-
 /// Kills a background daemon the test started, should the test fail.
 struct Reap(i32);
 
@@ -68,9 +52,7 @@ impl Drop for Reap {
 }
 
 fn var(text: &str, name: &str) -> String {
-    let prefix = format!("{name}=");
-    let line = text.lines().find(|l| l.starts_with(&prefix)).unwrap_or_else(|| panic!("{name} in {text}"));
-    line[prefix.len()..].split(';').next().unwrap().trim_matches('\'').to_string()
+    sh_vars(text).remove(name).unwrap_or_else(|| panic!("{name} in {text}"))
 }
 
 #[test]
@@ -127,7 +109,7 @@ fn background_mode_prints_sh_commands_serves_and_k_stops_it() {
     let said = ok(killed);
     assert!(said.contains("unsetenv LLXPRT_CREDENTIAL_SOCKET;"), "{said}");
     assert!(said.contains(&format!("llxprt-credd pid {pid} stopped")));
-    assert!(wait_gone(pid, Duration::from_secs(1)), "-k waits for the daemon to exit");
+    assert!(wait_until(Duration::from_secs(1), || !alive(pid)), "-k waits for the daemon to exit");
     assert!(!socket.exists(), "socket removed");
     let log_text = std::fs::read_to_string(&log).unwrap();
     assert!(log_text.contains("shutting down"), "{log_text}");
@@ -324,7 +306,7 @@ fn exec_mode_forwards_sigterm_and_propagates_the_signal_exit() {
 #[test]
 fn sighup_applies_a_narrower_profile_at_once_and_a_broken_one_serves_nothing() {
     let dir = with_key("hup");
-    ok(dir.run(None, &["--store", "file", "key", "set", "OTHER"], "sk-other"));
+    dir.set_key("OTHER", "sk-other");
     let profiles = dir.root.join("config/profiles");
     std::fs::create_dir_all(&profiles).unwrap();
     let write_profile = |key: &str| {

@@ -21,7 +21,8 @@ use serde_json::{Value, json};
 
 use crate::fake_provider::{FakeProvider, Reply, browser_get, query_param};
 use crate::harness::*;
-use llxprt_credd::store::{Backend, HostStore, Paths, TokenStore};
+use crate::host_store::*;
+use crate::needs::*;
 
 const USERCODE: &str = "/api/accounts/deviceauth/usercode";
 const DEVICE_TOKEN: &str = "/api/accounts/deviceauth/token";
@@ -62,15 +63,6 @@ fn daemon_with(
 
 fn daemon(dir: &TestDir, fake: &FakeProvider) -> Daemon {
     daemon_with(dir, fake, &[], &[])
-}
-
-fn host(dir: &TestDir) -> HostStore {
-    let paths = Paths { data: dir.data(), log: dir.log(), config: dir.root.join("config") };
-    HostStore::open_at(paths, Backend::File).unwrap()
-}
-
-fn stored(dir: &TestDir, provider: &str, bucket: Option<&str>) -> Option<Value> {
-    host(dir).tokens.get_token(provider, bucket).unwrap().map(|t| Value::Object(t.fields().clone()))
 }
 
 /// A handshaken connection that keeps every answer, and the secrets it
@@ -191,10 +183,6 @@ fn s256(verifier: &str) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(verifier.as_bytes()))
 }
 
-fn now() -> f64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64()
-}
-
 // ---------------------------------------------------------------- PKCE code-paste (Anthropic)
 
 #[test]
@@ -241,7 +229,7 @@ fn pkce_code_paste_logs_in_and_the_session_is_single_use() {
     assert_eq!(query_param(url, "code_challenge").unwrap(), s256(&verifier));
     c.secrets.push(verifier);
     // stored on the host in full, served sanitized
-    let s = stored(&dir, "anthropic", None).expect("stored");
+    let s = dir.stored_token("anthropic", None).expect("stored");
     assert!(s["refresh_token"].as_str().unwrap().contains("CANARY"));
     assert_eq!(s["access_token"], r["data"]["access_token"]);
     let got = c.ask("get_token", json!({"provider":"anthropic"}));
@@ -280,7 +268,7 @@ fn pkce_wrong_state_denial_wrong_op_unknown_session_and_cancel() {
     assert_eq!(code_of(&r), "EXCHANGE_FAILED", "{r}");
     assert_eq!(r["error"], "The provider refused the authorization code", "fixed text: {r}");
     assert!(d.log_text().contains("access_denied"), "the provider's code is in the host log");
-    assert!(stored(&dir, "anthropic", None).is_none());
+    assert!(dir.stored_token("anthropic", None).is_none());
     c.secrets.push(verifier_of(&fake, 0));
     // wrong op for the flow
     let f = c.initiate("anthropic", None, None);
@@ -319,8 +307,8 @@ fn two_code_paste_sessions_are_independent() {
     assert_eq!(r2["ok"], true, "{r2}");
     let r1 = c.exchange(&sid(&one), &paste_one);
     assert_eq!(r1["ok"], true, "{r1}");
-    let s1 = stored(&dir, "anthropic", None).unwrap();
-    let s2 = stored(&dir, "anthropic", Some("second")).unwrap();
+    let s1 = dir.stored_token("anthropic", None).unwrap();
+    let s2 = dir.stored_token("anthropic", Some("second")).unwrap();
     assert_eq!(
         (s1["access_token"].clone(), s2["access_token"].clone()),
         (r1["data"]["access_token"].clone(), r2["data"]["access_token"].clone())
@@ -397,7 +385,7 @@ fn device_code_polls_on_the_host_honouring_interval_and_slow_down() {
         exchange.field("redirect_uri").as_deref(),
         Some("https://auth.openai.com/deviceauth/callback")
     );
-    assert!(stored(&dir, "codex", None).unwrap()["refresh_token"].as_str().unwrap().contains("CANARY"));
+    assert!(dir.stored_token("codex", None).unwrap()["refresh_token"].as_str().unwrap().contains("CANARY"));
     // single use
     assert_eq!(code_of(&c.poll(&sid(&data))), "SESSION_ALREADY_USED");
     let secrets = c.secrets.clone();
@@ -425,7 +413,7 @@ fn device_code_denial_expiry_and_cancel_mid_poll() {
     let b = c.initiate("codex", None, Some("device_code"));
     let r = c.poll_until_done(&sid(&b));
     assert_eq!(r["data"]["code"], "EXPIRED_TOKEN", "{r}");
-    assert!(stored(&dir, "codex", None).is_none());
+    assert!(dir.stored_token("codex", None).is_none());
     // cancel mid-poll: no further upstream call
     fake.script_at(DEVICE_TOKEN, (0..1000).map(|_| Reply::Status(403, "{}".into())));
     let e = c.initiate("codex", None, Some("device_code"));
@@ -455,8 +443,8 @@ fn two_device_sessions_run_independently() {
     assert_eq!(c.cancel(&sid(&one))["ok"], true);
     let r = c.poll_until_done(&sid(&two));
     assert_eq!(r["data"]["status"], "complete", "{r}");
-    assert!(stored(&dir, "codex", Some("work")).is_some());
-    assert!(stored(&dir, "codex", None).is_none(), "the cancelled session stored nothing");
+    assert!(dir.stored_token("codex", Some("work")).is_some());
+    assert!(dir.stored_token("codex", None).is_none(), "the cancelled session stored nothing");
     let secrets = c.secrets.clone();
     assert_no_leaks(&d, &c.seen, &secrets);
 }
@@ -554,7 +542,7 @@ fn browser_redirect_denial_timeout_cancel_and_two_at_once() {
     assert_eq!(r["data"]["code"], "CALLBACK_TIMEOUT", "{r}");
     assert!(browser_get(&r3).is_none());
     assert_eq!(fake.calls_to("/oauth/token").len(), 0);
-    assert!(stored(&dir, "codex", None).is_none() && stored(&dir, "codex", Some("work")).is_none());
+    assert!(dir.stored_token("codex", None).is_none() && dir.stored_token("codex", Some("work")).is_none());
     let secrets = c.secrets.clone();
     assert_no_leaks(&d, &c.seen, &secrets);
 }
@@ -588,49 +576,22 @@ fn sessions_expire_after_the_configured_ttl() {
     assert_no_leaks(&d, &c.seen, &secrets);
 }
 
-/// Runs `requests` (JSON frames) on one connection as uid/gid 65534 and
-/// prints each answer.
-fn as_nobody(socket: &std::path::Path, requests: &[Value]) -> Vec<Value> {
-    let script = r#"
-use IO::Socket::UNIX;
-$SIG{PIPE} = "IGNORE";
-my $s = IO::Socket::UNIX->new(Peer => shift @ARGV) or die "connect: $!";
-sub rt { my $b = shift; print $s pack('N', length $b) . $b; my $h; read($s, $h, 4) == 4 or die "closed";
-         my $n = unpack('N', $h); my $r; read($s, $r, $n); return $r; }
-rt('{"v":1,"op":"handshake","payload":{"minVersion":1,"maxVersion":1}}');
-print rt($_), "\n" for @ARGV;
-"#;
-    let out = std::process::Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "perl", "-e", script])
-        .arg(socket)
-        .args(requests.iter().map(Value::to_string))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
-}
-
 #[test]
 fn a_session_belongs_to_the_peer_identity_that_started_it() {
-    if !is_root() {
-        eprintln!("needs root to connect as another uid; the CI runs as root");
+    if !require_root("to connect as another uid") {
         return;
     }
-    use std::os::unix::fs::PermissionsExt;
     let dir = TestDir::new("lg-peer");
     let fake = FakeProvider::start();
     fake.script_at(DEVICE_TOKEN, (0..1000).map(|_| Reply::Status(403, "{}".into())));
     let d = daemon_with(&dir, &fake, &[], &["--allow-uid", "65534"]);
-    for p in [dir.root.as_path(), d.socket.parent().unwrap()] {
-        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
-    std::fs::set_permissions(&d.socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+    d.loosen_socket(&dir.root);
     let mut c = Client::new(&d);
     let p = c.initiate("anthropic", None, None);
     let dev = c.initiate("codex", None, Some("device_code"));
     let (_, _, pasted) = browser_get(p["auth_url"].as_str().unwrap()).unwrap();
     let req = |n: usize, op: &str, sid: &str| json!({"v":1,"id":format!("n{n}"),"op":op,"payload":{"session_id":sid,"code":pasted}});
-    let answers = as_nobody(
+    let mut answers = as_nobody(
         &d.socket,
         &[
             req(1, "oauth_exchange", &sid(&p)),
@@ -638,7 +599,9 @@ fn a_session_belongs_to_the_peer_identity_that_started_it() {
             req(3, "oauth_poll", &sid(&dev)),
             req(4, "oauth_cancel", &sid(&dev)),
         ],
-    );
+    )
+    .expect("uid 65534 is admitted with --allow-uid");
+    answers.remove(0); // the handshake's
     assert_eq!(answers.len(), 4);
     for a in &answers {
         assert_eq!(code_of(a), "UNAUTHORIZED", "{a}");
@@ -740,7 +703,7 @@ fn cred_login_through_the_daemon_and_on_the_host() {
     );
     assert!(text.contains("Logged in: codex:work"), "{text}");
     assert!(!text.contains("CANARY") && !text.contains("refresh_token"));
-    assert!(stored(&dir, "codex", Some("work")).is_some());
+    assert!(dir.stored_token("codex", Some("work")).is_some());
     // code-paste on the host (no daemon named): the user pastes code#state
     let mut child = cred(&dir, &fake, &["--store", "file", "login", "anthropic"]);
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
@@ -751,14 +714,14 @@ fn cred_login_through_the_daemon_and_on_the_host() {
     let status = child.wait().unwrap();
     assert!(status.success(), "{rest:?}");
     assert!(rest.iter().any(|l| l.contains("Logged in: anthropic:default")), "{rest:?}");
-    let s = stored(&dir, "anthropic", None).unwrap();
+    let s = dir.stored_token("anthropic", None).unwrap();
     assert!(s["refresh_token"].as_str().unwrap().contains("CANARY"));
     assert!(s["expiry"].as_f64().unwrap() > now() + 3000.0);
     // logout through the daemon, and on the host
     ok(cred(&dir, &fake, &["--socket", socket, "logout", "codex:work"]).wait_with_output().unwrap());
-    assert!(stored(&dir, "codex", Some("work")).is_none());
+    assert!(dir.stored_token("codex", Some("work")).is_none());
     ok(cred(&dir, &fake, &["--store", "file", "logout", "anthropic"]).wait_with_output().unwrap());
-    assert!(stored(&dir, "anthropic", None).is_none());
+    assert!(dir.stored_token("anthropic", None).is_none());
     // a login the daemon refuses
     let out = cred(&dir, &fake, &["--socket", socket, "login", "acme"]).wait_with_output().unwrap();
     assert!(!out.status.success());
@@ -809,7 +772,7 @@ fn a_provider_from_the_config_file_logs_in_with_rfc_8628() {
         assert!(p.field("device_code").unwrap().starts_with("dev-CANARY-rfc-"));
     }
     assert!(polls[2].at.duration_since(polls[1].at) >= Duration::from_millis(95), "slow_down honoured");
-    assert!(stored(&dir, "acme", None).unwrap()["refresh_token"].as_str().unwrap().contains("CANARY"));
+    assert!(dir.stored_token("acme", None).unwrap()["refresh_token"].as_str().unwrap().contains("CANARY"));
     let secrets = c.secrets.clone();
     assert_no_leaks(&d, &c.seen, &secrets);
 }
@@ -954,7 +917,9 @@ fn slow_browser_connections_do_not_hold_up_the_callback_or_the_cancel() {
 
 #[test]
 fn used_login_secrets_do_not_stay_in_the_daemons_memory() {
-    assert!(is_root(), "reading the daemon's memory needs root (the CI runs as root)");
+    if !require_root("to read the daemon's memory") {
+        return;
+    }
     let dir = TestDir::new("lg-wipe");
     let fake = FakeProvider::start();
     let d = daemon(&dir, &fake);

@@ -16,12 +16,14 @@ mod faults;
 mod github;
 mod hardening;
 mod harness;
+mod host_store;
 mod inject;
 mod install;
 #[path = "../common/launch.rs"]
 mod launch;
 mod lifecycle;
 mod login;
+mod needs;
 #[path = "../common/procfs.rs"]
 mod procfs;
 mod protocol_v2;

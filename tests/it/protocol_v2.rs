@@ -10,20 +10,11 @@ use serde_json::{Value, json};
 
 use crate::fake_provider::FakeProvider;
 use crate::harness::*;
-
-fn now() -> f64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64()
-}
+use crate::host_store::*;
 
 /// A token record expiring `expires_in` seconds from now.
 fn token(access: &str, expires_in: f64) -> String {
-    json!({"access_token": access, "refresh_token": "rt-CANARY-v2", "expiry": (now() + expires_in).floor(),
-        "token_type": "Bearer"})
-    .to_string()
-}
-
-fn plant_token(dir: &TestDir, spec: &str, token: &str) {
-    ok(dir.run(None, &["--store", "file", "token", "import", spec], token));
+    oauth_token(access, "rt-CANARY-v2", expires_in).to_string()
 }
 
 /// A daemon whose OAuth providers point at `fake`.
@@ -56,7 +47,7 @@ fn collect(c: &mut Raw, ids: &[&str], within: Duration) -> HashMap<String, (Valu
 #[test]
 fn negotiation_settles_the_highest_common_version() {
     let dir = TestDir::new("v2-nego");
-    ok(dir.run(None, &["--store", "file", "key", "set", "K"], "sk-PLANTED-v2"));
+    dir.set_key("K", "sk-PLANTED-v2");
     let d = dir.daemon(&["--allow-key", "K"]);
     for ((min, max), version) in [((1, 1), 1), ((1, 2), 2), ((2, 2), 2), ((2, 3), 2), ((1, 9), 2)] {
         let r = d.connect().handshake_range(None, min, max);
@@ -83,7 +74,7 @@ fn negotiation_settles_the_highest_common_version() {
 #[test]
 fn version_2_takes_frames_up_to_4_mib_and_version_1_keeps_64_kib() {
     let dir = TestDir::new("v2-frames");
-    ok(dir.run(None, &["--store", "file", "key", "set", "K"], "sk-PLANTED-v2"));
+    dir.set_key("K", "sk-PLANTED-v2");
     let d = dir.daemon(&["--allow-key", "K"]);
     let big = |id: &str, n: usize| {
         json!({"v":2,"id":id,"op":"has_api_key","payload":{"name":"K","pad":"x".repeat(n)}}).to_string()
@@ -112,8 +103,8 @@ fn a_version_1_answer_over_64_kib_is_response_too_large_and_the_connection_stays
     let fake = FakeProvider::start();
     let mut t: Value = serde_json::from_str(&token("at-big", 3600.0)).unwrap();
     t["scope"] = json!("s".repeat(70_000));
-    plant_token(&dir, "codex", &t.to_string());
-    plant_token(&dir, "anthropic", &token("at-small", 3600.0));
+    dir.import_token("codex", &t.to_string());
+    dir.import_token("anthropic", &token("at-small", 3600.0));
     let d = daemon(&dir, &fake, &[]);
     let mut c = d.connect();
     c.handshake();
@@ -135,8 +126,8 @@ fn a_valid_token_is_not_held_up_behind_a_slow_refresh_on_the_same_connection() {
     let dir = TestDir::new("v2-hol");
     let fake = FakeProvider::start();
     fake.set_delay(Duration::from_secs(4));
-    plant_token(&dir, "anthropic", &token("at-expired", -10.0));
-    plant_token(&dir, "codex", &token("at-valid", 3600.0));
+    dir.import_token("anthropic", &token("at-expired", -10.0));
+    dir.import_token("codex", &token("at-valid", 3600.0));
     let d = daemon(&dir, &fake, &[]);
     let mut c = d.connect();
     c.handshake_v2();
@@ -158,7 +149,7 @@ fn sixteen_in_flight_a_seventeenth_refused_duplicates_refused_and_cancel_answers
     let dir = TestDir::new("v2-cap");
     let fake = FakeProvider::start();
     fake.set_delay(Duration::from_secs(2));
-    plant_token(&dir, "anthropic", &token("at-expired", -10.0));
+    dir.import_token("anthropic", &token("at-expired", -10.0));
     let d = daemon(&dir, &fake, &[]);
     let mut c = d.connect();
     c.handshake_v2();
@@ -209,7 +200,7 @@ fn closing_the_connection_cancels_its_requests_and_the_daemon_stays_healthy() {
     let dir = TestDir::new("v2-close");
     let fake = FakeProvider::start();
     fake.set_delay(Duration::from_secs(1));
-    plant_token(&dir, "anthropic", &token("at-expired", -10.0));
+    dir.import_token("anthropic", &token("at-expired", -10.0));
     let d = daemon(&dir, &fake, &[]);
     let mut c = d.connect();
     c.handshake_v2();
@@ -241,7 +232,7 @@ fn a_cancelled_save_stops_waiting_for_the_refresh_lock_and_writes_nothing() {
     use llxprt_credd::store::{Backend, HostStore, Paths, TokenStore};
     let dir = TestDir::new("v2-lockwait");
     let fake = FakeProvider::start();
-    plant_token(&dir, "codex", &token("at-before", 3600.0));
+    dir.import_token("codex", &token("at-before", 3600.0));
     let d = daemon(&dir, &fake, &["--permit", "write"]);
     let paths = Paths { data: dir.data(), log: dir.log(), config: dir.root.join("config") };
     let host = HostStore::open_at(paths, Backend::File).unwrap();

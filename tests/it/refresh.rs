@@ -15,37 +15,20 @@ use serde_json::{Value, json};
 
 use crate::fake_provider::{FakeProvider, Reply};
 use crate::harness::*;
-use llxprt_credd::store::{Backend, HostStore, Paths, TokenStore};
+use crate::host_store::*;
+use crate::needs::*;
+use llxprt_credd::store::TokenStore;
 use llxprt_credd::token::OAuthToken;
 
 const PLANTED: &str = "rt-CANARY-planted";
 
-fn now() -> f64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64()
-}
-
 fn token(expires_in: f64, extra: Value) -> String {
-    let mut t = json!({"access_token":"at-planted","refresh_token":PLANTED,"expiry":(now() + expires_in).floor(),
-        "token_type":"Bearer","scope":"user:inference"});
+    let mut t = oauth_token("at-planted", PLANTED, expires_in);
+    t["scope"] = "user:inference".into();
     for (k, v) in extra.as_object().unwrap() {
         t[k] = v.clone();
     }
     t.to_string()
-}
-
-fn plant(dir: &TestDir, spec: &str, token: &str) {
-    ok(dir.run(None, &["--store", "file", "token", "import", spec], token));
-}
-
-fn host(dir: &TestDir) -> HostStore {
-    let paths = Paths { data: dir.data(), log: dir.log(), config: dir.root.join("config") };
-    HostStore::open_at(paths, Backend::File).unwrap()
-}
-
-/// The token as stored on the host, refresh token included.
-fn stored(dir: &TestDir, provider: &str, bucket: Option<&str>) -> Value {
-    let t = host(dir).tokens.get_token(provider, bucket).unwrap().expect("a stored token");
-    Value::Object(t.fields().clone())
 }
 
 /// Waits until the stored access token is `access` (a renewal saves it
@@ -53,7 +36,7 @@ fn stored(dir: &TestDir, provider: &str, bucket: Option<&str>) -> Value {
 fn wait_stored(dir: &TestDir, provider: &str, access: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(3);
     loop {
-        let s = stored(dir, provider, None);
+        let s = dir.stored_token(provider, None).expect("a stored token");
         if s["access_token"] == access || Instant::now() > deadline {
             return s;
         }
@@ -118,7 +101,7 @@ fn assert_no_canary(d: &Daemon, answers: &[Value]) {
 fn an_expired_token_is_refreshed_on_get_token() {
     let dir = TestDir::new("rf-read");
     let fake = FakeProvider::start();
-    plant(&dir, "anthropic", &token(-10.0, json!({"resource_url":"https://r","custom":{"k":1}})));
+    dir.import_token("anthropic", &token(-10.0, json!({"resource_url":"https://r","custom":{"k":1}})));
     let d = daemon(&dir, &fake, "0.01", &[]);
     let mut c = Client::new(&d);
     let t = c.get("anthropic");
@@ -147,21 +130,21 @@ fn an_expired_token_is_refreshed_on_get_token() {
 fn rotation_is_stored_on_the_host_and_never_returned() {
     let dir = TestDir::new("rf-rotate");
     let fake = FakeProvider::start();
-    plant(&dir, "anthropic", &token(-10.0, json!({})));
+    dir.import_token("anthropic", &token(-10.0, json!({})));
     let d = daemon(&dir, &fake, "0.01", &[]);
     let mut c = Client::new(&d);
     assert_eq!(
         c.ask("refresh_token", json!({"provider":"anthropic"}))["data"]["access_token"],
         "at-refreshed-1"
     );
-    let s = stored(&dir, "anthropic", None);
+    let s = dir.stored_token("anthropic", None).expect("a stored token");
     assert_eq!(
         (s["access_token"].as_str(), s["refresh_token"].as_str()),
         (Some("at-refreshed-1"), Some("rt-CANARY-rotated-1"))
     );
     // expire it again; the next refresh must present the rotated refresh token
     let expire = |dir: &TestDir| {
-        let h = host(dir);
+        let h = dir.host_store();
         let mut m = h.tokens.get_token("anthropic", None).unwrap().unwrap().fields().clone();
         m["expiry"] = json!((now() - 5.0).floor());
         h.tokens.save_token("anthropic", None, &OAuthToken::from_map(m).unwrap()).unwrap();
@@ -175,7 +158,10 @@ fn rotation_is_stored_on_the_host_and_never_returned() {
     expire(&dir);
     std::thread::sleep(Duration::from_millis(400));
     assert_eq!(c.get("anthropic")["data"]["access_token"], "at-refreshed-3");
-    assert_eq!(stored(&dir, "anthropic", None)["refresh_token"], "rt-CANARY-rotated-2");
+    assert_eq!(
+        dir.stored_token("anthropic", None).expect("a stored token")["refresh_token"],
+        "rt-CANARY-rotated-2"
+    );
     assert_no_canary(&d, &c.seen);
 }
 
@@ -184,7 +170,7 @@ fn one_upstream_refresh_for_64_connections_over_4_daemons() {
     let dir = TestDir::new("rf-storm");
     let fake = FakeProvider::start();
     fake.set_delay(Duration::from_millis(300));
-    plant(&dir, "anthropic", &token(-10.0, json!({})));
+    dir.import_token("anthropic", &token(-10.0, json!({})));
     let daemons: Vec<Daemon> = (0..4).map(|_| daemon(&dir, &fake, "0.01", &[])).collect();
     let barrier = Arc::new(Barrier::new(64));
     let threads: Vec<_> = (0..64)
@@ -207,7 +193,10 @@ fn one_upstream_refresh_for_64_connections_over_4_daemons() {
         assert_eq!(a["data"]["access_token"], "at-refreshed-1", "{a}");
     }
     assert_eq!(fake.count(), 1, "exactly one call to the provider");
-    assert_eq!(stored(&dir, "anthropic", None)["refresh_token"], "rt-CANARY-rotated-1");
+    assert_eq!(
+        dir.stored_token("anthropic", None).expect("a stored token")["refresh_token"],
+        "rt-CANARY-rotated-1"
+    );
     let left: Vec<_> =
         std::fs::read_dir(dir.log().join("oauth/locks")).unwrap().flatten().map(|e| e.file_name()).collect();
     assert!(left.is_empty(), "every lock released: {left:?}");
@@ -216,29 +205,11 @@ fn one_upstream_refresh_for_64_connections_over_4_daemons() {
     }
 }
 
-/// A lock record naming `pid` with its real start time, as llxprt-code writes it.
-fn llxprt_lock_record(pid: u32) -> String {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let rest = &stat[stat.rfind(')').unwrap() + 2..];
-    let ticks: u64 = rest.split(' ').nth(19).unwrap().parse().unwrap();
-    let btime: u64 = std::fs::read_to_string("/proc/stat")
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("btime ").map(|v| v.trim().parse().unwrap()))
-        .unwrap();
-    let host = String::from_utf8(Command::new("hostname").output().unwrap().stdout).unwrap();
-    format!(
-        r#"{{"version":1,"ownerToken":"11111111-2222-4333-8444-555555555555","pid":{pid},"hostname":{:?},"startTimeMs":{},"startTimeSource":"canonical"}}"#,
-        host.trim(),
-        (btime + ticks / 100) * 1000
-    )
-}
-
 #[test]
 fn a_refresh_lock_held_by_llxprt_code_is_honoured() {
     let dir = TestDir::new("rf-lock");
     let fake = FakeProvider::start();
-    plant(&dir, "anthropic", &token(-10.0, json!({})));
+    dir.import_token("anthropic", &token(-10.0, json!({})));
     let d = daemon(&dir, &fake, "0.01", &[]);
     // llxprt-code (a live process) holds the refresh lock while it refreshes
     let locks = dir.log().join("oauth/locks");
@@ -257,14 +228,20 @@ fn a_refresh_lock_held_by_llxprt_code_is_honoured() {
     // llxprt-code stores its refreshed token and releases the lock
     let refreshed =
         token(3600.0, json!({"access_token":"at-from-llxprt-code","refresh_token":"rt-CANARY-cli"}));
-    host(&dir).tokens.save_token("anthropic", None, &OAuthToken::from_json(&refreshed).unwrap()).unwrap();
+    dir.host_store()
+        .tokens
+        .save_token("anthropic", None, &OAuthToken::from_json(&refreshed).unwrap())
+        .unwrap();
     std::fs::remove_file(&lock).unwrap();
     let _ = holder.kill();
     let _ = holder.wait();
     let (r, seen) = asking.join().unwrap();
     assert_eq!(r["data"]["access_token"], "at-from-llxprt-code", "{r}");
     assert_eq!(fake.count(), 0, "the daemon used the token llxprt-code stored");
-    assert_eq!(stored(&dir, "anthropic", None)["refresh_token"], "rt-CANARY-cli");
+    assert_eq!(
+        dir.stored_token("anthropic", None).expect("a stored token")["refresh_token"],
+        "rt-CANARY-cli"
+    );
     assert_no_canary(&d, &seen);
 }
 
@@ -273,7 +250,7 @@ fn transient_failures_are_retried_after_1_s_and_3_s() {
     let dir = TestDir::new("rf-500");
     let fake = FakeProvider::start();
     fake.script([Reply::status(500), Reply::status(503), Reply::token()]);
-    plant(&dir, "anthropic", &token(-10.0, json!({})));
+    dir.import_token("anthropic", &token(-10.0, json!({})));
     // scale 0.1: the retries come after 100 ms and 300 ms
     let d = daemon(&dir, &fake, "0.1", &[]);
     let mut c = Client::new(&d);
@@ -293,7 +270,7 @@ fn invalid_grant_means_reauth_and_clears_the_stored_refresh_token() {
     let dir = TestDir::new("rf-revoked");
     let fake = FakeProvider::start();
     fake.script([Reply::invalid_grant()]);
-    plant(&dir, "anthropic", &token(-10.0, json!({})));
+    dir.import_token("anthropic", &token(-10.0, json!({})));
     let d = daemon(&dir, &fake, "0.01", &[]);
     let mut c = Client::new(&d);
     let r = c.get("anthropic");
@@ -301,7 +278,7 @@ fn invalid_grant_means_reauth_and_clears_the_stored_refresh_token() {
     assert_eq!(r["error"], "The provider revoked the refresh token; log in again on the host", "fixed text");
     assert!(d.log_text().contains("invalid_grant"), "the provider's code is in the host log");
     assert_eq!(fake.count(), 1, "never retried");
-    let s = stored(&dir, "anthropic", None);
+    let s = dir.stored_token("anthropic", None).expect("a stored token");
     assert!(s.get("refresh_token").is_none(), "cleared: {s}");
     assert_eq!(s["access_token"], "at-planted", "the rest is kept");
     // nothing left to refresh: the op says so without calling the provider
@@ -320,8 +297,8 @@ fn other_4xx_and_garbage_are_not_retried_and_keep_the_refresh_token() {
         Reply::Status(401, r#"{"error":"invalid_client","error_description":"rt-CANARY-x"}"#.into()),
         Reply::Garbage,
     ]);
-    plant(&dir, "anthropic", &token(-10.0, json!({})));
-    plant(&dir, "codex", &token(-10.0, json!({"account_id":"acc"})));
+    dir.import_token("anthropic", &token(-10.0, json!({})));
+    dir.import_token("codex", &token(-10.0, json!({"account_id":"acc"})));
     let d = daemon(&dir, &fake, "0.01", &[]);
     let mut c = Client::new(&d);
     let r = c.get("anthropic");
@@ -335,7 +312,11 @@ fn other_4xx_and_garbage_are_not_retried_and_keep_the_refresh_token() {
     assert!(d.log_text().contains("the provider's answer is not a JSON object (1 call)"));
     assert_eq!(fake.count(), 2);
     for p in ["anthropic", "codex"] {
-        assert_eq!(stored(&dir, p, None)["refresh_token"], PLANTED, "{p} keeps its refresh token");
+        assert_eq!(
+            dir.stored_token(p, None).expect("a stored token")["refresh_token"],
+            PLANTED,
+            "{p} keeps its refresh token"
+        );
     }
     assert_no_canary(&d, &c.seen);
 }
@@ -345,7 +326,7 @@ fn a_hanging_provider_times_out_with_a_clean_error() {
     let dir = TestDir::new("rf-hang");
     let fake = FakeProvider::start();
     fake.script([Reply::Hang, Reply::Hang, Reply::Hang]);
-    plant(&dir, "anthropic", &token(-10.0, json!({})));
+    dir.import_token("anthropic", &token(-10.0, json!({})));
     let d = daemon(&dir, &fake, "0.01", &[("LLXPRT_CREDD_HTTP_TIMEOUT_MS", "400")]);
     let mut c = Client::new(&d);
     let started = Instant::now();
@@ -363,7 +344,7 @@ fn a_hanging_provider_times_out_with_a_clean_error() {
     assert!(d.log_text().contains("no answer in time (3 calls)"));
     assert_eq!(fake.count(), 3, "a timeout is transient: retried twice");
     assert!(took >= Duration::from_millis(1100) && took < Duration::from_secs(4), "{took:?}");
-    assert_eq!(stored(&dir, "anthropic", None)["refresh_token"], PLANTED);
+    assert_eq!(dir.stored_token("anthropic", None).expect("a stored token")["refresh_token"], PLANTED);
     seen.extend(other.seen);
     assert_no_canary(&d, &seen);
 }
@@ -373,7 +354,7 @@ fn the_cooldown_allows_one_provider_call_per_30_s() {
     let dir = TestDir::new("rf-cooldown");
     let fake = FakeProvider::start();
     fake.script([Reply::status(500), Reply::status(500), Reply::status(500)]);
-    plant(&dir, "anthropic", &token(-10.0, json!({})));
+    dir.import_token("anthropic", &token(-10.0, json!({})));
     // scale 0.1: the cooldown is 3 s, the retries 100 and 300 ms
     let d = daemon(&dir, &fake, "0.1", &[]);
     let mut c = Client::new(&d);
@@ -409,7 +390,7 @@ fn the_cooldown_allows_one_provider_call_per_30_s() {
 fn proactive_renewal_fires_at_the_formula_time_and_re_arms() {
     let dir = TestDir::new("rf-proactive");
     let fake = FakeProvider::start();
-    plant(&dir, "anthropic", &token(3600.0, json!({})));
+    dir.import_token("anthropic", &token(3600.0, json!({})));
     // scale 0.001: an hour-long token is renewed 3600 - 360 - jitter(0..30) = 3210..3240 s
     // (scaled: 3.21..3.24 s) after it is served, and the renewed one (3600 s) as long after that
     let d = daemon(&dir, &fake, "0.001", &[]);
@@ -435,11 +416,15 @@ fn proactive_renewal_fires_at_the_formula_time_and_re_arms() {
     assert_no_canary(&d, &c.seen);
 }
 
+/// A daemon stopped (SIGSTOP) across its renewal time renews as soon as it
+/// runs again. This is not a suspend: the monotonic clock runs on while a
+/// process is stopped, so a scheduler that kept time by it alone would pass
+/// too; the suspend itself is the next test.
 #[test]
-fn proactive_renewal_happens_after_a_simulated_suspend() {
-    let dir = TestDir::new("rf-suspend");
+fn proactive_renewal_catches_up_when_a_stopped_daemon_resumes_past_its_time() {
+    let dir = TestDir::new("rf-stopped");
     let fake = FakeProvider::start();
-    plant(&dir, "anthropic", &token(3600.0, json!({})));
+    dir.import_token("anthropic", &token(3600.0, json!({})));
     let d = daemon(&dir, &fake, "0.001", &[]);
     let mut c = Client::new(&d);
     c.get("anthropic");
@@ -459,13 +444,45 @@ fn proactive_renewal_happens_after_a_simulated_suspend() {
     assert_no_canary(&d, &c.seen);
 }
 
+/// Over a suspend the wall clock moves on and the monotonic clock does not;
+/// the renewal timers are kept by the wall clock, checked at least every
+/// nap, so a renewal that came due while the machine slept happens just
+/// after the resume. libfaketime jumps the daemon's wall clock (alone)
+/// past the renewal time as a resume does: a scheduler that waited on the
+/// monotonic clock would renew about 32 s later, and one that slept to
+/// the fire time without a nap, likewise.
+#[test]
+fn proactive_renewal_fires_at_once_when_the_wall_clock_jumps_past_it_as_after_a_suspend() {
+    let dir = TestDir::new("rf-suspend");
+    let Some(clock) = FakeWallClock::new(&dir) else { return };
+    let fake = FakeProvider::start();
+    dir.import_token("anthropic", &token(3600.0, json!({})));
+    // scale 0.01: renewal (3600 - 360 - jitter(0..30)) * 0.01 = 32.1..32.4 s after the token
+    // is served, by the daemon's wall clock, which it checks every 30 s * 0.01 = 0.3 s
+    let d = daemon(&dir, &fake, "0.01", &clock.env());
+    let mut c = Client::new(&d);
+    assert_eq!(c.get("anthropic")["data"]["access_token"], "at-planted");
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(fake.count(), 0, "not due for another 31 s");
+    // the machine sleeps for 55 minutes: the token has 5 minutes left, its renewal is overdue
+    let resumed = Instant::now();
+    clock.set("+3300");
+    assert!(fake.wait_for(1, Duration::from_secs(10)), "renewed after the resume");
+    let late = fake.calls()[0].at - resumed;
+    assert!(late < Duration::from_secs(3), "renewed {late:?} after the resume, not at once");
+    assert_eq!(fake.calls()[0].field("refresh_token").as_deref(), Some(PLANTED));
+    assert_eq!(wait_stored(&dir, "anthropic", "at-refreshed-1")["access_token"], "at-refreshed-1");
+    assert_eq!(fake.count(), 1);
+    assert_no_canary(&d, &c.seen);
+}
+
 #[test]
 fn a_failed_proactive_renewal_backs_off_and_tries_again() {
     let dir = TestDir::new("rf-backoff");
     let fake = FakeProvider::start();
     // the first renewal fails three times (its own retries), the next one works
     fake.script([Reply::status(502), Reply::status(502), Reply::status(502)]);
-    plant(&dir, "codex", &token(400.0, json!({"account_id":"acc"})));
+    dir.import_token("codex", &token(400.0, json!({"account_id":"acc"})));
     // scale 0.01: renewal (400 - 300 - jitter) * 0.01 = 0.7..1.0 s after serving, backoff 0.3 s
     let d = daemon(&dir, &fake, "0.01", &[]);
     let mut c = Client::new(&d);
@@ -479,12 +496,6 @@ fn a_failed_proactive_renewal_backs_off_and_tries_again() {
     assert_no_canary(&d, &c.seen);
 }
 
-fn jwt(claims: Value) -> String {
-    use base64::Engine;
-    let b = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    format!("{}.{}.c2ln", b.encode(br#"{"alg":"RS256","typ":"JWT"}"#), b.encode(claims.to_string()))
-}
-
 #[test]
 fn codex_takes_account_id_from_the_id_token_and_keeps_it_otherwise() {
     let dir = TestDir::new("rf-codex");
@@ -494,8 +505,8 @@ fn codex_takes_account_id_from_the_id_token_and_keeps_it_otherwise() {
         Reply::Token { expires_in: 0, rotate: true, id_token: Some(id_token.clone()) },
         Reply::Token { expires_in: 864000, rotate: false, id_token: None },
     ]);
-    plant(&dir, "codex", &token(-10.0, json!({"account_id":"acc-old"})));
-    plant(&dir, "codex:work", &token(-10.0, json!({"account_id":"acc-work"})));
+    dir.import_token("codex", &token(-10.0, json!({"account_id":"acc-old"})));
+    dir.import_token("codex:work", &token(-10.0, json!({"account_id":"acc-work"})));
     let d = daemon(&dir, &fake, "0.01", &[]);
     let mut c = Client::new(&d);
     let t = c.get("codex");
@@ -508,7 +519,7 @@ fn codex_takes_account_id_from_the_id_token_and_keeps_it_otherwise() {
     assert_eq!(fake.calls()[0].field("client_id").as_deref(), Some("app_EMoamEEZ73f0CkXaXp7hrann"));
     let w = c.ask("get_token", json!({"provider":"codex","bucket":"work"}));
     assert_eq!(w["data"]["account_id"], "acc-work", "no id_token: the stored account_id stays");
-    assert_eq!(stored(&dir, "codex", Some("work"))["refresh_token"], PLANTED);
+    assert_eq!(dir.stored_token("codex", Some("work")).expect("a stored token")["refresh_token"], PLANTED);
     assert_no_canary(&d, &c.seen);
 }
 
@@ -521,8 +532,8 @@ fn a_provider_defined_only_in_the_providers_file_refreshes_by_rfc_6749() {
         "anthropic":{"client_id":"enterprise-client"}}});
     let named = dir.root.join("host-providers.json");
     std::fs::write(&named, file.to_string()).unwrap();
-    plant(&dir, "acme", &token(-10.0, json!({})));
-    plant(&dir, "anthropic", &token(-10.0, json!({})));
+    dir.import_token("acme", &token(-10.0, json!({})));
+    dir.import_token("anthropic", &token(-10.0, json!({})));
     let d = daemon(&dir, &fake, "0.01", &[("LLXPRT_CREDD_PROVIDERS_FILE", named.to_str().unwrap())]);
     let mut c = Client::new(&d);
     assert_eq!(c.get("acme")["data"]["access_token"], "at-refreshed-1");
@@ -568,9 +579,9 @@ fn canary_every_path_with_a_planted_refresh_token() {
     let dir = TestDir::new("rf-canary");
     let fake = FakeProvider::start();
     fake.script([Reply::status(500), Reply::token(), Reply::invalid_grant()]);
-    plant(&dir, "anthropic", &token(-10.0, json!({})));
-    plant(&dir, "anthropic:work", &token(3600.0, json!({})));
-    plant(&dir, "codex", &token(-10.0, json!({"account_id":"a"})));
+    dir.import_token("anthropic", &token(-10.0, json!({})));
+    dir.import_token("anthropic:work", &token(3600.0, json!({})));
+    dir.import_token("codex", &token(-10.0, json!({"account_id":"a"})));
     let d = daemon(&dir, &fake, "0.01", &[]);
     let mut c = Client::new(&d);
     c.get("anthropic");
@@ -587,7 +598,7 @@ fn canary_every_path_with_a_planted_refresh_token() {
     c.ask("list_providers", json!({}));
     assert_eq!(fake.count(), 3);
     assert_eq!(
-        stored(&dir, "anthropic", None)["refresh_token"],
+        dir.stored_token("anthropic", None).expect("a stored token")["refresh_token"],
         "rt-CANARY-rotated-2",
         "save_token dropped the incoming one"
     );
@@ -596,15 +607,20 @@ fn canary_every_path_with_a_planted_refresh_token() {
 
 #[test]
 fn a_rotated_away_refresh_token_does_not_stay_in_the_daemons_memory() {
-    assert!(is_root(), "reading the daemon's memory needs root (the CI runs as root)");
+    if !require_root("to read the daemon's memory") {
+        return;
+    }
     let dir = TestDir::new("rf-wipe");
     let fake = FakeProvider::start();
     let old = format!("rt-CANARY-old-{}", unique("wipe"));
-    plant(&dir, "anthropic", &token(-10.0, json!({"refresh_token": old})));
+    dir.import_token("anthropic", &token(-10.0, json!({"refresh_token": old})));
     let d = daemon(&dir, &fake, "0.01", &[]);
     let mut c = Client::new(&d);
     assert_eq!(c.get("anthropic")["data"]["access_token"], "at-refreshed-1");
-    assert_eq!(stored(&dir, "anthropic", None)["refresh_token"], "rt-CANARY-rotated-1");
+    assert_eq!(
+        dir.stored_token("anthropic", None).expect("a stored token")["refresh_token"],
+        "rt-CANARY-rotated-1"
+    );
     // ordinary traffic afterwards, as a sandbox would make
     for _ in 0..20 {
         assert_eq!(c.get("anthropic")["data"]["access_token"], "at-refreshed-1");

@@ -62,8 +62,8 @@ struct Sandbox {
 
 fn sandbox(name: &str) -> Sandbox {
     let dir = TestDir::new(name);
-    ok(dir.run(None, &["--store", "file", "key", "set", "OPENAI"], "sk-SANDBOX"));
-    ok(dir.run(None, &["--store", "file", "key", "set", "OTHER"], "sk-OTHER"));
+    dir.set_key("OPENAI", "sk-SANDBOX");
+    dir.set_key("OTHER", "sk-OTHER");
     dir.save_profile(
         "work",
         r#"{"version":1,"provider":"openai","ephemeralSettings":{"auth-key-name":"OPENAI"}}"#,

@@ -4,22 +4,14 @@
 use std::time::{Duration, Instant};
 
 use crate::harness::*;
+use crate::needs::*;
 
 const SERVICE_KEYS: &str = "llxprt-code-provider-keys";
 const SERVICE_OAUTH: &str = "llxprt-code-oauth";
 
-fn setup(name: &str) -> Option<(TestDir, PrivateKeyring)> {
-    if !keyring_tests_enabled() {
-        return None;
-    }
-    let dir = TestDir::new(name);
-    let kr = PrivateKeyring::start(&dir);
-    Some((dir, kr))
-}
-
 #[test]
 fn keyring_round_trip_update_list_delete() {
-    let Some((dir, kr)) = setup("kr-roundtrip") else { return };
+    let Some((dir, kr)) = keyring_test("kr-roundtrip") else { return };
     let bus = Some(kr.address.as_str());
     ok(dir.run(bus, &["key", "set", "ALPHA"], "sk-alpha-1\n"));
     ok(dir.run(bus, &["key", "set", "BETA"], "sk-beta"));
@@ -50,7 +42,7 @@ fn keyring_round_trip_update_list_delete() {
 
 #[test]
 fn items_written_by_llxprt_code_are_read_and_sanitized() {
-    let Some((dir, kr)) = setup("kr-interop") else { return };
+    let Some((dir, kr)) = keyring_test("kr-interop") else { return };
     let bus = Some(kr.address.as_str());
     // @napi-rs/keyring 1.3 writes exactly {service, username}
     let token = r#"{"access_token":"at-1","refresh_token":"rt-PLANTED","expiry":1999999999,"token_type":"Bearer","account_id":"acc-9","id_token":"h.p.s"}"#;
@@ -90,7 +82,7 @@ fn items_written_by_llxprt_code_are_read_and_sanitized() {
 
 #[test]
 fn keyring_wins_and_list_is_the_union() {
-    let Some((dir, kr)) = setup("kr-union") else { return };
+    let Some((dir, kr)) = keyring_test("kr-union") else { return };
     let bus = Some(kr.address.as_str());
     ok(dir.run(bus, &["--store", "file", "key", "set", "SHARED"], "from-file"));
     ok(dir.run(bus, &["--store", "file", "key", "set", "FILEONLY"], "f"));
@@ -118,7 +110,7 @@ fn keyring_wins_and_list_is_the_union() {
 
 #[test]
 fn locked_collection_falls_back_in_auto_and_fails_clearly_in_keyring_mode() {
-    let Some((dir, kr)) = setup("kr-locked") else { return };
+    let Some((dir, kr)) = keyring_test("kr-locked") else { return };
     let bus = Some(kr.address.as_str());
     ok(dir.run(bus, &["--store", "file", "key", "set", "K"], "file-value"));
     kr.lock_collection();
@@ -157,7 +149,7 @@ fn no_secret_service_falls_back_and_keyring_mode_says_so() {
 
 #[test]
 fn stalled_keyring_does_not_hang_a_caller_beyond_the_timeout() {
-    let Some((dir, kr)) = setup("kr-stall") else { return };
+    let Some((dir, kr)) = keyring_test("kr-stall") else { return };
     let bus = Some(kr.address.as_str());
     ok(dir.run(bus, &["--store", "file", "key", "set", "K"], "file-value"));
     let pid = kr.daemon_pid().to_string();
@@ -183,7 +175,7 @@ fn stalled_keyring_does_not_hang_a_caller_beyond_the_timeout() {
 
 #[test]
 fn file_mode_never_touches_the_keyring() {
-    let Some((dir, kr)) = setup("kr-filemode") else { return };
+    let Some((dir, kr)) = keyring_test("kr-filemode") else { return };
     let bus = Some(kr.address.as_str());
     ok(dir.run(bus, &["--store", "file", "key", "set", "F"], "v"));
     assert!(dir.data().join("machine_secret").exists(), "file mode keeps its machine secret in the file");

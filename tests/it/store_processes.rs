@@ -5,6 +5,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::harness::*;
+use crate::host_store::*;
 
 fn file_cmd(dir: &TestDir, args: &[&str]) -> Command {
     let mut cmd = dir.cred(None);
@@ -86,24 +87,6 @@ fn concurrent_writers_and_deleters_never_tear_a_file() {
     assert!(left.is_empty(), "no lock or temp file left: {left:?}");
 }
 
-/// A lock record naming `pid` with its real start time, as llxprt-code writes it.
-fn lock_record(pid: u32) -> String {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let rest = &stat[stat.rfind(')').unwrap() + 2..];
-    let ticks: u64 = rest.split(' ').nth(19).unwrap().parse().unwrap();
-    let btime: u64 = std::fs::read_to_string("/proc/stat")
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("btime ").map(|v| v.trim().parse().unwrap()))
-        .unwrap();
-    let start_ms = (btime + ticks / 100) * 1000;
-    let host = String::from_utf8(Command::new("hostname").output().unwrap().stdout).unwrap();
-    format!(
-        r#"{{"version":1,"ownerToken":"11111111-2222-4333-8444-555555555555","pid":{pid},"hostname":{:?},"startTimeMs":{start_ms},"startTimeSource":"canonical"}}"#,
-        host.trim()
-    )
-}
-
 #[test]
 fn live_holder_is_waited_for_and_a_killed_one_is_taken_over() {
     let dir = TestDir::new("takeover");
@@ -112,7 +95,7 @@ fn live_holder_is_waited_for_and_a_killed_one_is_taken_over() {
     let lock = locks.join("anthropic-refresh.lock");
     // a real process holds the refresh lock (llxprt-code's record format)
     let mut holder = Command::new("sleep").arg("60").spawn().unwrap();
-    std::fs::write(&lock, lock_record(holder.id())).unwrap();
+    std::fs::write(&lock, llxprt_lock_record(holder.id())).unwrap();
     let started = Instant::now();
     let mut importer = file_cmd(&dir, &["token", "import", "anthropic"]);
     importer.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
@@ -140,11 +123,7 @@ fn a_lock_whose_pid_was_recycled_is_taken_over() {
     std::fs::create_dir_all(&locks).unwrap();
     // our own pid is alive, but with a start time far in the past: a recycled pid
     let record =
-        lock_record(std::process::id()).replace("\"startTimeMs\":", "\"startTimeMs\":1000000,\"x\":");
+        llxprt_lock_record(std::process::id()).replace("\"startTimeMs\":", "\"startTimeMs\":1000000,\"x\":");
     std::fs::write(locks.join("codex-refresh.lock"), record).unwrap();
-    ok(dir.run(
-        None,
-        &["--store", "file", "token", "import", "codex"],
-        r#"{"access_token":"a","expiry":1,"token_type":"Bearer"}"#,
-    ));
+    dir.import_token("codex", r#"{"access_token":"a","expiry":1,"token_type":"Bearer"}"#);
 }

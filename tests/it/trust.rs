@@ -13,28 +13,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use base64::Engine;
 use serde_json::{Value, json};
 
 use crate::fake_provider::{FakeProvider, Reply};
 use crate::harness::*;
-use llxprt_credd::store::{Backend, HostStore, Paths, TokenStore};
+use crate::host_store::*;
+use crate::needs::*;
 
 const USERCODE: &str = "/api/accounts/deviceauth/usercode";
 const DEVICE_TOKEN: &str = "/api/accounts/deviceauth/token";
-
-fn now() -> f64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64()
-}
-
-fn host(dir: &TestDir) -> HostStore {
-    let paths = Paths { data: dir.data(), log: dir.log(), config: dir.root.join("config") };
-    HostStore::open_at(paths, Backend::File).unwrap()
-}
-
-fn stored(dir: &TestDir, provider: &str, bucket: Option<&str>) -> Option<Value> {
-    host(dir).tokens.get_token(provider, bucket).unwrap().map(|t| Value::Object(t.fields().clone()))
-}
 
 /// Every file under the data directory with its bytes.
 fn snapshot(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
@@ -53,11 +40,6 @@ fn snapshot(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     out
 }
 
-fn jwt(claims: Value) -> String {
-    let b = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    format!("{}.{}.sig", b.encode(br#"{"alg":"RS256"}"#), b.encode(claims.to_string()))
-}
-
 fn id_token_of(account: &str) -> String {
     jwt(json!({"https://api.openai.com/auth": {"chatgpt_account_id": account}}))
 }
@@ -68,9 +50,9 @@ fn seeded(name: &str) -> TestDir {
     let token = json!({"access_token":"at-PLANTED-host","refresh_token":"rt-CANARY-host",
         "expiry": (now() + 7200.0).floor(),"token_type":"Bearer","account_id":"acct-host",
         "id_token":"host.id.token","resource_url":"https://host.example"});
-    ok(dir.run(None, &["--store", "file", "token", "import", "claudecode"], &token.to_string()));
-    ok(dir.run(None, &["--store", "file", "token", "import", "codex"], &token.to_string()));
-    ok(dir.run(None, &["--store", "file", "key", "set", "OPENAI"], "sk-PLANTED-trust"));
+    dir.import_token("claudecode", &token.to_string());
+    dir.import_token("codex", &token.to_string());
+    dir.set_key("OPENAI", "sk-PLANTED-trust");
     dir
 }
 
@@ -137,7 +119,7 @@ fn every_class_is_forbidden_by_default_and_admitted_by_exactly_its_permit() {
     let mut c = d.connect();
     c.handshake();
     assert_eq!(c.request("remove_token", json!({"provider":"claudecode"}))["ok"], true);
-    assert!(stored(&dir, "claudecode", None).is_none(), "--permit write admits remove_token");
+    assert!(dir.stored_token("claudecode", None).is_none(), "--permit write admits remove_token");
     // a permit that is not a class is a usage error
     let out = dir.credd_start_failing(&["--allow", "codex", "--permit", "admin"]);
     assert_eq!(out.status.code(), Some(2));
@@ -158,7 +140,7 @@ fn a_sandbox_save_changes_only_the_access_token_and_never_grows_the_record() {
             "resource_url":"https://evil.example","planted":"x".repeat(4000)}}),
     );
     assert_eq!(r["ok"], true, "{r}");
-    let s = stored(&dir, "claudecode", None).unwrap();
+    let s = dir.stored_token("claudecode", None).unwrap();
     assert_eq!((s["access_token"].as_str(), s["expiry"].as_f64()), (Some("at-sandbox"), Some(expiry)));
     assert_eq!(s["scope"], "user:inference");
     assert_eq!(s["refresh_token"], "rt-CANARY-host");
@@ -173,7 +155,7 @@ fn a_sandbox_save_changes_only_the_access_token_and_never_grows_the_record() {
             "token_type":"Bearer","account_id":"acct-evil","refresh_token":"rt-CANARY-evil2"}}),
     );
     assert_eq!(r["ok"], true, "{r}");
-    let fresh = stored(&dir, "claudecode", Some("fresh")).unwrap();
+    let fresh = dir.stored_token("claudecode", Some("fresh")).unwrap();
     let keys: Vec<&String> = fresh.as_object().unwrap().keys().collect();
     assert_eq!(keys, ["access_token", "expiry", "token_type"], "{fresh}");
     // oversize and out-of-range input: INVALID_REQUEST with the id echoed, nothing stored
@@ -199,12 +181,8 @@ fn a_sandbox_save_changes_only_the_access_token_and_never_grows_the_record() {
 
 #[test]
 fn a_thousand_sandbox_saves_leave_the_record_the_same_size() {
-    let dir = TestDir::new("tb-grow");
-    if !keyring_tests_enabled() {
-        return;
-    }
     // The keyring store: a save costs milliseconds, not a scrypt.
-    let kr = PrivateKeyring::start(&dir);
+    let Some((dir, kr)) = keyring_test("tb-grow") else { return };
     let token = json!({"access_token":"at-PLANTED-0","refresh_token":"rt-CANARY-grow","expiry":(now() + 600.0).floor(),
         "token_type":"Bearer","account_id":"acct"});
     let out = kr.secret_tool(
@@ -286,7 +264,7 @@ fn a_sandbox_login_never_replaces_another_accounts_login() {
     let d = login_daemon(&dir, &fake, &["--allow", "codex"]);
     let mut c = d.connect();
     c.handshake();
-    let before = stored(&dir, "codex", None).unwrap();
+    let before = dir.stored_token("codex", None).unwrap();
     // approved as another account: ACCOUNT_MISMATCH, nothing stored
     answer_with_account(&fake, "acct-attacker");
     let r = device_login(&mut c, "default");
@@ -295,27 +273,27 @@ fn a_sandbox_login_never_replaces_another_accounts_login() {
         (r["data"]["status"].as_str(), r["data"]["code"].as_str()),
         (Some("error"), Some("ACCOUNT_MISMATCH"))
     );
-    assert_eq!(stored(&dir, "codex", None).unwrap(), before, "the host's login is unchanged");
+    assert_eq!(dir.stored_token("codex", None).unwrap(), before, "the host's login is unchanged");
     // into an empty bucket: stored
     answer_with_account(&fake, "acct-new");
     let r = device_login(&mut c, "empty");
     assert_eq!(r["data"]["status"], "complete", "{r}");
-    let s = stored(&dir, "codex", Some("empty")).unwrap();
+    let s = dir.stored_token("codex", Some("empty")).unwrap();
     assert_eq!(s["account_id"], "acct-new");
     // the same account again: replaced, not merged (no stale field survives)
     let mut planted = s.clone();
     planted["stale"] = json!("from the old login");
-    ok(dir.run(None, &["--store", "file", "token", "import", "codex:empty"], &planted.to_string()));
+    dir.import_token("codex:empty", &planted.to_string());
     answer_with_account(&fake, "acct-new");
     let r = device_login(&mut c, "empty");
     assert_eq!(r["data"]["status"], "complete", "{r}");
-    let s2 = stored(&dir, "codex", Some("empty")).unwrap();
+    let s2 = dir.stored_token("codex", Some("empty")).unwrap();
     assert_eq!(s2["account_id"], "acct-new");
     assert_ne!(s2["access_token"], s["access_token"]);
     assert!(s2.get("stale").is_none(), "a new login replaces the record: {s2}");
     assert!(d.log_text().contains("would replace another account's login"));
     // a provider that names no account (claudecode): only empty buckets
-    assert!(stored(&dir, "claudecode", None).is_some());
+    assert!(dir.stored_token("claudecode", None).is_some());
 }
 
 #[test]
@@ -324,7 +302,7 @@ fn a_providers_file_in_the_config_directory_is_never_read() {
     let fake = FakeProvider::start();
     let expired = json!({"access_token":"at-PLANTED-old","refresh_token":"rt-CANARY-steal","expiry":(now() - 10.0).floor(),
         "token_type":"Bearer"});
-    ok(dir.run(None, &["--store", "file", "token", "import", "claudecode:x"], &expired.to_string()));
+    dir.import_token("claudecode:x", &expired.to_string());
     let file = json!({"providers":{"claudecode":{"token_url": fake.token_url()}}}).to_string();
     let planted = dir.root.join("config").join("credd-providers.json");
     std::fs::write(&planted, &file).unwrap();
@@ -423,7 +401,7 @@ fn sighup_only_narrows_and_a_narrowing_cancels_what_left() {
     let polls = fake.calls_to(DEVICE_TOKEN).len();
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(fake.calls_to(DEVICE_TOKEN).len(), polls, "the cancelled login stopped polling");
-    assert!(stored(&dir, "codex", Some("b")).is_none(), "nothing stored for the removed bucket");
+    assert!(dir.stored_token("codex", Some("b")).is_none(), "nothing stored for the removed bucket");
     assert_ne!(c.request("oauth_poll", json!({"session_id": sid}))["data"]["status"], "complete");
     // a broken profile narrows to nothing
     std::fs::write(dir.root.join("config/profiles/p.json"), "{ not json").unwrap();
@@ -460,19 +438,12 @@ fn default_start(dir: &TestDir, args: &[&str]) -> Command {
     cmd
 }
 
-fn env_lines(text: &str) -> BTreeMap<String, String> {
-    text.lines()
-        .filter_map(|l| l.split(';').next()?.split_once('='))
-        .map(|(k, v)| (k.to_owned(), v.trim_matches('\'').to_owned()))
-        .collect()
-}
-
 #[test]
 fn a_default_start_requires_a_capability_token_kept_outside_the_socket_directory() {
     let dir = seeded("tb-cap");
     let out = default_start(&dir, &["--allow", "codex", "-s"]).stdin(Stdio::null()).output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
-    let vars = env_lines(&stdout(&out));
+    let vars = sh_vars(&stdout(&out));
     let socket = PathBuf::from(&vars["LLXPRT_CREDENTIAL_SOCKET"]);
     let cap = PathBuf::from(&vars["LLXPRT_CAPABILITY_FILE"]);
     let pid = vars["LLXPRT_CREDD_PID"].clone();
@@ -517,20 +488,21 @@ fn a_default_start_requires_a_capability_token_kept_outside_the_socket_directory
 
 #[test]
 fn a_foreign_default_socket_directory_does_not_stop_a_default_start() {
+    if !require_root("to give the directory to another uid") {
+        return;
+    }
     let dir = seeded("tb-foreign");
     let blocked = dir.root.join("run/llxprt-cred");
     std::fs::create_dir_all(&blocked).unwrap();
     std::fs::set_permissions(&blocked, std::fs::Permissions::from_mode(0o777)).unwrap();
-    if is_root() {
-        let status = Command::new("chown").args(["65534:65534"]).arg(&blocked).status().unwrap();
-        assert!(status.success());
-    }
+    let status = Command::new("chown").args(["65534:65534"]).arg(&blocked).status().unwrap();
+    assert!(status.success());
     let out = default_start(&dir, &["--allow", "codex", "-s", "--no-capability"])
         .stdin(Stdio::null())
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
-    let vars = env_lines(&stdout(&out));
+    let vars = sh_vars(&stdout(&out));
     let socket = PathBuf::from(&vars["LLXPRT_CREDENTIAL_SOCKET"]);
     assert_ne!(socket.parent().unwrap(), blocked, "not in the other user's directory");
     assert!(
@@ -551,31 +523,18 @@ fn a_foreign_default_socket_directory_does_not_stop_a_default_start() {
     }
 }
 
-/// Connects as uid 65534 and asks for `codex`'s token; the answer line, or
-/// the error.
+/// Connects as uid 65534 and asks for `codex`'s token; the answer, or
+/// what went wrong.
 fn get_as_nobody(socket: &Path) -> Result<Value, String> {
-    let script = r#"
-use IO::Socket::UNIX;
-my $s = IO::Socket::UNIX->new(Peer => shift @ARGV) or die "connect: $!\n";
-sub rt { my $b = shift; print $s pack('N', length $b) . $b; my $h; read($s, $h, 4) == 4 or die "closed\n";
-         my $n = unpack('N', $h); my $r; read($s, $r, $n); return $r; }
-rt('{"v":1,"op":"handshake","payload":{"minVersion":1,"maxVersion":1}}');
-print rt('{"v":1,"id":"n1","op":"get_token","payload":{"provider":"codex"}}'), "\n";
-"#;
-    let out = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "perl", "-e", script])
-        .arg(socket)
-        .output()
-        .unwrap();
-    if !out.status.success() {
-        return Err(stderr(&out));
-    }
-    serde_json::from_str(stdout(&out).trim()).map_err(|e| e.to_string())
+    let ask = json!({"v":1,"id":"n1","op":"get_token","payload":{"provider":"codex"}});
+    as_nobody(socket, &[ask]).map(|answers| answers[1].clone())
 }
 
 #[test]
 fn allow_uid_really_admits_that_uid_and_only_it() {
-    assert!(is_root(), "this test connects as uid 65534 and must run as root (the CI does)");
+    if !require_root("to connect as uid 65534") {
+        return;
+    }
     let dir = seeded("tb-uid");
     std::fs::set_permissions(&dir.root, std::fs::Permissions::from_mode(0o755)).unwrap();
     let without = dir.daemon(&["--allow", "codex"]);

@@ -353,7 +353,7 @@ fn syscalls_per_request(root: &Path, daemon: &BenchDaemon, n: usize) -> Result<O
             (name != "total" && cols.len() >= 5).then(|| (name.to_owned(), count))
         })
         .collect();
-    calls.sort_by(|a, b| b.1.cmp(&a.1));
+    calls.sort_by_key(|c| std::cmp::Reverse(c.1));
     let total: u64 = calls.iter().map(|c| c.1).sum();
     let per = |c: u64| c as f64 / n as f64;
     let named: Vec<String> =

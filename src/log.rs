@@ -339,7 +339,8 @@ fn gather(program: &str, level: Level, message: &str) -> bool {
     let _ = writeln!(Bytes(bytes), "{program}[{}]: {}: {}", pid(), level.name(), escape(message));
     let full = bytes.len() > PENDING_MAX;
     if !pending.flusher {
-        pending.flusher = std::thread::Builder::new().name("log".into()).spawn(flusher).is_ok();
+        pending.flusher =
+            std::thread::Builder::new().name("log".into()).stack_size(64 * 1024).spawn(flusher).is_ok();
     }
     if was_empty {
         WAKE.notify_one();

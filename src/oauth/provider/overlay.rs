@@ -1,22 +1,5 @@
 /*!
-OAuth providers as data: where a refresh goes, how a user logs in, how
-requests are encoded, and how the provider's answer becomes a stored token.
-
-Three names are built in, two of them one definition (facts from
-llxprt-code, notes §0 and §6):
-
-| provider | token endpoint | client id | refresh body | login flows | extra |
-|---|---|---|---|---|---|
-| `claudecode`, `anthropic` | `https://console.anthropic.com/v1/oauth/token` | `9d1c250a-…` | form | `pkce_redirect` (authorize `https://claude.ai/oauth/authorize`, code shown at `https://console.anthropic.com/oauth/code/callback`, JSON exchange) | — |
-| `codex` | `https://auth.openai.com/oauth/token` | `app_EMoamEEZ73f0CkXaXp7hrann` | form | `browser_redirect` (authorize `https://auth.openai.com/oauth/authorize`, loopback port 1455, else 1456–1485, path `/auth/callback`), `device_code` (OpenAI's `deviceauth` endpoints) | `account_id` from the `id_token` claims |
-
-`claudecode` is the Claude.ai subscription login as llxprt-code has named
-it since its July 2026 split of Claude Code OAuth from Anthropic API access
-(tokens `claudecode:<bucket>`); releases before the split stored the same
-login as `anthropic:<bucket>`, which keeps refreshing under its own name.
-Both names are built from [`claude_subscription`], so they cannot drift
-apart; each has its own store items, lock files, providers-file entry and
-environment overrides.
+The providers file and the environment laid over the built-in providers.
 
 Every field can be overridden, and whole providers added, by a providers
 file the host names (`--providers-file PATH`, or `LLXPRT_CREDD_PROVIDERS_FILE`;
@@ -50,17 +33,19 @@ for loopback hosts only, so a secret never crosses a network in clear.
 #![forbid(unsafe_code)]
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
 
-use base64::Engine;
 use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
+use super::url_policy::check_url;
+use super::{
+    DEFAULT_EXPIRES_IN_SECONDS, DEFAULT_REDIRECT_PATH, DEFAULT_REDIRECT_PORTS, DEFAULT_VERIFIER_BYTES,
+    Device, DeviceStyle, Encoding, FlowType, Login, Provider, Providers,
+};
 use crate::error::{Error, Result};
 use crate::secret::SecretString;
 use crate::store::names::is_valid_provider_name;
-use crate::token::OAuthToken;
 
 /// Name of the providers file older releases read from llxprt-code's
 /// config directory. It is no longer read (a sandbox can write there); the
@@ -69,189 +54,6 @@ use crate::token::OAuthToken;
 pub const PROVIDERS_FILE_NAME: &str = "credd-providers.json";
 /// Environment variable naming another providers file.
 pub const PROVIDERS_FILE_ENV: &str = "LLXPRT_CREDD_PROVIDERS_FILE";
-/// Lifetime assumed when a provider's answer has no usable `expires_in`
-/// (llxprt-code's rule).
-pub const DEFAULT_EXPIRES_IN_SECONDS: u64 = 3600;
-
-/// How a request body is encoded.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Encoding {
-    /// `application/x-www-form-urlencoded` (RFC 6749).
-    #[default]
-    Form,
-    /// `application/json`.
-    Json,
-}
-
-/// One OAuth provider.
-#[derive(Clone)]
-pub struct Provider {
-    /// The name tokens are stored under (`anthropic`, `codex`, ...).
-    pub name: String,
-    /// The token endpoint.
-    pub token_url: String,
-    /// The OAuth client id.
-    pub client_id: String,
-    /// A client secret, for providers whose clients have one.
-    pub client_secret: Option<SecretString>,
-    /// How the refresh body is encoded.
-    pub encoding: Encoding,
-    /// Whether `account_id` is read from the `id_token` claims (Codex).
-    pub account_id_from_id_token: bool,
-    /// Lifetime when the answer has no usable `expires_in`.
-    pub default_expires_in: u64,
-    /// How a user logs in to this provider (no login when `flows` is empty).
-    pub login: Login,
-}
-
-pub use crate::protocol::names::FlowType;
-
-/// Which device authorization protocol a provider speaks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DeviceStyle {
-    /// RFC 8628: `device_code` from the device endpoint, polled at the token
-    /// endpoint with the device-code grant.
-    Rfc8628,
-    /// OpenAI's: a `device_auth_id` polled at its own endpoint, which
-    /// answers an authorization code and a server-generated PKCE verifier
-    /// that are then exchanged at the token endpoint.
-    Codex,
-}
-
-/// How a user logs in to a provider.
-#[derive(Clone, Debug, Default)]
-pub struct Login {
-    /// The flows offered, the default first.
-    pub flows: Vec<FlowType>,
-    /// The authorization endpoint (PKCE flows).
-    pub authorize_url: Option<String>,
-    /// Scopes asked for, space-separated.
-    pub scope: String,
-    /// The redirect URI of the code-paste flow (a provider page showing
-    /// `code#state`).
-    pub paste_redirect_uri: Option<String>,
-    /// Extra query parameters of the authorization URL.
-    pub authorize_params: Vec<(String, String)>,
-    /// How the authorization-code exchange body is encoded.
-    pub exchange_encoding: Encoding,
-    /// Random bytes in a PKCE verifier.
-    pub verifier_bytes: usize,
-    /// Loopback ports the browser-redirect listener tries, in order (`0`:
-    /// any free port).
-    pub redirect_ports: Vec<u16>,
-    /// The path of the browser-redirect callback.
-    pub redirect_path: String,
-    /// Device authorization, when offered.
-    pub device: Option<Device>,
-}
-
-/// A provider's device authorization endpoints.
-#[derive(Clone, Debug)]
-pub struct Device {
-    /// Which protocol.
-    pub style: DeviceStyle,
-    /// Where a device code (or device auth id) is asked for.
-    pub code_url: String,
-    /// Where it is polled ([`DeviceStyle::Codex`]; RFC 8628 polls the
-    /// token endpoint).
-    pub poll_url: Option<String>,
-    /// The page the user opens, when the provider does not say.
-    pub verification_url: Option<String>,
-    /// The redirect URI of the exchange ([`DeviceStyle::Codex`]).
-    pub exchange_redirect_uri: Option<String>,
-}
-
-impl fmt::Debug for Provider {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Provider")
-            .field("name", &self.name)
-            .field("token_url", &self.token_url)
-            .field("client_id", &self.client_id)
-            .field("client_secret", &self.client_secret.as_ref().map(|_| "<redacted>"))
-            .field("encoding", &self.encoding)
-            .finish()
-    }
-}
-
-/// Loopback ports of the browser-redirect listener when none are given.
-pub const DEFAULT_REDIRECT_PORTS: [u16; 1] = [0];
-/// Path of the browser-redirect callback when none is given.
-pub const DEFAULT_REDIRECT_PATH: &str = "/callback";
-/// Random bytes of a PKCE verifier when the provider does not say.
-pub const DEFAULT_VERIFIER_BYTES: usize = 32;
-
-fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {
-    p.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
-}
-
-/// The name of the Claude.ai subscription login in current llxprt-code.
-pub const CLAUDE_SUBSCRIPTION: &str = "claudecode";
-/// The name older llxprt-code releases stored the same login under (and,
-/// since the split, the Anthropic API-key identity).
-pub const CLAUDE_SUBSCRIPTION_LEGACY: &str = "anthropic";
-
-/// The Claude.ai subscription login (PKCE code-paste), stored under `name`.
-fn claude_subscription(name: &str) -> Provider {
-    Provider {
-        name: name.into(),
-        token_url: "https://console.anthropic.com/v1/oauth/token".into(),
-        client_id: "9d1c250a-e61b-44d9-88ed-5944d1962f5e".into(),
-        client_secret: None,
-        encoding: Encoding::Form,
-        account_id_from_id_token: false,
-        default_expires_in: DEFAULT_EXPIRES_IN_SECONDS,
-        login: Login {
-            flows: vec![FlowType::PkceRedirect],
-            authorize_url: Some("https://claude.ai/oauth/authorize".into()),
-            scope: "org:create_api_key user:profile user:inference".into(),
-            paste_redirect_uri: Some("https://console.anthropic.com/oauth/code/callback".into()),
-            authorize_params: pairs(&[("code", "true")]),
-            exchange_encoding: Encoding::Json,
-            verifier_bytes: 32,
-            redirect_ports: DEFAULT_REDIRECT_PORTS.to_vec(),
-            redirect_path: DEFAULT_REDIRECT_PATH.into(),
-            device: None,
-        },
-    }
-}
-
-fn codex() -> Provider {
-    let mut ports = vec![1455];
-    ports.extend(1456..=1485);
-    Provider {
-        name: "codex".into(),
-        token_url: "https://auth.openai.com/oauth/token".into(),
-        client_id: "app_EMoamEEZ73f0CkXaXp7hrann".into(),
-        client_secret: None,
-        encoding: Encoding::Form,
-        account_id_from_id_token: true,
-        default_expires_in: DEFAULT_EXPIRES_IN_SECONDS,
-        login: Login {
-            flows: vec![FlowType::BrowserRedirect, FlowType::DeviceCode],
-            authorize_url: Some("https://auth.openai.com/oauth/authorize".into()),
-            scope: "openid profile email offline_access".into(),
-            paste_redirect_uri: None,
-            authorize_params: pairs(&[
-                ("id_token_add_organizations", "true"),
-                ("codex_cli_simplified_flow", "true"),
-                ("originator", "codex_cli_rs"),
-            ]),
-            exchange_encoding: Encoding::Form,
-            verifier_bytes: 64,
-            redirect_ports: ports,
-            redirect_path: "/auth/callback".into(),
-            device: Some(Device {
-                style: DeviceStyle::Codex,
-                code_url: "https://auth.openai.com/api/accounts/deviceauth/usercode".into(),
-                poll_url: Some("https://auth.openai.com/api/accounts/deviceauth/token".into()),
-                verification_url: Some("https://auth.openai.com/deviceauth/callback".into()),
-                exchange_redirect_uri: Some("https://auth.openai.com/deviceauth/callback".into()),
-            }),
-        },
-    }
-}
 
 /// One provider's entry in the providers file; every field optional so
 /// that an entry can override a single field of a built-in provider.
@@ -396,14 +198,6 @@ impl ProviderEntry {
     }
 }
 
-/// The providers the daemon can refresh.
-#[derive(Clone, Debug)]
-pub struct Providers {
-    by_name: BTreeMap<String, Provider>,
-    /// Inject-mode routes from the providers file.
-    pub routes: Vec<RouteEntry>,
-}
-
 /// The environment variable overriding `field` of `provider`.
 pub fn env_name(provider: &str, field: &str) -> String {
     let upper: String = provider
@@ -413,34 +207,7 @@ pub fn env_name(provider: &str, field: &str) -> String {
     format!("LLXPRT_CREDD_{upper}_{field}")
 }
 
-/// Whether `url` is acceptable as an endpoint: `https://`, or `http://` to
-/// a loopback host.
-fn check_url(url: &str, what: &str) -> Result<()> {
-    if url.starts_with("https://") && url.len() > "https://".len() {
-        return Ok(());
-    }
-    if url.starts_with("http://") && super::http::is_loopback_url(url) {
-        return Ok(());
-    }
-    Err(Error::Usage(format!(
-        "{what}: {url:?} must be an https:// URL (plain http:// only to 127.0.0.1, ::1 or localhost)"
-    )))
-}
-
 impl Providers {
-    /// The built-in providers only.
-    pub fn builtin() -> Providers {
-        let by_name = [
-            claude_subscription(CLAUDE_SUBSCRIPTION),
-            claude_subscription(CLAUDE_SUBSCRIPTION_LEGACY),
-            codex(),
-        ]
-        .into_iter()
-        .map(|p| (p.name.clone(), p))
-        .collect();
-        Providers { by_name, routes: Vec::new() }
-    }
-
     /// The built-in providers, then the providers file the host named
     /// (`file`, else `LLXPRT_CREDD_PROVIDERS_FILE`), then the environment.
     /// A named file that is missing or malformed is an error naming it. No
@@ -572,135 +339,11 @@ impl Providers {
         }
         Ok(())
     }
-
-    /// The provider of that name.
-    pub fn get(&self, name: &str) -> Option<&Provider> {
-        self.by_name.get(name)
-    }
-}
-
-/// Why a provider's answer is not a token. Fixed text: the answer itself
-/// is never quoted.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct BadAnswer(pub &'static str);
-
-fn expires_in(value: Option<&Value>) -> Option<f64> {
-    let n = match value? {
-        Value::Number(n) => n.as_f64()?,
-        Value::String(s) => s.trim().parse::<f64>().ok()?,
-        _ => return None,
-    };
-    (n.is_finite() && n > 0.0).then_some(n.floor())
-}
-
-impl Provider {
-    /// Turns a successful token-endpoint answer into a token to merge over
-    /// the stored one: `access_token`, `token_type`, `expiry` (now +
-    /// `expires_in`, else the provider's default), and whichever of
-    /// `refresh_token`, `scope`, `id_token`, `resource_url` the answer has;
-    /// `account_id` from the `id_token` claims when the provider says so.
-    pub fn token_from_answer(&self, answer: &Map<String, Value>, now: f64) -> Result<OAuthToken, BadAnswer> {
-        let mut map = Map::new();
-        match answer.get("access_token") {
-            Some(Value::String(s)) if !s.is_empty() => {
-                map.insert("access_token".into(), Value::String(s.clone()));
-            }
-            _ => return Err(BadAnswer("the answer has no access_token")),
-        }
-        let token_type = match answer.get("token_type").and_then(Value::as_str) {
-            None => "Bearer",
-            Some(t @ ("Bearer" | "bearer")) => t,
-            Some(t) if t.eq_ignore_ascii_case("bearer") => "Bearer",
-            Some(_) => return Err(BadAnswer("the answer's token_type is not Bearer")),
-        };
-        map.insert("token_type".into(), token_type.into());
-        let lifetime = expires_in(answer.get("expires_in")).unwrap_or(self.default_expires_in as f64);
-        map.insert("expiry".into(), Value::from(now.floor() + lifetime));
-        for field in ["refresh_token", "scope", "id_token", "resource_url"] {
-            if let Some(s) = answer.get(field).and_then(Value::as_str).filter(|s| !s.is_empty()) {
-                map.insert(field.into(), Value::String(s.to_owned()));
-            }
-        }
-        let account = || answer.get("id_token").and_then(Value::as_str).and_then(account_id_from_id_token);
-        if let Some(account) = self.account_id_from_id_token.then(account).flatten() {
-            map.insert("account_id".into(), Value::String(account));
-        }
-        OAuthToken::from_map(map).map_err(|_| BadAnswer("the answer is not a valid token"))
-    }
-}
-
-/// The ChatGPT account id in an OpenAI `id_token`: the JWT payload's
-/// `["https://api.openai.com/auth"].chatgpt_account_id`, else that object's
-/// `account_id`, else the root `account_id`; empty strings are skipped.
-/// The signature is not checked: the token came straight from the
-/// provider over TLS, and the id only selects an account.
-pub fn account_id_from_id_token(id_token: &str) -> Option<String> {
-    let payload = id_token.split('.').nth(1)?;
-    let bytes =
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
-    let claims: Value = serde_json::from_slice(&bytes).ok()?;
-    let auth = claims.get("https://api.openai.com/auth");
-    [
-        auth.and_then(|a| a.get("chatgpt_account_id")),
-        auth.and_then(|a| a.get("account_id")),
-        claims.get("account_id"),
-    ]
-    .into_iter()
-    .flatten()
-    .filter_map(Value::as_str)
-    .find(|s| !s.is_empty())
-    .map(str::to_owned)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
-
-    fn jwt(claims: Value) -> String {
-        let b = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-        format!("{}.{}.sig", b.encode(br#"{"alg":"RS256"}"#), b.encode(claims.to_string()))
-    }
-
-    #[test]
-    fn builtins_carry_the_llxprt_code_facts() {
-        let p = Providers::builtin();
-        let a = p.get("anthropic").unwrap();
-        assert_eq!(a.token_url, "https://console.anthropic.com/v1/oauth/token");
-        assert_eq!(a.client_id, "9d1c250a-e61b-44d9-88ed-5944d1962f5e");
-        assert_eq!(a.encoding, Encoding::Form);
-        let c = p.get("codex").unwrap();
-        assert_eq!(c.token_url, "https://auth.openai.com/oauth/token");
-        assert_eq!(c.client_id, "app_EMoamEEZ73f0CkXaXp7hrann");
-        assert!(c.account_id_from_id_token);
-        assert!(p.get("gemini").is_none() && p.get("qwen").is_none());
-    }
-
-    #[test]
-    fn claudecode_and_legacy_anthropic_are_one_definition_under_two_names() {
-        let p = Providers::builtin();
-        let (cc, legacy) = (p.get("claudecode").unwrap(), p.get("anthropic").unwrap());
-        assert_eq!((cc.name.as_str(), legacy.name.as_str()), ("claudecode", "anthropic"));
-        assert_eq!(cc.token_url, legacy.token_url);
-        assert_eq!(cc.client_id, "9d1c250a-e61b-44d9-88ed-5944d1962f5e");
-        assert_eq!(cc.client_id, legacy.client_id);
-        assert_eq!(cc.login.flows, vec![FlowType::PkceRedirect]);
-        assert_eq!(cc.login.flows, legacy.login.flows);
-        assert_eq!(cc.login.authorize_url, legacy.login.authorize_url);
-        assert_eq!(cc.login.scope, legacy.login.scope);
-        assert_eq!(cc.login.paste_redirect_uri, legacy.login.paste_redirect_uri);
-        // Each name is overridden on its own.
-        let mut p = Providers::builtin();
-        p.apply_env(|name| {
-            (name == "LLXPRT_CREDD_CLAUDECODE_TOKEN_URL").then(|| "http://127.0.0.1:9/cc".to_owned())
-        })
-        .unwrap();
-        assert_eq!(p.get("claudecode").unwrap().token_url, "http://127.0.0.1:9/cc");
-        assert_eq!(p.get("anthropic").unwrap().token_url, "https://console.anthropic.com/v1/oauth/token");
-        p.apply_file(r#"{"providers":{"claudecode":{"client_id":"cc-test"}}}"#).unwrap();
-        assert_eq!(p.get("claudecode").unwrap().client_id, "cc-test");
-        assert_eq!(p.get("anthropic").unwrap().client_id, "9d1c250a-e61b-44d9-88ed-5944d1962f5e");
-    }
 
     #[test]
     fn the_file_overrides_fields_and_adds_providers_and_env_wins() {
@@ -795,56 +438,5 @@ mod tests {
         for ok in ["http://127.0.0.1:5/t", "http://localhost/t", "http://[::1]:8/t", "https://a.example/t"] {
             assert!(check_url(ok, "t").is_ok(), "{ok}");
         }
-    }
-
-    #[test]
-    fn answers_become_tokens_by_llxprt_code_rules() {
-        let p = Providers::builtin();
-        let a = p.get("anthropic").unwrap();
-        let t = a
-            .token_from_answer(
-                json!({"access_token":"at","expires_in":120,"refresh_token":"rt2","scope":"s","token_type":"bearer","junk":1})
-                    .as_object()
-                    .unwrap(),
-                1000.7,
-            )
-            .unwrap();
-        assert_eq!((t.access_token(), t.expiry(), t.refresh_token()), ("at", 1120.0, Some("rt2")));
-        assert_eq!(t.fields()["token_type"], "bearer");
-        assert!(!t.fields().contains_key("junk"));
-        for lifetime in [json!(0), json!(-5), json!("x"), Value::Null] {
-            let t = a.token_from_answer(
-                json!({"access_token":"at","expires_in":lifetime}).as_object().unwrap(),
-                10.0,
-            );
-            assert_eq!(t.unwrap().expiry(), 3610.0);
-        }
-        let no_rt =
-            a.token_from_answer(json!({"access_token":"at","token_type":"BEARER"}).as_object().unwrap(), 0.0);
-        let no_rt = no_rt.unwrap();
-        assert_eq!((no_rt.refresh_token(), no_rt.fields()["token_type"].as_str()), (None, Some("Bearer")));
-        for bad in [json!({}), json!({"access_token":""}), json!({"access_token":"a","token_type":"MAC"})] {
-            assert!(a.token_from_answer(bad.as_object().unwrap(), 0.0).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn codex_account_id_comes_from_the_id_token() {
-        let nested =
-            jwt(json!({"https://api.openai.com/auth":{"chatgpt_account_id":"acc-1","account_id":"x"}}));
-        assert_eq!(account_id_from_id_token(&nested).as_deref(), Some("acc-1"));
-        let inner =
-            jwt(json!({"https://api.openai.com/auth":{"chatgpt_account_id":"","account_id":"acc-2"}}));
-        assert_eq!(account_id_from_id_token(&inner).as_deref(), Some("acc-2"));
-        assert_eq!(account_id_from_id_token(&jwt(json!({"account_id":"acc-3"}))).as_deref(), Some("acc-3"));
-        assert_eq!(account_id_from_id_token(&jwt(json!({"sub":"u"}))), None);
-        assert_eq!(account_id_from_id_token("not-a-jwt"), None);
-        let c = Providers::builtin().get("codex").unwrap().clone();
-        let t = c
-            .token_from_answer(json!({"access_token":"at","id_token":nested}).as_object().unwrap(), 0.0)
-            .unwrap();
-        assert_eq!(t.fields()["account_id"], "acc-1");
-        let without = c.token_from_answer(json!({"access_token":"at"}).as_object().unwrap(), 0.0).unwrap();
-        assert!(!without.fields().contains_key("account_id"), "merge keeps the stored one");
     }
 }

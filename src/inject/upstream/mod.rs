@@ -5,13 +5,26 @@ verifier. Our own because streaming needs what a general client hides: the
 raw socket (so a departed sandbox can shut the upstream request down from
 another thread), a per-read idle timeout with no total budget, and the
 difference between a body that ended cleanly and one that was cut.
+
+Here: the origin, the request and the reading of the response head. The
+connection itself (TCP, TLS, the address rule) is in `connect.rs`, the
+pool of idle connections in `pool.rs`, and the reading of a response body
+in `body.rs`.
 */
 #![forbid(unsafe_code)]
 
+mod body;
+mod connect;
+mod pool;
+
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
-use std::sync::{Arc, OnceLock};
+use std::net::{IpAddr, TcpStream};
 use std::time::Duration;
+
+use connect::{Stream, connect};
+use pool::take_idle;
+
+pub use pool::POOL_IDLE;
 
 /// Connecting.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -74,62 +87,6 @@ impl std::fmt::Display for UpstreamError {
     }
 }
 
-enum Stream {
-    Plain(TcpStream),
-    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
-}
-
-impl Read for Stream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Stream::Plain(s) => s.read(buf),
-            Stream::Tls(s) => s.read(buf),
-        }
-    }
-}
-
-impl Write for Stream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Stream::Plain(s) => s.write(buf),
-            Stream::Tls(s) => s.write(buf),
-        }
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Stream::Plain(s) => s.flush(),
-            Stream::Tls(s) => s.flush(),
-        }
-    }
-}
-
-fn tls_config() -> Result<Arc<rustls::ClientConfig>, String> {
-    static CONFIG: OnceLock<Result<Arc<rustls::ClientConfig>, String>> = OnceLock::new();
-    CONFIG
-        .get_or_init(|| {
-            use rustls_platform_verifier::BuilderVerifierExt;
-            let provider = Arc::new(rustls::crypto::ring::default_provider());
-            rustls::ClientConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .and_then(|b| b.with_platform_verifier())
-                .map(|b| Arc::new(b.with_no_client_auth()))
-                .map_err(|e| e.to_string())
-        })
-        .clone()
-}
-
-/// Whether the proxy may connect to `ip` for a real (not overridden)
-/// origin: never link-local or cloud metadata addresses.
-fn allowed_address(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => !v4.is_link_local(),
-        IpAddr::V6(v6) => {
-            let s = v6.segments();
-            (s[0] & 0xffc0) != 0xfe80 && !(s[0] == 0xfd00 && s[1] == 0x0ec2)
-        }
-    }
-}
-
 /// A request on its way: the response head has been read.
 pub struct Exchange {
     reader: BufReader<Stream>,
@@ -164,34 +121,6 @@ pub enum Read2 {
     End,
 }
 
-/// How long an idle upstream connection is kept for the next request
-/// (providers close theirs after about a minute).
-pub const POOL_IDLE: Duration = Duration::from_secs(30);
-/// Idle upstream connections kept at most.
-const POOL_MAX: usize = 16;
-
-/// An upstream connection between requests.
-struct Idle {
-    origin: Origin,
-    since: std::time::Instant,
-    reader: BufReader<Stream>,
-    socket: TcpStream,
-}
-
-/// Idle connections whose last answer ended cleanly, by origin.
-fn pool() -> &'static std::sync::Mutex<Vec<Idle>> {
-    static POOL: OnceLock<std::sync::Mutex<Vec<Idle>>> = OnceLock::new();
-    POOL.get_or_init(|| std::sync::Mutex::new(Vec::new()))
-}
-
-/// An idle connection to `origin`, the freshest first; stale ones dropped.
-fn take_idle(origin: &Origin) -> Option<Idle> {
-    let mut idle = pool().lock().unwrap_or_else(|e| e.into_inner());
-    idle.retain(|c| c.since.elapsed() < POOL_IDLE);
-    let at = idle.iter().rposition(|c| c.origin == *origin)?;
-    Some(idle.remove(at))
-}
-
 /// Sends `method path` with `headers` and `body` to `origin` and reads
 /// the response head. `headers` must not hold framing headers or `host`.
 /// An idle connection to the origin is used when there is one; if the
@@ -223,41 +152,6 @@ pub fn send(
         Attempt::Stale => UpstreamError::Protocol("the connection closed before a response"),
         Attempt::Failed(e) => e,
     })
-}
-
-/// A fresh connection (TLS set up lazily by the first write).
-fn connect(origin: &Origin) -> Result<(BufReader<Stream>, TcpStream), UpstreamError> {
-    let addrs: Vec<SocketAddr> = (origin.host.as_str(), origin.port)
-        .to_socket_addrs()
-        .map_err(|e| UpstreamError::Connect(e.to_string()))?
-        .filter(|a| !origin.tls || allowed_address(a.ip()))
-        .collect();
-    let mut last = UpstreamError::Connect("no usable address".into());
-    let mut tcp = None;
-    for addr in addrs {
-        match TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT) {
-            Ok(s) => {
-                tcp = Some(s);
-                break;
-            }
-            Err(e) => last = UpstreamError::Connect(e.to_string()),
-        }
-    }
-    let tcp = tcp.ok_or(last)?;
-    let _ = tcp.set_nodelay(true);
-    let socket = tcp.try_clone().map_err(|e| UpstreamError::Connect(e.to_string()))?;
-    let _ = tcp.set_write_timeout(Some(Duration::from_secs(60)));
-    let stream = if origin.tls {
-        let config = tls_config().map_err(UpstreamError::Connect)?;
-        let name = rustls::pki_types::ServerName::try_from(origin.host.clone())
-            .map_err(|_| UpstreamError::Connect("bad host name".into()))?;
-        let conn =
-            rustls::ClientConnection::new(config, name).map_err(|e| UpstreamError::Connect(e.to_string()))?;
-        Stream::Tls(Box::new(rustls::StreamOwned::new(conn, tcp)))
-    } else {
-        Stream::Plain(tcp)
-    };
-    Ok((BufReader::with_capacity(16 * 1024, stream), socket))
 }
 
 /// The request's bytes: our own head (host, the given fields, our own
@@ -392,134 +286,6 @@ fn read_response_head(reader: &mut BufReader<Stream>) -> Result<Vec<u8>, Upstrea
     }
 }
 
-impl Exchange {
-    /// Whether the response has a known length (forwarded as
-    /// `Content-Length`), and what it is.
-    pub fn content_length(&self) -> Option<u64> {
-        match self.body {
-            BodyFraming::None => Some(0),
-            BodyFraming::Length(n) => Some(n),
-            _ => None,
-        }
-    }
-
-    /// The next piece of the body as it arrives. An error is a body that
-    /// did not end as its framing says (a reset, an early close, a
-    /// timeout): the caller passes it on as an abort.
-    pub fn read(&mut self) -> Result<Read2, UpstreamError> {
-        let piece = self.read_piece();
-        if matches!(piece, Ok(Read2::End)) {
-            self.ended = true;
-        }
-        piece
-    }
-
-    fn read_piece(&mut self) -> Result<Read2, UpstreamError> {
-        match self.body {
-            BodyFraming::None | BodyFraming::Length(0) => Ok(Read2::End),
-            BodyFraming::Length(left) => {
-                let buf = self.reader.fill_buf().map_err(io_error)?;
-                if buf.is_empty() {
-                    return Err(UpstreamError::Protocol("the body ended short of its length"));
-                }
-                let n = buf.len().min(left as usize);
-                let data = buf[..n].to_vec();
-                self.reader.consume(n);
-                self.body = BodyFraming::Length(left - n as u64);
-                Ok(Read2::Data(data))
-            }
-            BodyFraming::Close => {
-                let buf = self.reader.fill_buf().map_err(io_error)?;
-                if buf.is_empty() {
-                    self.body = BodyFraming::None;
-                    return Ok(Read2::End);
-                }
-                let data = buf.to_vec();
-                let n = data.len();
-                self.reader.consume(n);
-                Ok(Read2::Data(data))
-            }
-            BodyFraming::Chunked => self.read_chunk(),
-        }
-    }
-
-    /// The next piece of a chunked body: as much of the current chunk as
-    /// has arrived, at most 64 KiB (a chunk's announced size is never
-    /// allocated up front).
-    fn read_chunk(&mut self) -> Result<Read2, UpstreamError> {
-        const CUT: UpstreamError = UpstreamError::Protocol("the chunked body was cut");
-        if self.chunk_left > 0 {
-            let buf = self.reader.fill_buf().map_err(io_error)?;
-            if buf.is_empty() {
-                return Err(CUT);
-            }
-            let n = buf.len().min(64 * 1024).min(usize::try_from(self.chunk_left).unwrap_or(usize::MAX));
-            let data = buf[..n].to_vec();
-            self.reader.consume(n);
-            self.chunk_left -= n as u64;
-            if self.chunk_left == 0 {
-                let mut crlf = [0u8; 2];
-                self.reader.read_exact(&mut crlf).map_err(|_| CUT)?;
-                if &crlf != b"\r\n" {
-                    return Err(UpstreamError::Protocol("bad chunk framing"));
-                }
-            }
-            return Ok(Read2::Data(data));
-        }
-        let mut line = Vec::new();
-        let n = (&mut self.reader).take(4096).read_until(b'\n', &mut line).map_err(io_error)?;
-        if n == 0 || !line.ends_with(b"\n") {
-            return Err(UpstreamError::Protocol("the chunked body was cut"));
-        }
-        let size_text = line.split(|&b| b == b';' || b == b'\r' || b == b'\n').next().unwrap_or_default();
-        let size = std::str::from_utf8(size_text.trim_ascii())
-            .ok()
-            .and_then(|s| u64::from_str_radix(s, 16).ok())
-            .ok_or(UpstreamError::Protocol("bad chunk size"))?;
-        if size == 0 {
-            // trailers up to the empty line
-            loop {
-                line.clear();
-                let n = (&mut self.reader).take(4096).read_until(b'\n', &mut line).map_err(io_error)?;
-                if n == 0 {
-                    return Err(UpstreamError::Protocol("the chunked body was cut"));
-                }
-                if line == b"\r\n" || line == b"\n" {
-                    self.body = BodyFraming::None;
-                    return Ok(Read2::End);
-                }
-            }
-        }
-        self.chunk_left = size;
-        self.read_chunk()
-    }
-
-    /// Stops the request: the provider sees the connection close.
-    pub fn abort(&self) {
-        let _ = self.socket.shutdown(Shutdown::Both);
-    }
-
-    /// Done with the answer: the connection goes back to the pool when the
-    /// body ended cleanly, the provider keeps it open and nothing more
-    /// arrived; otherwise it closes.
-    pub fn release(self) {
-        if !(self.ended && self.reusable && self.reader.buffer().is_empty()) {
-            return;
-        }
-        let mut idle = pool().lock().unwrap_or_else(|e| e.into_inner());
-        idle.retain(|c| c.since.elapsed() < POOL_IDLE);
-        if idle.len() >= POOL_MAX {
-            idle.remove(0);
-        }
-        idle.push(Idle {
-            origin: self.origin,
-            since: std::time::Instant::now(),
-            reader: self.reader,
-            socket: self.socket,
-        });
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -536,13 +302,5 @@ mod tests {
         assert!(Origin::loopback_override("https://127.0.0.1:80").is_err());
         assert!(Origin::loopback_override("http://127.0.0.1:80/v1").is_err());
         assert!(Origin::loopback_override("http://evil.example:80").is_err());
-    }
-
-    #[test]
-    fn metadata_and_link_local_addresses_are_refused() {
-        assert!(!allowed_address("169.254.169.254".parse().unwrap()));
-        assert!(!allowed_address("fe80::1".parse().unwrap()));
-        assert!(!allowed_address("fd00:ec2::254".parse().unwrap()));
-        assert!(allowed_address("104.18.0.1".parse().unwrap()));
     }
 }

@@ -16,6 +16,16 @@ export LLXPRT_CREDD_SKIP_LOG
 trap 'if [ -s "$LLXPRT_CREDD_SKIP_LOG" ]; then echo "Skipped on request:"; sort "$LLXPRT_CREDD_SKIP_LOG"; fi; rm -f "$LLXPRT_CREDD_SKIP_LOG"' EXIT
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
+# The sandbox-side library alone (`--no-default-features`: no `host`): it
+# builds clean, its unit tests pass, and it links none of the host's
+# crates (HTTP, TLS, keyring, the envelope's ciphers).
+cargo clippy --lib --tests --no-default-features --locked -- -D warnings
+cargo test --lib --no-default-features --locked --quiet
+if cargo tree -e no-dev --no-default-features --prefix none --locked \
+    | grep -E '^(ureq|rustls|rustls-platform-verifier|secret-service|security-framework|scrypt|aes-gcm|httparse) '; then
+  echo "run-tests: the client-only build links a host crate (above)" >&2
+  exit 1
+fi
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --locked --no-fail-fast
 else

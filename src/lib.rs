@@ -10,17 +10,23 @@ sandbox uses in place of the host store, and host-side OAuth refresh
 ([`oauth`]).
 */
 
+#[cfg(feature = "host")]
 pub mod cli;
 pub mod client;
 pub mod error;
+#[cfg(feature = "host")]
 pub mod github;
+#[cfg(feature = "host")]
 pub mod inject;
 pub mod log;
+#[cfg(feature = "host")]
 pub mod oauth;
+#[cfg(feature = "host")]
 pub mod profile;
 pub mod protocol;
 pub mod random;
 pub mod secret;
+#[cfg(feature = "host")]
 pub mod server;
 pub mod store;
 pub mod sys;

@@ -15,7 +15,7 @@ pub fn fill(buf: &mut [u8]) -> io::Result<()> {
 pub fn hex(n: usize) -> io::Result<String> {
     let mut buf = vec![0u8; n];
     fill(&mut buf)?;
-    Ok(crate::store::envelope::hex(&buf))
+    Ok(to_hex(&buf))
 }
 
 /// A random UUID version 4 in its canonical text form.
@@ -24,7 +24,7 @@ pub fn uuid_v4() -> io::Result<String> {
     fill(&mut b)?;
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
-    let h = crate::store::envelope::hex(&b);
+    let h = to_hex(&b);
     Ok(format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32]))
 }
 
@@ -35,6 +35,15 @@ pub fn below(bound: u64) -> u64 {
         return 0;
     }
     u64::from_le_bytes(b) % bound.max(1)
+}
+
+/// Lower-case hexadecimal of `bytes`.
+pub fn to_hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
 }
 
 #[cfg(test)]

@@ -33,7 +33,7 @@ pub use socket::{CLIENT_IDLE_CLOSE, CONNECTION_LOST, ProxySocketClient, REQUEST_
 pub use stores::{ProxyProviderKeyStorage, ProxyTokenStore, SANDBOX_KEY_MANAGEMENT};
 
 use crate::error::Result;
-use crate::store::{HostStore, KeyStore, TokenStore, resolve_backend};
+use crate::store::{KeyStore, TokenStore};
 
 /// Environment variable naming the daemon's socket; a non-empty value
 /// switches a program into proxy (sandbox) mode.
@@ -62,7 +62,7 @@ pub fn create_token_store() -> Result<Box<dyn TokenStore>> {
 pub fn create_token_store_from(lookup: &dyn Fn(&str) -> Option<OsString>) -> Result<Box<dyn TokenStore>> {
     match ProxySocketClient::from_lookup(lookup)? {
         Some(client) => Ok(Box::new(ProxyTokenStore::new(Arc::new(client)))),
-        None => Ok(Box::new(HostStore::open(resolve_backend(None)?)?.tokens)),
+        None => host_tokens(),
     }
 }
 
@@ -76,8 +76,38 @@ pub fn create_key_storage() -> Result<Box<dyn KeyStore>> {
 pub fn create_key_storage_from(lookup: &dyn Fn(&str) -> Option<OsString>) -> Result<Box<dyn KeyStore>> {
     match ProxySocketClient::from_lookup(lookup)? {
         Some(client) => Ok(Box::new(ProxyProviderKeyStorage::new(Arc::new(client)))),
-        None => Ok(Box::new(HostStore::open(resolve_backend(None)?)?.keys)),
+        None => host_keys(),
     }
+}
+
+/// The host store's tokens, from the environment.
+#[cfg(feature = "host")]
+fn host_tokens() -> Result<Box<dyn TokenStore>> {
+    Ok(Box::new(crate::store::HostStore::open(crate::store::resolve_backend(None)?)?.tokens))
+}
+
+/// The host store's keys, from the environment.
+#[cfg(feature = "host")]
+fn host_keys() -> Result<Box<dyn KeyStore>> {
+    Ok(Box::new(crate::store::HostStore::open(crate::store::resolve_backend(None)?)?.keys))
+}
+
+/// Without the `host` feature there is no host store to fall back to.
+#[cfg(not(feature = "host"))]
+fn no_host_store<T: ?Sized>() -> Result<Box<T>> {
+    Err(crate::error::Error::Connection(format!(
+        "{SOCKET_ENV} is not set, and this program was built without the host store (the `host` feature)"
+    )))
+}
+
+#[cfg(not(feature = "host"))]
+fn host_tokens() -> Result<Box<dyn TokenStore>> {
+    no_host_store()
+}
+
+#[cfg(not(feature = "host"))]
+fn host_keys() -> Result<Box<dyn KeyStore>> {
+    no_host_store()
 }
 
 #[cfg(test)]

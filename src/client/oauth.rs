@@ -21,7 +21,9 @@ use serde_json::{Map, Value};
 
 use super::socket::ProxySocketClient;
 use crate::error::{Error, Result};
-use crate::oauth::{FlowType, Initiated, Poll};
+#[cfg(feature = "host")]
+use crate::oauth::{Initiated, Poll};
+use crate::protocol::names::FlowType;
 use crate::protocol::answer::{Answer, PollState};
 use crate::protocol::message::Op;
 use crate::store::names::{check_bucket, check_provider};
@@ -53,6 +55,7 @@ impl fmt::Debug for LoginStart {
     }
 }
 
+#[cfg(feature = "host")]
 impl From<&Initiated> for LoginStart {
     fn from(i: &Initiated) -> Self {
         LoginStart {
@@ -78,6 +81,7 @@ pub enum LoginPoll {
 impl LoginPoll {
     /// The host-side session table's answer in the same terms (a failed
     /// flow is an error, as over the socket).
+    #[cfg(feature = "host")]
     pub fn from_host(poll: Poll) -> Result<LoginPoll> {
         match poll {
             Poll::Pending { interval } => Ok(LoginPoll::Pending(interval)),

@@ -452,6 +452,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "host")]
     fn the_client_closes_an_idle_connection_before_the_daemon_does() {
         assert!(CLIENT_IDLE_CLOSE < crate::server::IDLE_TIMEOUT);
     }

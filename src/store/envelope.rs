@@ -97,11 +97,7 @@ fn corrupt(message: &str) -> StoreError {
 
 /// Lower-case hex of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    crate::random::to_hex(bytes)
 }
 
 /// `hex(sha256(hostname + username))`, as llxprt-code computes it.

@@ -10,31 +10,47 @@ socket. [`HostStore::open`] wires everything from the environment.
 */
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "host")]
 mod cache;
+#[cfg(feature = "host")]
 pub mod envelope;
 pub mod error;
+#[cfg(feature = "host")]
 pub mod key_storage;
+#[cfg(feature = "host")]
 pub mod keyring;
 pub mod lock;
+#[cfg(feature = "host")]
 pub mod machine_secret;
 pub mod names;
 pub mod paths;
+#[cfg(feature = "host")]
 pub mod secure;
+#[cfg(feature = "host")]
 pub mod token_store;
 pub mod update;
+#[cfg(feature = "host")]
+mod host;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 pub use error::{StoreError, StoreErrorKind, StoreResult};
+#[cfg(feature = "host")]
 pub use key_storage::ProviderKeyStorage;
+#[cfg(feature = "host")]
 pub use keyring::{KeyringAccess, KeyringStatus};
 pub use lock::OwnerLock;
+#[cfg(feature = "host")]
 pub use machine_secret::MachineSecret;
 pub use paths::Paths;
+#[cfg(feature = "host")]
 pub use secure::{Backend, SecureStore};
+#[cfg(feature = "host")]
 pub use token_store::KeyringTokenStore;
 pub use update::{Change, LockWait, Stored, UpdateError, update_token};
+#[cfg(feature = "host")]
+pub use host::{BACKEND_ENV, DISABLE_KEYRING_ENV, HostStore, resolve_backend};
 
 use crate::error::{Error, Result};
 use crate::secret::SecretString;
@@ -171,71 +187,3 @@ impl<T: KeyStore + ?Sized> KeyStore for Arc<T> {
     }
 }
 
-/// Environment variable choosing the backend when no flag does.
-pub const BACKEND_ENV: &str = "LLXPRT_CREDD_STORE";
-/// llxprt-code's switch that turns the OS keyring off.
-pub const DISABLE_KEYRING_ENV: &str = "LLXPRT_DISABLE_OS_KEYRING";
-
-/// Resolves the backend: the flag, else `LLXPRT_CREDD_STORE`, else `file`
-/// when `LLXPRT_DISABLE_OS_KEYRING=1`, else `auto`.
-pub fn resolve_backend(flag: Option<Backend>) -> Result<Backend> {
-    if let Some(b) = flag {
-        return Ok(b);
-    }
-    if let Some(v) = std::env::var(BACKEND_ENV).ok().filter(|v| !v.is_empty()) {
-        return Backend::parse(&v)
-            .ok_or_else(|| Error::Usage(format!("{BACKEND_ENV} must be auto, keyring or file, not {v:?}")));
-    }
-    if std::env::var(DISABLE_KEYRING_ENV).is_ok_and(|v| v == "1" || v == "true") {
-        return Ok(Backend::File);
-    }
-    Ok(Backend::Auto)
-}
-
-/// Everything on the host side of the store, wired together.
-pub struct HostStore {
-    /// Resolved directories.
-    pub paths: Paths,
-    /// The backend in force.
-    pub backend: Backend,
-    /// The keyring, when the backend may use it and the platform has one.
-    pub keyring: Option<Arc<KeyringAccess>>,
-    /// The machine secret finder.
-    pub machine_secret: Arc<MachineSecret>,
-    /// OAuth tokens.
-    pub tokens: Arc<KeyringTokenStore>,
-    /// API keys.
-    pub keys: Arc<ProviderKeyStorage>,
-}
-
-impl HostStore {
-    /// Opens the host store for `backend` with paths from the environment.
-    pub fn open(backend: Backend) -> Result<HostStore> {
-        Self::open_at(Paths::from_env()?, backend)
-    }
-
-    /// Opens the host store for `backend` at `paths`.
-    pub fn open_at(paths: Paths, backend: Backend) -> Result<HostStore> {
-        let keyring = match backend {
-            Backend::File => None,
-            _ => {
-                keyring::platform_keyring().map(|k| KeyringAccess::with_fallback(k, backend == Backend::Auto))
-            }
-        };
-        if backend == Backend::Keyring && keyring.is_none() {
-            return Err(Error::Usage("--store keyring: this platform has no supported OS keyring".into()));
-        }
-        let lock_dir = paths.credential_lock_dir();
-        let machine_secret =
-            Arc::new(MachineSecret::new(keyring.clone(), paths.machine_secret_file(), lock_dir.clone()));
-        let secure = |service: &'static str, dir| {
-            SecureStore::new(service, dir, backend, keyring.clone(), machine_secret.clone(), lock_dir.clone())
-        };
-        let tokens = Arc::new(KeyringTokenStore::new(
-            secure(token_store::SERVICE, paths.secure_store_dir(token_store::SERVICE)),
-            paths.oauth_lock_dir(),
-        ));
-        let keys = Arc::new(ProviderKeyStorage::new(secure(key_storage::SERVICE, paths.provider_keys_dir())));
-        Ok(HostStore { paths, backend, keyring, machine_secret, tokens, keys })
-    }
-}

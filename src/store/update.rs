@@ -145,7 +145,7 @@ fn acquire(
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "host"))]
 mod tests {
     use std::path::PathBuf;
     use std::sync::Arc;

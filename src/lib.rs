@@ -15,21 +15,23 @@ pub mod cli;
 pub mod client;
 pub mod error;
 #[cfg(feature = "host")]
-pub mod github;
+pub(crate) mod github;
 #[cfg(feature = "host")]
-pub mod inject;
-pub mod log;
+pub(crate) mod inject;
+pub(crate) mod log;
 #[cfg(feature = "host")]
-pub mod oauth;
+pub(crate) mod oauth;
 #[cfg(feature = "host")]
-pub mod profile;
+pub(crate) mod profile;
 pub mod protocol;
-pub mod random;
+pub(crate) mod random;
 pub mod secret;
 #[cfg(feature = "host")]
-pub mod server;
+pub(crate) mod server;
 pub mod store;
-pub mod sys;
+pub(crate) mod sys;
 pub mod token;
 
 pub use error::{Error, Result};
+/// The global allocator both binaries install: every freed block is wiped.
+pub use sys::wipe_alloc::WipeOnFree;

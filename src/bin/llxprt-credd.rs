@@ -4,7 +4,7 @@
 /// Every freed block is wiped first: copies of tokens, codes and
 /// verifiers in buffers the daemon does not own do not outlive them.
 #[global_allocator]
-static ALLOCATOR: llxprt_credd::sys::wipe_alloc::WipeOnFree = llxprt_credd::sys::wipe_alloc::WipeOnFree;
+static ALLOCATOR: llxprt_credd::WipeOnFree = llxprt_credd::WipeOnFree;
 
 fn main() {
     std::process::exit(llxprt_credd::cli::credd::main(std::env::args_os()));

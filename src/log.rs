@@ -113,11 +113,6 @@ pub fn set_max_level(level: Level) {
     MAX_LEVEL.store(level as u8, Ordering::Relaxed);
 }
 
-/// Sends log lines to `file` (appending) instead of stderr; never rotated.
-pub fn set_file(file: File) {
-    *SINK.lock().unwrap_or_else(|e| e.into_inner()) = Some(Sink { file, rotate: None });
-}
-
 /// Opens a log file for appending: never through a symbolic link (`ELOOP`
 /// then), close-on-exec, mode 0600 (an existing file is narrowed to it).
 pub fn open_file(path: &Path) -> io::Result<File> {

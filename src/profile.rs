@@ -172,17 +172,6 @@ pub fn profiles_in(dir: &Path) -> Vec<String> {
     names
 }
 
-/// Builds the scope of profile `name` whose file content is `text`;
-/// load-balancer members are read from `profiles_dir`. (What
-/// [`load_scope`] does after reading the file; the fuzzer calls it.)
-pub fn scope_from_text(profiles_dir: &Path, name: &str, text: &str) -> Result<Scope> {
-    let value: Value = serde_json::from_str(text)
-        .map_err(|e| Error::Usage(format!("profile {name:?} is not valid JSON: {e}")))?;
-    let mut scope = Scope::default();
-    add_profile_value(profiles_dir, name, &value, &mut scope, 0)?;
-    Ok(scope)
-}
-
 fn add_profile(dir: &Path, name: &str, scope: &mut Scope, depth: usize) -> Result<()> {
     if depth > MAX_PROFILE_DEPTH {
         return Err(Error::Usage(format!(

@@ -130,15 +130,6 @@ fn repo_param(params: &Map<String, Value>) -> Option<&str> {
     params.get("repo").and_then(Value::as_str).filter(|r| !r.is_empty())
 }
 
-/// Splits the payload of a `github` request: the operation name (own
-/// string `op`, else `""`) and its parameters.
-pub fn split_payload(payload: &Map<String, Value>) -> (String, Map<String, Value>) {
-    let op = payload.get("op").and_then(Value::as_str).unwrap_or_default().to_owned();
-    let params =
-        payload.iter().filter(|(k, _)| k.as_str() != "op").map(|(k, v)| (k.clone(), v.clone())).collect();
-    (op, params)
-}
-
 /// Checks an operation before anything runs: it exists, its parameters are
 /// valid. The catalogue entry.
 pub fn check(op: &str, params: &Map<String, Value>) -> Result<&'static OpSpec, BrokerError> {
@@ -177,12 +168,3 @@ pub fn execute(
     result
 }
 
-/// The repository an operation acts on, for the audit line: the validated
-/// `repo`, or the one a single `--github-repo` fills in.
-pub fn audited_repo(config: &GithubConfig, params: &Map<String, Value>) -> String {
-    match repo_param(params) {
-        Some(r) => r.to_owned(),
-        None if config.repos.len() == 1 => config.repos[0].clone(),
-        None => "-".to_owned(),
-    }
-}

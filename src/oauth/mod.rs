@@ -35,7 +35,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use provider::{FlowType, Provider, Providers};
+pub use provider::{FlowType, Providers};
 pub use refresh::{RefreshError, Refreshed, Refresher, Source, Trigger};
 pub use renewal::{Fired, Scheduler};
 pub use sessions::{Initiated, LoginError, LoginOrigin, Logins, Owner, Poll};
@@ -139,16 +139,6 @@ pub struct OAuthConfig {
 }
 
 impl OAuthConfig {
-    /// Built-in providers and default timing (no file, no environment).
-    pub fn builtin() -> OAuthConfig {
-        OAuthConfig {
-            providers: Providers::builtin(),
-            timing: Timing::default(),
-            session_ttl: sessions::SESSION_TTL,
-            login_origin: LoginOrigin::Sandbox,
-        }
-    }
-
     /// Providers from the providers file the host named (`--providers-file`,
     /// else `LLXPRT_CREDD_PROVIDERS_FILE`; never a file in llxprt-code's
     /// config directory, which a sandbox may write) and the environment;

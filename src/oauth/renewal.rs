@@ -271,11 +271,13 @@ impl Scheduler {
         before - state.timers.len()
     }
 
+    #[cfg(test)]
     /// Entries on the heap, live and superseded (for tests).
     pub fn heap_len(&self) -> usize {
         self.inner.lock().heap.len()
     }
 
+    #[cfg(test)]
     /// How many timers are armed (given-up ones not counted).
     pub fn armed(&self) -> usize {
         self.inner.lock().timers.values().filter(|t| t.generation != 0).count()

@@ -112,6 +112,7 @@ impl Limits {
         true
     }
 
+    #[cfg(test)]
     /// How many peer buckets are kept (for tests).
     pub fn peers_kept(&self) -> usize {
         self.table.lock().unwrap_or_else(|e| e.into_inner()).peers.len()

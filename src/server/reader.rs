@@ -168,12 +168,14 @@ impl Default for FrameReader {
 /// An in-memory [`FrameSource`] that hands out its bytes in chunks of the
 /// given sizes (then the rest at once), then end of stream. Used by the
 /// unit tests and the fuzzer to drive [`FrameReader`] through every split.
+#[cfg(test)]
 pub struct ChunkedSource {
     data: Vec<u8>,
     chunks: Vec<usize>,
     pos: usize,
 }
 
+#[cfg(test)]
 impl ChunkedSource {
     /// `data` delivered in reads of at most `chunks[i]` bytes (0 counts as 1).
     pub fn new(data: Vec<u8>, chunks: Vec<usize>) -> Self {
@@ -181,6 +183,7 @@ impl ChunkedSource {
     }
 }
 
+#[cfg(test)]
 impl Read for ChunkedSource {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let limit = if self.chunks.is_empty() { usize::MAX } else { self.chunks.remove(0).max(1) };
@@ -191,6 +194,7 @@ impl Read for ChunkedSource {
     }
 }
 
+#[cfg(test)]
 impl FrameSource for ChunkedSource {
     fn set_read_timeout(&self, _timeout: Duration) -> io::Result<()> {
         Ok(())

@@ -40,16 +40,3 @@ pub fn tune_allocator() {
     }
 }
 
-/// Whether the process is marked dumpable (Linux; `None` elsewhere).
-pub fn is_dumpable() -> Option<bool> {
-    #[cfg(target_os = "linux")]
-    {
-        // SAFETY: PR_GET_DUMPABLE takes no further arguments.
-        let rc = unsafe { libc::prctl(libc::PR_GET_DUMPABLE, 0, 0, 0, 0) };
-        Some(rc == 1)
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        None
-    }
-}

@@ -32,11 +32,11 @@ pub mod wipe_alloc;
 
 use std::io;
 
-pub use fd::{FdInfo, adopt_fd, detach_stderr, detach_stdout, fd_info, pipe};
-pub use fs::{owner_and_mode, posix_acl_bytes, set_access_acl, set_umask};
-pub use hardening::{harden_process, is_dumpable, tune_allocator};
-pub use identity::{PasswdEntry, current_pid, current_uid, hostname, passwd_entry};
-pub use proc_fs::{process_name, process_start_time_ms, thread_count};
+pub use fd::{adopt_fd, detach_stderr, detach_stdout, fd_info, pipe};
+pub use fs::{owner_and_mode, set_access_acl, set_umask};
+pub use hardening::{harden_process, tune_allocator};
+pub use identity::{current_pid, current_uid, hostname, passwd_entry};
+pub use proc_fs::{process_name, process_start_time_ms};
 pub use process::{Forked, Liveness, fork, process_liveness, remove_env_vars, setsid, wait_child};
 pub use signal::{SignalSet, send_signal, spawn_with_empty_signal_mask};
 pub use socket::{PeerCred, adopt_listening_unix_socket, peer_cred, peer_hung_up, wait_readable};

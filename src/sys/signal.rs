@@ -43,11 +43,6 @@ impl SignalSet {
         Ok(sig)
     }
 
-    /// Unblocks the set in the calling thread (for a child about to exec).
-    pub fn unblock(&self) {
-        // SAFETY: the set is initialised.
-        unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, &self.0, std::ptr::null_mut()) };
-    }
 }
 
 /// Makes the child of `cmd` start with an empty signal mask. The daemon

@@ -24,7 +24,6 @@ use std::time::Duration;
 use connect::{Stream, connect};
 use pool::take_idle;
 
-pub use pool::POOL_IDLE;
 
 /// Connecting.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -93,7 +92,6 @@ pub struct Exchange {
     /// A second handle on the socket, to shut it down from elsewhere.
     pub socket: TcpStream,
     pub status: u16,
-    pub reason: String,
     /// Response header fields, names lower-cased.
     pub headers: Vec<(String, Vec<u8>)>,
     body: BodyFraming,
@@ -223,7 +221,6 @@ fn exchange_on(
         if (100..200).contains(&status) && status != 101 {
             continue; // 100 Continue and other interim answers
         }
-        let reason = resp.reason.unwrap_or("").to_owned();
         let headers: Vec<(String, Vec<u8>)> =
             resp.headers.iter().map(|h| (h.name.to_ascii_lowercase(), h.value.to_vec())).collect();
         let chunked =
@@ -250,7 +247,6 @@ fn exchange_on(
             reader,
             socket,
             status,
-            reason,
             headers,
             body,
             chunk_left: 0,

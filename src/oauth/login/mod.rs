@@ -27,15 +27,15 @@ use super::http::UpstreamError;
 use crate::protocol::message::FlowFailure;
 
 pub use device::{
-    DEFAULT_DEVICE_EXPIRES_IN, DEFAULT_DEVICE_INTERVAL, DEVICE_CODE_GRANT, DevicePoll, DeviceStart,
+    DEFAULT_DEVICE_INTERVAL, DevicePoll, DeviceStart,
     SLOW_DOWN_STEP, device_poll, device_start,
 };
 pub use pkce::{
-    Pkce, authorize_url, exchange_code, new_state, query_escape, query_unescape, same_secret,
+    Pkce, authorize_url, exchange_code, new_state, same_secret,
     split_pasted_code,
 };
 pub use redirect::{
-    CALLBACK_READ_TIMEOUT, Callback, CallbackConn, CallbackRead, RedirectListener, bind_redirect_listener,
+    Callback, CallbackConn, CallbackRead, RedirectListener, bind_redirect_listener,
     respond,
 };
 

@@ -35,9 +35,7 @@ use serde::Deserialize;
 
 use crate::secret::SecretString;
 
-pub use answer::BadAnswer;
-pub use jwt::account_id_from_id_token;
-pub use overlay::{PROVIDERS_FILE_ENV, PROVIDERS_FILE_NAME, RouteEntry, env_name};
+pub use overlay::{PROVIDERS_FILE_NAME, RouteEntry};
 
 /// Lifetime assumed when a provider's answer has no usable `expires_in`
 /// (llxprt-code's rule).

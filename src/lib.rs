@@ -12,6 +12,7 @@ sandbox uses in place of the host store, and host-side OAuth refresh
 
 pub mod cli;
 pub mod client;
+mod commands;
 pub mod error;
 pub mod github;
 pub mod inject;

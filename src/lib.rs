@@ -13,6 +13,7 @@ sandbox uses in place of the host store, and host-side OAuth refresh
 pub mod cli;
 pub mod client;
 mod commands;
+mod daemon;
 pub mod error;
 pub mod github;
 pub mod inject;

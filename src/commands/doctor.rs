@@ -101,7 +101,7 @@ fn doctor_sockets(f: &mut Findings) -> Result<()> {
             )?;
         }
     }
-    let running = crate::cli::lifecycle::running_daemons();
+    let running = crate::daemon::running::running_daemons();
     if running.is_empty() {
         f.line("daemons running: none")?;
     }

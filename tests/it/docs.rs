@@ -166,7 +166,7 @@ struct Binary {
 }
 
 const BINARIES: [Binary; 2] = [
-    Binary { path: CREDD, source: "src/cli/credd.rs", page: "man/llxprt-credd.1" },
+    Binary { path: CREDD, source: "src/cli/credd/args.rs", page: "man/llxprt-credd.1" },
     Binary { path: CRED, source: "src/cli/cred/args.rs", page: "man/llxprt-cred.1" },
 ];
 
@@ -368,7 +368,7 @@ fn sh_lines(readme: &str, heading: &str) -> Vec<String> {
 fn readme_quick_start_and_troubleshooting_commands_are_real() {
     let readme = read("README.md");
     let makefile = read("Makefile");
-    let credd = parser_flags(&read("src/cli/credd.rs"));
+    let credd = parser_flags(&read("src/cli/credd/args.rs"));
     let cred = parser_flags(&read("src/cli/cred/args.rs"));
     let cred_words = parser_words(&read("src/cli/cred/args.rs"));
     let wrapper = wrapper_flags();

@@ -13,6 +13,8 @@ sandbox uses in place of the host store, and host-side OAuth refresh
 #[cfg(feature = "host")]
 pub mod cli;
 pub mod client;
+mod commands;
+mod daemon;
 pub mod error;
 #[cfg(feature = "host")]
 pub(crate) mod github;

@@ -1,17 +1,14 @@
 /*!
-Command lines of the two binaries: lexopt tokens → a typed command, then
-the code that runs it. Parsing is pure and unit-tested; running prints
-results on stdout, problems on stderr, and maps errors to exit codes
-(0 success, 1 failure or "not found", 2 usage).
-
-`unsafe` is denied here; the one exception is where `llxprt-credd` takes
-the descriptors it inherited ([`credd`]), before it opens any of its own.
+Command lines of the two binaries: lexopt tokens → a typed command, the
+help text, and each binary's `main`, which hands the command to the code
+that runs it (`crate::daemon` for `llxprt-credd`, `crate::commands` for
+`llxprt-cred`) and maps errors to exit codes (0 success, 1 failure or
+"not found", 2 usage). Parsing is pure and unit-tested.
 */
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 pub mod cred;
 pub mod credd;
-pub mod lifecycle;
 
 use std::ffi::OsString;
 

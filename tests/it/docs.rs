@@ -167,8 +167,8 @@ struct Binary {
 }
 
 const BINARIES: [Binary; 2] = [
-    Binary { path: CREDD, source: "src/cli/credd.rs", page: "man/llxprt-credd.1" },
-    Binary { path: CRED, source: "src/cli/cred.rs", page: "man/llxprt-cred.1" },
+    Binary { path: CREDD, source: "src/cli/credd/args.rs", page: "man/llxprt-credd.1" },
+    Binary { path: CRED, source: "src/cli/cred/args.rs", page: "man/llxprt-cred.1" },
 ];
 
 #[test]
@@ -234,7 +234,7 @@ fn every_documented_flag_is_accepted_by_the_real_binary() {
 
 #[test]
 fn cred_commands_in_parser_help_and_man_page_agree() {
-    let parser = parser_words(&read("src/cli/cred.rs"));
+    let parser = parser_words(&read("src/cli/cred/args.rs"));
     let help = help_of(CRED);
     let man = synopsis_commands(&read("man/llxprt-cred.1"));
     assert!(parser.contains("key") && parser.contains("get-key"), "word extraction: {parser:?}");
@@ -369,9 +369,9 @@ fn sh_lines(readme: &str, heading: &str) -> Vec<String> {
 fn readme_quick_start_and_troubleshooting_commands_are_real() {
     let readme = read("README.md");
     let makefile = read("Makefile");
-    let credd = parser_flags(&read("src/cli/credd.rs"));
-    let cred = parser_flags(&read("src/cli/cred.rs"));
-    let cred_words = parser_words(&read("src/cli/cred.rs"));
+    let credd = parser_flags(&read("src/cli/credd/args.rs"));
+    let cred = parser_flags(&read("src/cli/cred/args.rs"));
+    let cred_words = parser_words(&read("src/cli/cred/args.rs"));
     let wrapper = wrapper_flags();
     let mut checked = 0;
     for heading in ["## Quick start", "## Troubleshooting"] {

@@ -1,99 +1,22 @@
 /*!
-The daemon's life outside the server: telling whoever started it that it
-is ready (stdout closing, `--ready-fd`, `sd_notify`), stopping a daemon
-named by the environment (`-k`), and the child of exec mode.
+The other `llxprt-credd` processes of this user, as `/proc` shows them:
+listed by `llxprt-cred doctor` and by `-k` when it does not know which to
+stop, warned of when one already serves the same profile, and stopped by
+`-k` (the daemon named by `LLXPRT_CREDD_PID`).
 */
 #![forbid(unsafe_code)]
 
-use std::ffi::OsString;
-use std::fs::File;
-use std::io::{self, Write};
-use std::os::unix::net::UnixDatagram;
-use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus};
 use std::time::{Duration, Instant};
 
+use super::{CAPABILITY_FILE_ENV, PID_ENV, SOCKET_ENV};
 use crate::error::{Error, Result};
+use crate::log;
+use crate::profile;
 use crate::sys::{self, Liveness, ProcessId};
 
-/// The variable naming the daemon's pid (set by `-s`/`-c` and exec mode).
-pub const PID_ENV: &str = "LLXPRT_CREDD_PID";
-/// The variable naming the socket.
-pub const SOCKET_ENV: &str = "LLXPRT_CREDENTIAL_SOCKET";
-/// The variable naming the capability env file.
-pub const CAPABILITY_FILE_ENV: &str = "LLXPRT_CAPABILITY_FILE";
 /// How long `-k` waits for the daemon to go.
 pub const KILL_WAIT: Duration = Duration::from_secs(10);
-
-/// The ways a daemon says it is ready, all used at once.
-#[derive(Default)]
-pub struct Readiness {
-    /// Close stdout (the ssh-agent convention; off in exec mode, where the
-    /// child writes there).
-    pub close_stdout: bool,
-    /// Descriptors that get the socket path and a newline, then close
-    /// (`--ready-fd`, and the pipe to our own parent in background mode).
-    pub fds: Vec<File>,
-}
-
-impl Readiness {
-    /// Reports readiness everywhere it was asked for. Failures are logged,
-    /// not fatal: the daemon serves either way.
-    pub fn ready(self, socket: &Path) {
-        for mut fd in self.fds {
-            let line = format!("{}\n", socket.display());
-            if let Err(e) = fd.write_all(line.as_bytes()) {
-                crate::log_warn!("cannot write readiness to a descriptor: {e}");
-            }
-        }
-        if self.close_stdout {
-            if let Err(e) = sys::detach_stdout() {
-                crate::log_warn!("cannot close stdout: {e}");
-            }
-        }
-        match sd_notify(&format!(
-            "READY=1\nMAINPID={}\nSTATUS=serving {}",
-            sys::current_pid().0,
-            socket.display()
-        )) {
-            Ok(true) => crate::log_debug!("told the service manager we are ready"),
-            Ok(false) => {}
-            Err(e) => crate::log_warn!("sd_notify failed: {e}"),
-        }
-    }
-}
-
-/// Sends `state` to the service manager's `NOTIFY_SOCKET`, if there is
-/// one (`@name` is a Linux abstract socket). Returns whether it was sent.
-pub fn sd_notify(state: &str) -> io::Result<bool> {
-    match std::env::var_os("NOTIFY_SOCKET").filter(|v| !v.is_empty()) {
-        Some(target) => sd_notify_to(&target, state).map(|()| true),
-        None => Ok(false),
-    }
-}
-
-/// Sends `state` to the notification socket `target`.
-pub fn sd_notify_to(target: &std::ffi::OsStr, state: &str) -> io::Result<()> {
-    let socket = UnixDatagram::unbound()?;
-    let bytes = target.as_encoded_bytes();
-    if let Some(name) = bytes.strip_prefix(b"@") {
-        #[cfg(target_os = "linux")]
-        {
-            use std::os::linux::net::SocketAddrExt;
-            let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
-            socket.send_to_addr(state.as_bytes(), &addr)?;
-        }
-        #[cfg(not(target_os = "linux"))]
-        {
-            let _ = name;
-            return Err(io::Error::other("abstract NOTIFY_SOCKET is Linux only"));
-        }
-    } else {
-        socket.send_to(state.as_bytes(), Path::new(target))?;
-    }
-    Ok(())
-}
 
 /// A running `llxprt-credd` of this user, as `/proc` shows it.
 pub struct RunningDaemon {
@@ -239,37 +162,27 @@ pub fn unset_text(csh: bool, pid: ProcessId) -> String {
     out
 }
 
-/// Starts exec mode's command with the socket (and capability file) in its
-/// environment and an empty signal mask, so the signals the daemon blocks
-/// (and passes on) reach it.
-pub fn spawn_command(command: &[OsString], socket: &Path, capability: Option<&Path>) -> io::Result<Child> {
-    let mut cmd = Command::new(&command[0]);
-    cmd.args(&command[1..])
-        .env(SOCKET_ENV, socket)
-        .env(PID_ENV, sys::current_pid().0.to_string())
-        .env_remove("NOTIFY_SOCKET")
-        .env_remove("LISTEN_PID")
-        .env_remove("LISTEN_FDS")
-        .env_remove("LISTEN_FDNAMES");
-    match capability {
-        Some(cap) => cmd.env(CAPABILITY_FILE_ENV, cap),
-        None => cmd.env_remove(CAPABILITY_FILE_ENV),
-    };
-    sys::spawn_with_empty_signal_mask(&mut cmd);
-    cmd.spawn()
+/// Whether `$SHELL` is a C shell (ssh-agent's guess when neither -s nor -c
+/// is given).
+pub(super) fn shell_is_csh() -> bool {
+    std::env::var("SHELL").is_ok_and(|s| s.ends_with("csh"))
 }
 
-/// The exit code a shell would report for `status`.
-pub fn exit_code(status: ExitStatus) -> i32 {
-    status.code().or_else(|| status.signal().map(|s| 128 + s)).unwrap_or(1)
-}
-
-/// The exit code for a command that could not be started (as shells do:
-/// 127 not found, 126 not executable).
-pub fn spawn_failure_code(e: &io::Error) -> i32 {
-    match e.kind() {
-        io::ErrorKind::NotFound => 127,
-        _ => 126,
+/// Says so (on stderr as well when the log goes to a file) when another
+/// daemon of this user serves the same profile file: both work, but one
+/// was probably meant to be stopped.
+pub(super) fn warn_of_another_daemon(name: &str, logs_to_file: bool) {
+    let Ok(paths) = crate::store::paths::Paths::from_env() else { return };
+    let file = profile::profile_file(&paths.profiles_dir(), name);
+    let Some(pid) = daemons_serving(&file).first().copied() else { return };
+    let text = format!(
+        "another llxprt-credd (pid {pid}) already serves profile {}; both work, but to keep one \
+         stop the other: LLXPRT_CREDD_PID={pid} llxprt-credd -k",
+        log::printable(name)
+    );
+    crate::log_warn!("{text}");
+    if logs_to_file {
+        eprintln!("llxprt-credd: warning: {text}");
     }
 }
 
@@ -283,37 +196,5 @@ mod tests {
         assert!(sh.starts_with("unset LLXPRT_CREDENTIAL_SOCKET;\nunset LLXPRT_CREDD_PID;\n"));
         assert!(sh.ends_with("echo llxprt-credd pid 42 stopped;\n"));
         assert!(unset_text(true, ProcessId(42)).starts_with("unsetenv LLXPRT_CREDENTIAL_SOCKET;\n"));
-    }
-
-    #[test]
-    fn exit_codes() {
-        assert_eq!(exit_code(ExitStatus::from_raw(3 << 8)), 3);
-        assert_eq!(exit_code(ExitStatus::from_raw(libc::SIGTERM)), 128 + libc::SIGTERM);
-        assert_eq!(spawn_failure_code(&io::Error::from(io::ErrorKind::NotFound)), 127);
-        assert_eq!(spawn_failure_code(&io::Error::from(io::ErrorKind::PermissionDenied)), 126);
-    }
-
-    #[test]
-    fn notify_datagram() {
-        let dir = std::env::temp_dir().join(format!("credd-notify-{}", std::process::id()));
-        let _ = std::fs::create_dir(&dir);
-        let path = dir.join("notify.sock");
-        let _ = std::fs::remove_file(&path);
-        let listener = UnixDatagram::bind(&path).unwrap();
-        sd_notify_to(path.as_os_str(), "READY=1").unwrap();
-        let mut buf = [0u8; 64];
-        let n = listener.recv(&mut buf).unwrap();
-        assert_eq!(&buf[..n], b"READY=1");
-        let _ = std::fs::remove_dir_all(&dir);
-        #[cfg(target_os = "linux")]
-        {
-            use std::os::linux::net::SocketAddrExt;
-            let name = format!("credd-notify-test-{}", std::process::id());
-            let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
-            let abstract_listener = UnixDatagram::bind_addr(&addr).unwrap();
-            sd_notify_to(std::ffi::OsStr::new(&format!("@{name}")), "STOPPING=1").unwrap();
-            let n = abstract_listener.recv(&mut buf).unwrap();
-            assert_eq!(&buf[..n], b"STOPPING=1");
-        }
     }
 }

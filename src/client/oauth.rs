@@ -23,9 +23,9 @@ use super::socket::ProxySocketClient;
 use crate::error::{Error, Result};
 #[cfg(feature = "host")]
 use crate::oauth::{Initiated, Poll};
-use crate::protocol::names::FlowType;
 use crate::protocol::answer::{Answer, PollState};
 use crate::protocol::message::Op;
+use crate::protocol::names::FlowType;
 use crate::store::names::{check_bucket, check_provider};
 
 /// A login that has started: what to show the user.

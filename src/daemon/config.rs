@@ -115,7 +115,6 @@ pub(super) fn inject_config(
     }
     crate::log_info!("inject mode: sentinels only; proxy socket {}", path.display());
     let config = crate::inject::InjectConfig {
-        proxy_socket: path,
         max_body: args.proxy_max_body,
         allow_mcp: args.allow_mcp,
         reveal: args.reveal.iter().cloned().collect(),

@@ -215,7 +215,6 @@ pub(crate) fn run(args: &Args) -> Result<i32> {
         if capability_token.is_some() { ", capability token required" } else { ", no capability token" }
     );
     let config = ServerConfig {
-        socket_path: socket_path.clone(),
         max_connections: args.max_connections,
         rate_limit: (args.rate_limit > 0).then_some(args.rate_limit),
         daemon_rate_limit: (args.daemon_rate_limit > 0).then_some(args.daemon_rate_limit),

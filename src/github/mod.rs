@@ -167,4 +167,3 @@ pub fn execute(
     drop(body);
     result
 }
-

@@ -23,7 +23,6 @@ use std::io::Write;
 use std::net::Shutdown;
 use std::os::fd::AsFd;
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -59,8 +58,6 @@ pub const FAILED_HANDSHAKE_DELAY: Duration = Duration::from_millis(250);
 
 /// Everything the server needs to run.
 pub struct ServerConfig {
-    /// Where the socket is.
-    pub socket_path: PathBuf,
     /// Connection cap.
     pub max_connections: usize,
     /// Requests per second per peer process; `None` = unlimited.

@@ -16,6 +16,8 @@ mod cache;
 pub mod envelope;
 pub mod error;
 #[cfg(feature = "host")]
+mod host;
+#[cfg(feature = "host")]
 pub mod key_storage;
 #[cfg(feature = "host")]
 pub mod keyring;
@@ -29,13 +31,13 @@ pub mod secure;
 #[cfg(feature = "host")]
 pub mod token_store;
 pub mod update;
-#[cfg(feature = "host")]
-mod host;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 pub use error::{StoreError, StoreErrorKind, StoreResult};
+#[cfg(feature = "host")]
+pub use host::{BACKEND_ENV, DISABLE_KEYRING_ENV, HostStore, resolve_backend};
 #[cfg(feature = "host")]
 pub use key_storage::ProviderKeyStorage;
 #[cfg(feature = "host")]
@@ -49,8 +51,6 @@ pub use secure::{Backend, SecureStore};
 #[cfg(feature = "host")]
 pub use token_store::KeyringTokenStore;
 pub use update::{Change, LockWait, Stored, UpdateError, update_token};
-#[cfg(feature = "host")]
-pub use host::{BACKEND_ENV, DISABLE_KEYRING_ENV, HostStore, resolve_backend};
 
 use crate::error::{Error, Result};
 use crate::secret::SecretString;
@@ -186,4 +186,3 @@ impl<T: KeyStore + ?Sized> KeyStore for Arc<T> {
         (**self).has_key(name)
     }
 }
-

@@ -39,4 +39,3 @@ pub fn tune_allocator() {
         }
     }
 }
-

@@ -42,7 +42,6 @@ impl SignalSet {
         }
         Ok(sig)
     }
-
 }
 
 /// Makes the child of `cmd` start with an empty signal mask. The daemon

@@ -28,7 +28,6 @@ use std::io::BufReader;
 use std::net::Shutdown;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -59,8 +58,6 @@ pub const MAX_REFUSALS_PER_CONNECTION: usize = 8;
 /// Inject mode's settings.
 #[derive(Clone, Debug, Default)]
 pub struct InjectConfig {
-    /// The proxy socket.
-    pub proxy_socket: PathBuf,
     /// Request body limit.
     pub max_body: usize,
     /// Let bodies that name remote tool servers through (`--allow-mcp`).

@@ -24,7 +24,6 @@ use std::time::Duration;
 use connect::{Stream, connect};
 use pool::take_idle;
 
-
 /// Connecting.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Waiting for the response head: non-streaming calls answer only after

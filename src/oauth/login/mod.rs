@@ -27,17 +27,10 @@ use super::http::UpstreamError;
 use crate::protocol::message::FlowFailure;
 
 pub use device::{
-    DEFAULT_DEVICE_INTERVAL, DevicePoll, DeviceStart,
-    SLOW_DOWN_STEP, device_poll, device_start,
+    DEFAULT_DEVICE_INTERVAL, DevicePoll, DeviceStart, SLOW_DOWN_STEP, device_poll, device_start,
 };
-pub use pkce::{
-    Pkce, authorize_url, exchange_code, new_state, same_secret,
-    split_pasted_code,
-};
-pub use redirect::{
-    Callback, CallbackConn, CallbackRead, RedirectListener, bind_redirect_listener,
-    respond,
-};
+pub use pkce::{Pkce, authorize_url, exchange_code, new_state, same_secret, split_pasted_code};
+pub use redirect::{Callback, CallbackConn, CallbackRead, RedirectListener, bind_redirect_listener, respond};
 
 /// Why a login step failed: a kind (the wire shows only its code and a
 /// fixed text) and the details, for the host's log and terminal only.

@@ -194,11 +194,6 @@ impl Logins {
         Ok(Logins { inner })
     }
 
-    /// The providers known.
-    pub fn providers(&self) -> &Providers {
-        &self.inner.providers
-    }
-
     /// The audit target of a session (`provider:bucket session=abc123`),
     /// or just the short id when the session is unknown.
     pub fn target(&self, id: &str) -> String {
@@ -332,11 +327,6 @@ impl Logins {
             }
         }
         self.inner.gc_wake.notify_all();
-    }
-
-    /// Sessions in progress (tests, status).
-    pub fn open_sessions(&self) -> usize {
-        self.inner.table().sessions.values().filter(|s| s.phase == Phase::Open).count()
     }
 }
 

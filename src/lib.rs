@@ -15,6 +15,7 @@ pub mod cli;
 pub mod client;
 mod commands;
 mod daemon;
+pub mod env;
 pub mod error;
 #[cfg(feature = "host")]
 pub(crate) mod github;

@@ -132,7 +132,7 @@ pub fn open_file(path: &Path) -> io::Result<File> {
 pub fn set_file_at(path: &Path) -> io::Result<()> {
     let file = open_file(path)?;
     let written = file.metadata()?.len();
-    let limit = std::env::var("LLXPRT_CREDD_LOG_ROTATE_BYTES")
+    let limit = std::env::var(crate::env::LOG_ROTATE_BYTES)
         .ok()
         .and_then(|v| v.parse::<u64>().ok())
         .filter(|&n| n > 0)

@@ -35,11 +35,11 @@ use crate::error::{Error, Result};
 use crate::secret::SecretString;
 
 /// Environment variable carrying the token itself.
-pub const TOKEN_ENV: &str = "LLXPRT_CAPABILITY_TOKEN";
+pub const TOKEN_ENV: &str = crate::env::CAPABILITY_TOKEN;
 /// Environment variable naming a capability file.
-pub const FILE_ENV: &str = "LLXPRT_CAPABILITY_FILE";
+pub const FILE_ENV: &str = crate::env::CAPABILITY_FILE;
 /// Environment variable naming the descriptor that holds the token.
-pub const FD_ENV: &str = "LLXPRT_CAPABILITY_FD";
+pub const FD_ENV: &str = crate::env::CAPABILITY_FD;
 /// The only descriptor llxprt-code's entrypoint uses (and we accept).
 pub const CAPABILITY_FD: &str = "3";
 /// Most bytes read from the capability descriptor.

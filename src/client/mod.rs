@@ -37,7 +37,7 @@ use crate::store::{KeyStore, TokenStore};
 
 /// Environment variable naming the daemon's socket; a non-empty value
 /// switches a program into proxy (sandbox) mode.
-pub const SOCKET_ENV: &str = "LLXPRT_CREDENTIAL_SOCKET";
+pub const SOCKET_ENV: &str = crate::env::CREDENTIAL_SOCKET;
 
 /// The socket named by `lookup(SOCKET_ENV)`, when it is set and non-empty.
 pub fn socket_from(lookup: &dyn Fn(&str) -> Option<OsString>) -> Option<PathBuf> {

@@ -20,7 +20,7 @@ use crate::server::{self, socket};
 use crate::sys::UserId;
 
 pub(super) fn write_capability_file(path: &std::path::Path, token: &SecretString) -> Result<()> {
-    let content = zeroize::Zeroizing::new(format!("LLXPRT_CAPABILITY_TOKEN={}\n", token.expose()));
+    let content = zeroize::Zeroizing::new(format!("{}={}\n", crate::env::CAPABILITY_TOKEN, token.expose()));
     crate::store::secure::atomic_write(path, content.as_bytes())
         .map_err(|e| Error::io(format!("cannot write capability file {}", path.display()), e))
 }
@@ -151,7 +151,7 @@ pub(super) fn github_config(
             crate::log_warn!("github: no private directory for body files ({e}); operations with a body fail")
         }
     }
-    if let Some(ms) = std::env::var("LLXPRT_CREDD_GH_TIMEOUT_MS").ok().and_then(|v| v.parse::<u64>().ok()) {
+    if let Some(ms) = std::env::var(crate::env::GH_TIMEOUT_MS).ok().and_then(|v| v.parse::<u64>().ok()) {
         config.call_timeout = Duration::from_millis(ms.max(1));
     }
     if let Some(scale) = std::env::var(crate::oauth::TIME_SCALE_ENV)
@@ -166,7 +166,7 @@ pub(super) fn github_config(
 
 /// The idle timeout; `LLXPRT_CREDD_IDLE_TIMEOUT_SECS` overrides it (tests).
 pub(super) fn idle_timeout() -> Duration {
-    std::env::var("LLXPRT_CREDD_IDLE_TIMEOUT_SECS")
+    std::env::var(crate::env::IDLE_TIMEOUT_SECS)
         .ok()
         .and_then(|v| v.parse().ok())
         .map(Duration::from_secs)
@@ -176,7 +176,7 @@ pub(super) fn idle_timeout() -> Duration {
 /// The write timeout of a response; `LLXPRT_CREDD_WRITE_TIMEOUT_MS`
 /// overrides it (tests: a client that never reads its responses).
 pub(super) fn write_timeout() -> Duration {
-    std::env::var("LLXPRT_CREDD_WRITE_TIMEOUT_MS")
+    std::env::var(crate::env::WRITE_TIMEOUT_MS)
         .ok()
         .and_then(|v| v.parse().ok())
         .filter(|&ms: &u64| ms > 0)

@@ -41,17 +41,17 @@ use readiness::{Readiness, announce, daemonize};
 use running::{shell_is_csh, warn_of_another_daemon};
 
 /// The variable naming the daemon's pid (set by `-s`/`-c` and exec mode).
-pub const PID_ENV: &str = "LLXPRT_CREDD_PID";
+pub const PID_ENV: &str = crate::env::CREDD_PID;
 /// The variable naming the socket.
-pub const SOCKET_ENV: &str = "LLXPRT_CREDENTIAL_SOCKET";
+pub const SOCKET_ENV: &str = crate::env::CREDENTIAL_SOCKET;
 /// The variable naming the capability env file.
-pub const CAPABILITY_FILE_ENV: &str = "LLXPRT_CAPABILITY_FILE";
+pub const CAPABILITY_FILE_ENV: &str = crate::env::CAPABILITY_FILE;
 
 /// How long info lines (the audit) may wait to be written together:
 /// [`LOG_FLUSH_MS`](crate::log::LOG_FLUSH_MS) by default,
 /// `LLXPRT_CREDD_LOG_FLUSH_MS` when set (0: each line at once).
 fn log_flush_interval() -> std::time::Duration {
-    let ms = std::env::var("LLXPRT_CREDD_LOG_FLUSH_MS").ok().and_then(|v| v.parse::<u64>().ok());
+    let ms = std::env::var(crate::env::LOG_FLUSH_MS).ok().and_then(|v| v.parse::<u64>().ok());
     std::time::Duration::from_millis(ms.unwrap_or(log::LOG_FLUSH_MS).min(1000))
 }
 

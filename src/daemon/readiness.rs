@@ -134,11 +134,11 @@ fn announce_text(
     pid: i32,
 ) -> String {
     let mut vars = vec![
-        ("LLXPRT_CREDENTIAL_SOCKET", shell_quote(&socket.to_string_lossy())),
-        ("LLXPRT_CREDD_PID", pid.to_string()),
+        (crate::env::CREDENTIAL_SOCKET, shell_quote(&socket.to_string_lossy())),
+        (crate::env::CREDD_PID, pid.to_string()),
     ];
     if let Some(cap) = capability {
-        vars.push(("LLXPRT_CAPABILITY_FILE", shell_quote(&cap.to_string_lossy())));
+        vars.push((crate::env::CAPABILITY_FILE, shell_quote(&cap.to_string_lossy())));
     }
     match how {
         Announce::None => String::new(),

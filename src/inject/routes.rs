@@ -288,7 +288,7 @@ pub fn base_url_fits(url: &str, route: &Route) -> bool {
 pub fn override_var(host: &str) -> String {
     let name: String =
         host.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect();
-    format!("LLXPRT_CREDD_UPSTREAM_{name}_URL")
+    format!("{}{name}{}", crate::env::UPSTREAM_OVERRIDE.0, crate::env::UPSTREAM_OVERRIDE.1)
 }
 
 #[cfg(test)]

@@ -73,9 +73,9 @@ pub const RENEWAL_MAX_FAILURES: u32 = 10;
 /// Longest sleep of the renewal thread between wall-clock checks.
 pub const RENEWAL_NAP: Duration = Duration::from_secs(30);
 /// Environment knob scaling the refresh and renewal delays (tests).
-pub const TIME_SCALE_ENV: &str = "LLXPRT_CREDD_TIME_SCALE";
+pub const TIME_SCALE_ENV: &str = crate::env::TIME_SCALE;
 /// Environment knob replacing [`HTTP_TIMEOUT`] (tests).
-pub const HTTP_TIMEOUT_ENV: &str = "LLXPRT_CREDD_HTTP_TIMEOUT_MS";
+pub const HTTP_TIMEOUT_ENV: &str = crate::env::HTTP_TIMEOUT_MS;
 
 /// Timing of refreshes and renewals.
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -13,6 +13,11 @@ use crate::oauth::login::FlowError;
 use crate::oauth::{FlowType, LoginError, RefreshError};
 use crate::protocol::message::{ErrorCode, FlowFailure};
 
+/// The text of a refresh inside the cooldown; fixed, so it names
+/// [`crate::oauth::REFRESH_COOLDOWN`] by hand (a unit test keeps the two in
+/// step).
+const COOLING_DOWN_TEXT: &str = "Refreshed less than 30 s ago; try again later";
+
 /// A failure as the sandbox sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WireError {
@@ -124,7 +129,7 @@ pub fn refresh(e: &RefreshError, target: &str) -> WireError {
         ),
         RefreshError::CoolingDown { retry_after } => WireError {
             code: ErrorCode::RateLimited,
-            text: "Refreshed less than 30 s ago; try again later",
+            text: COOLING_DOWN_TEXT,
             retry_after: Some(retry_after.as_secs_f64().ceil().max(1.0) as u64),
         },
         RefreshError::LockBusy => {
@@ -208,4 +213,13 @@ fn wrong_op_text(flow: FlowType) -> &'static str {
 /// answer: its code and fixed text. The details were logged when it ended.
 pub fn flow(e: &FlowError) -> (&'static str, &'static str) {
     (e.kind.as_str(), e.kind.text())
+}
+
+#[cfg(test)]
+mod cooldown_tests {
+    #[test]
+    fn the_cooldown_text_names_the_cooldown() {
+        let secs = crate::oauth::REFRESH_COOLDOWN.as_secs();
+        assert!(super::COOLING_DOWN_TEXT.contains(&format!(" {secs} s ")), "{}", super::COOLING_DOWN_TEXT);
+    }
 }

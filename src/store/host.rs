@@ -15,9 +15,9 @@ use super::{
 use crate::error::{Error, Result};
 
 /// Environment variable choosing the backend when no flag does.
-pub const BACKEND_ENV: &str = "LLXPRT_CREDD_STORE";
+pub const BACKEND_ENV: &str = crate::env::STORE;
 /// llxprt-code's switch that turns the OS keyring off.
-pub const DISABLE_KEYRING_ENV: &str = "LLXPRT_DISABLE_OS_KEYRING";
+pub const DISABLE_KEYRING_ENV: &str = crate::env::DISABLE_OS_KEYRING;
 
 /// Resolves the backend: the flag, else `LLXPRT_CREDD_STORE`, else `file`
 /// when `LLXPRT_DISABLE_OS_KEYRING=1`, else `auto`.

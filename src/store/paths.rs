@@ -59,13 +59,13 @@ impl Paths {
     /// Resolves the roots from the environment `env` gives (a home
     /// directory not named there is this process user's).
     pub fn resolve(env: Lookup) -> StoreResult<Paths> {
-        let config_override = absolute_var(env, "LLXPRT_CONFIG_HOME");
+        let config_override = absolute_var(env, crate::env::CONFIG_HOME);
         let (data_default, log_default, config_default) = platform_defaults(env)?;
         Ok(Paths {
-            data: absolute_var(env, "LLXPRT_DATA_HOME")
+            data: absolute_var(env, crate::env::DATA_HOME)
                 .or_else(|| config_override.clone())
                 .unwrap_or(data_default),
-            log: absolute_var(env, "LLXPRT_LOG_HOME")
+            log: absolute_var(env, crate::env::LOG_HOME)
                 .or_else(|| config_override.clone())
                 .unwrap_or(log_default),
             config: config_override.unwrap_or(config_default),

@@ -53,7 +53,7 @@ use crate::store::names::is_valid_provider_name;
 /// `--providers-file`.
 pub const PROVIDERS_FILE_NAME: &str = "credd-providers.json";
 /// Environment variable naming another providers file.
-pub const PROVIDERS_FILE_ENV: &str = "LLXPRT_CREDD_PROVIDERS_FILE";
+pub const PROVIDERS_FILE_ENV: &str = crate::env::PROVIDERS_FILE;
 
 /// One provider's entry in the providers file; every field optional so
 /// that an entry can override a single field of a built-in provider.
@@ -204,7 +204,7 @@ pub fn env_name(provider: &str, field: &str) -> String {
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' })
         .collect();
-    format!("LLXPRT_CREDD_{upper}_{field}")
+    format!("{}{upper}_{field}", crate::env::PROVIDER_OVERRIDE_PREFIX)
 }
 
 impl Providers {

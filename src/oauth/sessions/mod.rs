@@ -84,7 +84,7 @@ pub enum LoginOrigin {
 /// Default session lifetime (SPEC §4).
 pub const SESSION_TTL: Duration = Duration::from_secs(600);
 /// Environment variable replacing [`SESSION_TTL`] (whole seconds > 0).
-pub const SESSION_TTL_ENV: &str = "LLXPRT_OAUTH_SESSION_TIMEOUT_SECONDS";
+pub const SESSION_TTL_ENV: &str = crate::env::OAUTH_SESSION_TIMEOUT_SECONDS;
 /// How often expired and used sessions are collected (scaled by the time knob).
 pub const SESSION_GC_INTERVAL: Duration = Duration::from_secs(60);
 /// Sessions in progress at once; more are refused with `RATE_LIMITED`.

@@ -39,7 +39,7 @@ pub const KEYRING_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long an unavailable keyring is left alone before it is probed again.
 pub const PROBE_RETRY: Duration = Duration::from_secs(60);
 /// Environment variable overriding both timeouts, in milliseconds.
-pub const TIMEOUT_ENV: &str = "LLXPRT_CREDD_KEYRING_TIMEOUT_MS";
+pub const TIMEOUT_ENV: &str = crate::env::KEYRING_TIMEOUT_MS;
 
 /// Accounts starting with this are llxprt-code's availability probes.
 pub const PROBE_ACCOUNT_PREFIX: &str = "__securestore_probe__";

@@ -13,7 +13,9 @@ sandbox uses in place of the host store, and host-side OAuth refresh
 #[cfg(feature = "host")]
 pub mod cli;
 pub mod client;
+#[cfg(feature = "host")]
 mod commands;
+#[cfg(feature = "host")]
 mod daemon;
 pub mod env;
 pub mod error;

@@ -17,6 +17,8 @@ an `unsafe fn` with a `# Safety` section ([`adopt_fd`],
 checks it at run time instead and stays safe ([`fork`] and
 [`remove_env_vars`] refuse to run beside other threads).
 */
+// The sandbox-side build (no `host` feature) uses only a few of these.
+#![cfg_attr(not(feature = "host"), allow(unused_imports, dead_code))]
 
 mod fd;
 mod fs;

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Map, Value};
 
 use super::socket::ProxySocketClient;
-use crate::error::{Error, Result};
+use crate::error::{Error, RemoteCode, Result};
 #[cfg(feature = "host")]
 use crate::oauth::{Initiated, Poll};
 use crate::protocol::answer::{Answer, PollState};
@@ -87,7 +87,7 @@ impl LoginPoll {
             Poll::Pending { interval } => Ok(LoginPoll::Pending(interval)),
             Poll::Complete(token) => Ok(LoginPoll::Complete(token.sanitize().into_map())),
             Poll::Failed(e) => Err(Error::Remote {
-                code: e.kind.as_str().to_owned(),
+                code: RemoteCode::parse(e.kind.as_str()),
                 message: format!("Authentication failed: {} ({})", e.kind.text(), e.detail),
             }),
         }
@@ -189,9 +189,10 @@ impl LoginDriver for ProxyOAuthAdapter {
         match self.ask(&Op::OauthPoll { session_id: session_id.to_owned() })? {
             Answer::Polled(PollState::Pending(interval)) => Ok(LoginPoll::Pending(interval)),
             Answer::Polled(PollState::Complete(token)) => Ok(LoginPoll::Complete(token)),
-            Answer::Polled(PollState::Failed { code, message }) => {
-                Err(Error::Remote { code, message: format!("Authentication failed: {message}") })
-            }
+            Answer::Polled(PollState::Failed { code, message }) => Err(Error::Remote {
+                code: RemoteCode::parse(&code),
+                message: format!("Authentication failed: {message}"),
+            }),
             _ => Err(malformed("no known status")),
         }
     }

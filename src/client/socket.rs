@@ -49,7 +49,7 @@ use crate::protocol::message::decode_response as parse_frame;
 
 use super::mux::{CallError, Mux};
 use super::{capability, socket_from};
-use crate::error::{Error, Result};
+use crate::error::{Error, RemoteCode, Result};
 use crate::protocol::frame::{HEADER_LEN, encode_frame_max, frame_len_max, max_frame_len};
 use crate::secret::SecretString;
 
@@ -69,7 +69,9 @@ impl Response {
     pub fn into_data(self) -> Result<Map<String, Value>> {
         match self {
             Response::Ok(data) => Ok(data),
-            Response::Err { code, message, .. } => Err(Error::Remote { code, message }),
+            Response::Err { code, message, .. } => {
+                Err(Error::Remote { code: RemoteCode::parse(&code), message })
+            }
         }
     }
 }

@@ -30,7 +30,7 @@ struct HostLogins {
 
 fn host_error(e: LoginError) -> Error {
     let code = crate::server::wire::login_code(&e);
-    Error::Remote { code: code.as_str().to_owned(), message: e.to_string() }
+    Error::Remote { code: crate::error::RemoteCode::Known(code), message: e.to_string() }
 }
 
 impl LoginDriver for HostLogins {

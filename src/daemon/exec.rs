@@ -22,7 +22,7 @@ use crate::sys;
 /// its directory made 0700 when missing.
 pub(super) fn exec_log_path() -> Result<PathBuf> {
     let dir = socket::state_dir("llxprt-code").ok_or_else(|| {
-        Error::Usage("neither XDG_STATE_HOME nor HOME is set: use --log-file or --log-stderr".into())
+        Error::Environment("neither XDG_STATE_HOME nor HOME is set: use --log-file or --log-stderr".into())
     })??;
     Ok(dir.join("credd.log"))
 }

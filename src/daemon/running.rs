@@ -117,7 +117,7 @@ pub fn kill_from_env() -> Result<ProcessId> {
                 lines.join("\n")
             )
         };
-        Error::Usage(format!("{PID_ENV} is not set: which daemon should -k stop? {listed}"))
+        Error::Environment(format!("{PID_ENV} is not set: which daemon should -k stop? {listed}"))
     })?;
     let pid = raw
         .trim()
@@ -125,9 +125,9 @@ pub fn kill_from_env() -> Result<ProcessId> {
         .ok()
         .filter(|&p| p > 0)
         .map(ProcessId)
-        .ok_or_else(|| Error::Usage(format!("{PID_ENV}={raw:?} is not a process id")))?;
+        .ok_or_else(|| Error::Environment(format!("{PID_ENV}={raw:?} is not a process id")))?;
     if let Some(name) = sys::process_name(pid).filter(|name| name != "llxprt-credd") {
-        return Err(Error::Usage(format!(
+        return Err(Error::Environment(format!(
             "process {} is {name:?}, not llxprt-credd; not stopping it",
             pid.0
         )));

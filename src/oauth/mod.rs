@@ -105,12 +105,14 @@ impl Timing {
         if let Some(v) = var(TIME_SCALE_ENV).filter(|v| !v.is_empty()) {
             timing.scale =
                 v.parse::<f64>().ok().filter(|s| s.is_finite() && *s > 0.0 && *s <= 1000.0).ok_or_else(
-                    || Error::Usage(format!("{TIME_SCALE_ENV} must be a number above 0, not {v:?}")),
+                    || Error::Environment(format!("{TIME_SCALE_ENV} must be a number above 0, not {v:?}")),
                 )?;
         }
         if let Some(v) = var(HTTP_TIMEOUT_ENV).filter(|v| !v.is_empty()) {
             let ms = v.parse::<u64>().ok().filter(|ms| (1..=600_000).contains(ms)).ok_or_else(|| {
-                Error::Usage(format!("{HTTP_TIMEOUT_ENV} must be milliseconds (1 to 600000), not {v:?}"))
+                Error::Environment(format!(
+                    "{HTTP_TIMEOUT_ENV} must be milliseconds (1 to 600000), not {v:?}"
+                ))
             })?;
             timing.http_timeout = Duration::from_millis(ms);
         }

@@ -92,7 +92,7 @@ pub fn default_capability_dir() -> Result<PrivateDir> {
         Some(run) => run.join("llxprt-cred-capability"),
         None => state_dir("llxprt-credd")
             .ok_or_else(|| {
-                Error::Usage("neither XDG_RUNTIME_DIR nor HOME is set: use --capability-file".into())
+                Error::Environment("neither XDG_RUNTIME_DIR nor HOME is set: use --capability-file".into())
             })??
             .join("capability"),
     };
@@ -105,7 +105,9 @@ pub fn default_capability_dir() -> Result<PrivateDir> {
 fn private_default_dir(dir: &Path) -> Result<PrivateDir> {
     match ensure_private_dir(dir) {
         Ok(()) => return Ok(PrivateDir { path: dir.to_path_buf(), temporary: false }),
-        Err(Error::Usage(why)) => crate::log_warn!("{why}; using a private directory of its own instead"),
+        Err(Error::Environment(why)) => {
+            crate::log_warn!("{why}; using a private directory of its own instead")
+        }
         Err(e) => return Err(e),
     }
     let parent = dir.parent().unwrap_or(Path::new("/"));
@@ -123,7 +125,7 @@ fn private_default_dir(dir: &Path) -> Result<PrivateDir> {
             Err(e) => return Err(Error::io(format!("cannot create {}", candidate.display()), e)),
         }
     }
-    Err(Error::Usage(format!("cannot make a private directory beside {}", dir.display())))
+    Err(Error::Environment(format!("cannot make a private directory beside {}", dir.display())))
 }
 
 /// A fresh socket path in `dir`: `llxprt-cred-{pid}-{nonce}.sock`.
@@ -144,7 +146,7 @@ pub fn ensure_private_dir(dir: &Path) -> Result<()> {
         fs::symlink_metadata(dir).map_err(|e| Error::io(format!("cannot inspect {}", dir.display()), e))?;
     let (owner, mode) = sys::owner_and_mode(dir).map_err(|e| Error::io(dir.display().to_string(), e))?;
     if !meta.is_dir() || owner != sys::current_uid() || mode & 0o067 != 0 {
-        return Err(Error::Usage(format!(
+        return Err(Error::Environment(format!(
             "directory {} is not a private directory of ours (owner uid {}, mode {:o}); \
              remove it or choose another path with --socket",
             dir.display(),
@@ -161,7 +163,7 @@ pub fn ensure_private_dir(dir: &Path) -> Result<()> {
 pub fn admit_uids(path: &Path, uids: &[sys::UserId]) -> Result<()> {
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let refuse = |what: &Path, e: io::Error| {
-        Error::Usage(format!(
+        Error::Environment(format!(
             "--allow-uid: cannot give the other user access to {} with a POSIX ACL ({e}); \
              put the socket on a file system with ACLs (--socket) or drop --allow-uid",
             what.display()
@@ -247,10 +249,13 @@ fn remove_stale(path: &Path) -> Result<()> {
         Err(e) => return Err(Error::io(path.display().to_string(), e)),
     };
     if !meta.file_type().is_socket() {
-        return Err(Error::Usage(format!("{} exists and is not a socket; not touching it", path.display())));
+        return Err(Error::Environment(format!(
+            "{} exists and is not a socket; not touching it",
+            path.display()
+        )));
     }
     if UnixStream::connect(path).is_ok() {
-        return Err(Error::Usage(format!("{} is in use by a running daemon", path.display())));
+        return Err(Error::Environment(format!("{} is in use by a running daemon", path.display())));
     }
     fs::remove_file(path).map_err(|e| Error::io(format!("cannot remove stale socket {}", path.display()), e))
 }

@@ -26,8 +26,9 @@ pub fn resolve_backend(flag: Option<Backend>) -> Result<Backend> {
         return Ok(b);
     }
     if let Some(v) = std::env::var(BACKEND_ENV).ok().filter(|v| !v.is_empty()) {
-        return Backend::parse(&v)
-            .ok_or_else(|| Error::Usage(format!("{BACKEND_ENV} must be auto, keyring or file, not {v:?}")));
+        return Backend::parse(&v).ok_or_else(|| {
+            Error::Environment(format!("{BACKEND_ENV} must be auto, keyring or file, not {v:?}"))
+        });
     }
     if std::env::var(DISABLE_KEYRING_ENV).is_ok_and(|v| v == "1" || v == "true") {
         return Ok(Backend::File);
@@ -66,7 +67,9 @@ impl HostStore {
             }
         };
         if backend == Backend::Keyring && keyring.is_none() {
-            return Err(Error::Usage("--store keyring: this platform has no supported OS keyring".into()));
+            return Err(Error::Environment(
+                "--store keyring: this platform has no supported OS keyring".into(),
+            ));
         }
         let lock_dir = paths.credential_lock_dir();
         let machine_secret =

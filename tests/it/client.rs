@@ -110,7 +110,7 @@ fn client_translates_daemon_answers() {
     // outside the scope: UNAUTHORIZED, whether or not the item exists
     for r in [tokens.get_token("secret-provider", None).map(drop), keys.get_key("HIDDEN").map(drop)] {
         match r {
-            Err(Error::Remote { code, .. }) => assert_eq!(code, "UNAUTHORIZED"),
+            Err(Error::Remote { code, .. }) => assert_eq!(code, llxprt_credd::error::ErrorCode::Unauthorized),
             other => panic!("{other:?}"),
         }
     }

@@ -87,7 +87,12 @@ fn background_mode_prints_sh_commands_serves_and_k_stops_it() {
     let mut sleeper = Command::new("sleep").arg("30").spawn().unwrap();
     let refused =
         dir.command(CREDD).arg("-k").env("LLXPRT_CREDD_PID", sleeper.id().to_string()).output().unwrap();
-    assert_eq!(refused.status.code(), Some(2), "{}", stderr(&refused));
+    assert_eq!(
+        refused.status.code(),
+        Some(1),
+        "the environment names another process: a failure (1); {}",
+        stderr(&refused)
+    );
     assert!(stderr(&refused).contains("not llxprt-credd"));
     assert!(sleeper.try_wait().unwrap().is_none(), "the sleeper was not signalled");
     let _ = sleeper.kill();
@@ -95,7 +100,7 @@ fn background_mode_prints_sh_commands_serves_and_k_stops_it() {
 
     // -k without LLXPRT_CREDD_PID lists the daemons running now
     let which = dir.command(CREDD).arg("-k").env_remove("LLXPRT_CREDD_PID").output().unwrap();
-    assert_eq!(which.status.code(), Some(2));
+    assert_eq!(which.status.code(), Some(1), "an environment without the pid: a failure (1)");
     let listed = stderr(&which);
     assert!(
         listed.contains(&format!("  pid {pid}: ")) && listed.contains(socket.to_str().unwrap()),
@@ -114,7 +119,11 @@ fn background_mode_prints_sh_commands_serves_and_k_stops_it() {
     let log_text = std::fs::read_to_string(&log).unwrap();
     assert!(log_text.contains("shutting down"), "{log_text}");
     let unset = dir.command(CREDD).arg("-k").env_remove("LLXPRT_CREDD_PID").output().unwrap();
-    assert_eq!(unset.status.code(), Some(2));
+    assert_eq!(
+        unset.status.code(),
+        Some(1),
+        "an environment without the pid is a failure (1), not a usage error (2)"
+    );
     assert!(stderr(&unset).contains("LLXPRT_CREDD_PID is not set"));
 }
 

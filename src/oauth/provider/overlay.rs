@@ -332,7 +332,9 @@ impl Providers {
             let port_var = env_name(&name, "REDIRECT_PORT");
             if let Some(p) = var(&port_var).filter(|v| !v.is_empty()) {
                 let port = p.parse::<u16>().map_err(|_| {
-                    Error::Usage(format!("{port_var} must be a port number (0: any free port), not {p:?}"))
+                    Error::Environment(format!(
+                        "{port_var} must be a port number (0: any free port), not {p:?}"
+                    ))
                 })?;
                 login.redirect_ports = vec![port];
             }

@@ -85,6 +85,38 @@ impl ErrorCode {
             ErrorCode::GithubError => "GITHUB_ERROR",
         }
     }
+
+    /// Every code, for [`from_wire`](Self::from_wire).
+    const ALL: [ErrorCode; 23] = [
+        ErrorCode::NotFound,
+        ErrorCode::InvalidRequest,
+        ErrorCode::RateLimited,
+        ErrorCode::Unauthorized,
+        ErrorCode::InternalError,
+        ErrorCode::UnknownVersion,
+        ErrorCode::SessionNotFound,
+        ErrorCode::SessionExpired,
+        ErrorCode::SessionAlreadyUsed,
+        ErrorCode::ExchangeFailed,
+        ErrorCode::ProviderNotFound,
+        ErrorCode::ReauthRequired,
+        ErrorCode::Forbidden,
+        ErrorCode::AccountMismatch,
+        ErrorCode::ResourceExhausted,
+        ErrorCode::Cancelled,
+        ErrorCode::ResponseTooLarge,
+        ErrorCode::UnknownOp,
+        ErrorCode::InvalidParam,
+        ErrorCode::PermissionDenied,
+        ErrorCode::HostAuthRequired,
+        ErrorCode::HostGhUnavailable,
+        ErrorCode::GithubError,
+    ];
+
+    /// The code a daemon sent, when this library knows it.
+    pub fn from_wire(code: &str) -> Option<ErrorCode> {
+        ErrorCode::ALL.into_iter().find(|c| c.as_str() == code)
+    }
 }
 
 /// Why a login flow ended without a token: the `code` of an `oauth_poll`
@@ -160,5 +192,18 @@ impl FlowFailure {
                 "This bucket holds another account's login; log in on the host to replace it"
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod wire_name_tests {
+    use super::ErrorCode;
+
+    #[test]
+    fn every_code_reads_back_from_its_wire_name() {
+        for code in ErrorCode::ALL {
+            assert_eq!(ErrorCode::from_wire(code.as_str()), Some(code));
+        }
+        assert_eq!(ErrorCode::from_wire("SOMETHING_NEW"), None);
     }
 }

@@ -75,18 +75,46 @@ pub(super) fn stream_back(
     // noticed until the next write: the watcher shuts the upstream request
     // down as soon as the client hangs up, so the provider stops
     // generating (and billing).
-    let keep = relay(&mut ex, writer, audit, length, close, scrub.as_mut());
-    let gone = watch.stop();
-    ex.release();
-    if audit.outcome == "upstream-abort" {
-        if gone {
-            // the watcher cut the upstream request because the client left
-            audit.outcome = "aborted-by-client".into();
+    let last = match relay(&mut ex, writer, audit, length, close, scrub.as_mut()) {
+        Relayed::Over(keep) => {
+            let gone = watch.stop();
+            ex.release();
+            if audit.outcome == "upstream-abort" {
+                if gone {
+                    // the watcher cut the upstream request because the client left
+                    audit.outcome = "aborted-by-client".into();
+                }
+                // Never the final chunk: the client must see the cut.
+                let _ = writer.shutdown(Shutdown::Both);
+            }
+            return keep;
         }
-        // Never the final chunk: the client must see the cut.
-        let _ = writer.shutdown(Shutdown::Both);
+        Relayed::Last(data) => data,
+    };
+    // A body of known length has arrived whole: its connection goes back
+    // to the pool before the client has the last bytes, so a request the
+    // client sends next finds it there. The watcher stops first: it must
+    // never shut a pooled connection down.
+    watch.stop();
+    let _ = ex.read(); // the end, without I/O: marks the exchange ended
+    audit.usage.feed(b"\n");
+    ex.release();
+    let held = scrub.as_mut().map(|s| s.finish()).unwrap_or_default();
+    audit.bytes_out += (last.len() + held.len()) as u64;
+    if writer.write_all(&[last, held].concat()).is_err() {
+        audit.outcome = "aborted-by-client".into();
+        return false;
     }
-    keep
+    !close
+}
+
+/// How the relay of a body ended.
+enum Relayed {
+    /// The body was relayed to its end (or cut); whether the connection goes on.
+    Over(bool),
+    /// A body of known length arrived whole; its last piece (scrubbed, the
+    /// held-back tail not yet added) is still to be written.
+    Last(Vec<u8>),
 }
 
 /// Copies the body, read by read. Returns whether the connection goes on.
@@ -97,7 +125,7 @@ fn relay(
     length: Option<u64>,
     close: bool,
     mut scrub: Option<&mut crate::inject::scrub::Scrubber>,
-) -> bool {
+) -> Relayed {
     loop {
         match ex.read() {
             Ok(Read2::Data(data)) => {
@@ -106,6 +134,9 @@ fn relay(
                     Some(s) => s.feed(&data),
                     None => data,
                 };
+                if length.is_some() && ex.complete() {
+                    return Relayed::Last(data);
+                }
                 if data.is_empty() {
                     continue; // all held back: never an empty chunk (it would end the body)
                 }
@@ -120,7 +151,7 @@ fn relay(
                 if sent.is_err() {
                     ex.abort();
                     audit.outcome = "aborted-by-client".into();
-                    return false;
+                    return Relayed::Over(false);
                 }
                 audit.bytes_out += data.len() as u64;
             }
@@ -136,15 +167,15 @@ fn relay(
                 audit.bytes_out += held.len() as u64;
                 if tail.is_err() || (length.is_none() && writer.write_all(b"0\r\n\r\n").is_err()) {
                     audit.outcome = "aborted-by-client".into();
-                    return false;
+                    return Relayed::Over(false);
                 }
-                return !close;
+                return Relayed::Over(!close);
             }
             Err(e) => {
                 crate::log_warn!("proxy: the provider's answer was cut: {e}");
                 ex.abort();
                 audit.outcome = "upstream-abort".into();
-                return false;
+                return Relayed::Over(false);
             }
         }
     }

@@ -20,6 +20,12 @@ impl Exchange {
         }
     }
 
+    /// Whether a body of known length has arrived whole (the next
+    /// [`read`](Self::read) is its end, with no I/O).
+    pub fn complete(&self) -> bool {
+        matches!(self.body, BodyFraming::None | BodyFraming::Length(0))
+    }
+
     /// The next piece of the body as it arrives. An error is a body that
     /// did not end as its framing says (a reset, an early close, a
     /// timeout): the caller passes it on as an abort.

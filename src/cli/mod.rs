@@ -9,6 +9,7 @@ that runs it (`crate::daemon` for `llxprt-credd`, `crate::commands` for
 
 pub mod cred;
 pub mod credd;
+pub mod flags;
 
 use std::ffi::OsString;
 

@@ -155,6 +155,29 @@ pub(crate) fn sample(placeholder: &str) -> &'static str {
     }
 }
 
+/// For the parsers' tests: `parse` accepts every spelling of every flag of
+/// `flags` (with a sample value, then `--help`), and refuses flags the
+/// table does not list.
+#[cfg(test)]
+pub(crate) fn assert_parser_takes_the_table(flags: &[Flag], parse: impl Fn(&[&str]) -> Result<()>) {
+    let mut refused = vec!["--bogus".to_owned(), "-x".to_owned()];
+    for flag in flags {
+        for name in flag.names() {
+            let mut line = vec![name.as_str()];
+            line.extend(flag.value.map(sample));
+            line.push("--help");
+            let parsed = parse(&line);
+            assert!(parsed.is_ok(), "{line:?}: {:?}", parsed.err());
+        }
+        // the letter of a short flag is not a long name
+        refused.extend(flag.short.map(|c| format!("--{c}")));
+    }
+    for bogus in &refused {
+        let parsed = parse(&[bogus, "--help"]);
+        assert!(matches!(parsed, Err(crate::error::Error::Usage(_))), "{bogus}: {parsed:?}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

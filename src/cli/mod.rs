@@ -22,6 +22,22 @@ pub const EXIT_FAILURE: i32 = 1;
 /// Exit code for a usage error.
 pub const EXIT_USAGE: i32 = 2;
 
+/// The exit code of what a binary ran; an error is said once on stderr,
+/// after the program's name.
+pub(crate) fn exit_code(program: &str, result: Result<i32, Error>) -> i32 {
+    match result {
+        Ok(code) => code,
+        Err(Error::Usage(m)) => {
+            eprintln!("{program}: {m}");
+            EXIT_USAGE
+        }
+        Err(e) => {
+            eprintln!("{program}: {e}");
+            EXIT_FAILURE
+        }
+    }
+}
+
 /// Turns a lexopt error into a usage error.
 pub fn usage(e: lexopt::Error) -> Error {
     Error::Usage(e.to_string())

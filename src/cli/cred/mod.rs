@@ -1,7 +1,9 @@
 /*!
-`llxprt-cred`: the host-side companion. This module holds its help text
-and its `main`: parse (`args`), answer `--help` and `--version`, run the
-command (`crate::commands`), map the result to an exit code.
+`llxprt-cred`: the host-side companion. This module holds its command and
+flag tables ([`COMMANDS`], [`FLAGS`]), the help made from them ([`help`],
+and each command's part of it), and its `main`: parse (`args`), answer
+`--help` and `--version`, run the command (`crate::commands`), map the
+result to an exit code.
 */
 #![forbid(unsafe_code)]
 
@@ -13,8 +15,7 @@ use std::ffi::OsString;
 pub use args::{Args, Command, parse};
 
 use super::flags::{Flag, entry, option_lines};
-use super::{EXIT_FAILURE, EXIT_OK, EXIT_USAGE};
-use crate::error::Error;
+use super::{EXIT_OK, EXIT_USAGE, exit_code};
 use crate::log;
 
 /// The help's text before the commands.
@@ -170,46 +171,25 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
         }
         _ => crate::commands::run(&args),
     };
-    match result {
-        Ok(code) => code,
-        Err(Error::Usage(m)) => {
-            eprintln!("llxprt-cred: {m}");
-            EXIT_USAGE
-        }
-        Err(e) => {
-            eprintln!("llxprt-cred: {e}");
-            EXIT_FAILURE
-        }
-    }
+    exit_code("llxprt-cred", result)
 }
 
-/// The help, or for a command word its lines of the help (with their
-/// continuation lines) and where the options are; the whole help for a
-/// word that is not a command.
+/// The help, or for a command word its lines of the help (from
+/// [`COMMANDS`]) and where the options are; the whole help for a word
+/// that is not a command.
 fn help_for(topic: Option<&str>) -> String {
-    let help = help();
-    let Some(topic) = topic else { return help };
-    let mut lines = Vec::new();
-    let mut in_entry = false;
-    for line in help.lines() {
-        let entry = line.strip_prefix("  ").filter(|l| !l.starts_with(' '));
-        match entry {
-            Some(e) => {
-                in_entry = e.split_whitespace().next() == Some(topic) && !e.starts_with('-');
-                if in_entry {
-                    lines.push(line);
-                }
-            }
-            None if in_entry && line.starts_with("    ") => lines.push(line),
-            None => in_entry = false,
+    let Some(topic) = topic else { return help() };
+    let mut lines = String::new();
+    for c in COMMANDS.iter().flat_map(|(_, commands)| commands.iter()) {
+        if c.usage.split_whitespace().next() == Some(topic) {
+            entry(&mut lines, c.usage, c.help, COLUMN_WIDTH);
         }
     }
     if lines.is_empty() {
-        return help;
+        return help();
     }
     format!(
-        "Usage: llxprt-cred [OPTIONS] {topic} ...\n\n{}\n\nOptions: llxprt-cred --help; all of it: man llxprt-cred\n",
-        lines.join("\n")
+        "Usage: llxprt-cred [OPTIONS] {topic} ...\n\n{lines}\nOptions: llxprt-cred --help; all of it: man llxprt-cred\n"
     )
 }
 

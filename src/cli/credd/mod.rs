@@ -13,8 +13,7 @@ use std::ffi::OsString;
 pub use args::{Announce, Args, parse};
 
 use super::flags::{Flag, option_lines};
-use super::{EXIT_FAILURE, EXIT_OK, EXIT_USAGE};
-use crate::error::Error;
+use super::{EXIT_OK, EXIT_USAGE, exit_code};
 use crate::log;
 
 /// The help's text before the option lines.
@@ -157,15 +156,5 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
     }
     let result = if args.kill { crate::daemon::kill(&args) } else { crate::daemon::run(&args) };
     log::flush();
-    match result {
-        Ok(code) => code,
-        Err(Error::Usage(m)) => {
-            eprintln!("llxprt-credd: {m}");
-            EXIT_USAGE
-        }
-        Err(e) => {
-            eprintln!("llxprt-credd: {e}");
-            EXIT_FAILURE
-        }
-    }
+    exit_code("llxprt-credd", result)
 }

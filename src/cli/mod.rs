@@ -3,12 +3,15 @@ Command lines of the two binaries: lexopt tokens → a typed command, the
 help text, and each binary's `main`, which hands the command to the code
 that runs it (`crate::daemon` for `llxprt-credd`, `crate::commands` for
 `llxprt-cred`) and maps errors to exit codes (0 success, 1 failure or
-"not found", 2 usage). Parsing is pure and unit-tested.
+"not found", 2 usage). Parsing is pure and unit-tested; each binary's
+flags are listed once in a table ([`flags`]) that its parser and its
+`--help` share.
 */
 #![forbid(unsafe_code)]
 
 pub mod cred;
 pub mod credd;
+pub mod flags;
 
 use std::ffi::OsString;
 
@@ -20,6 +23,22 @@ pub const EXIT_OK: i32 = 0;
 pub const EXIT_FAILURE: i32 = 1;
 /// Exit code for a usage error.
 pub const EXIT_USAGE: i32 = 2;
+
+/// The exit code of what a binary ran; an error is said once on stderr,
+/// after the program's name.
+pub(crate) fn exit_code(program: &str, result: Result<i32, Error>) -> i32 {
+    match result {
+        Ok(code) => code,
+        Err(Error::Usage(m)) => {
+            eprintln!("{program}: {m}");
+            EXIT_USAGE
+        }
+        Err(e) => {
+            eprintln!("{program}: {e}");
+            EXIT_FAILURE
+        }
+    }
+}
 
 /// Turns a lexopt error into a usage error.
 pub fn usage(e: lexopt::Error) -> Error {

@@ -10,8 +10,8 @@ use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::out;
 use super::store_cmds::unsearched_keyring;
+use super::{expiry_text, out};
 use crate::cli::{EXIT_FAILURE, EXIT_OK};
 use crate::error::Result;
 use crate::store::keyring::KeyringStatus;
@@ -279,12 +279,7 @@ fn doctor_profile(host: &HostStore, name: &str, f: &mut Findings) -> Result<()> 
                     &login,
                 )?,
                 Some(t) => {
-                    let left = t.expiry() - now;
-                    let when = if left > 0.0 {
-                        format!("expires in {}m", (left / 60.0).floor())
-                    } else {
-                        "expired".into()
-                    };
+                    let when = expiry_text(&t, now);
                     let refresh = if t.refresh_token().is_some() {
                         "refreshed on the host"
                     } else {

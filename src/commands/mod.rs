@@ -21,6 +21,7 @@ use serde_json::Value;
 
 use crate::cli::cred::{Args, Command};
 use crate::error::{Error, Result};
+use crate::token::OAuthToken;
 
 /// Runs a parsed command (not `--help` or `--version`, which
 /// [`crate::cli::cred::main`] answers) and returns the exit code.
@@ -71,4 +72,11 @@ fn json_ascii(value: &Value) -> String {
         }
     }
     ascii
+}
+
+/// When a stored token expires, as `token list` and `doctor` say it:
+/// `expires in 12m` or `expired`.
+fn expiry_text(token: &OAuthToken, now: f64) -> String {
+    let left = token.expiry() - now;
+    if left > 0.0 { format!("expires in {}m", (left / 60.0).floor()) } else { "expired".into() }
 }

@@ -10,7 +10,7 @@ use std::io::{self, Read};
 
 use serde_json::Value;
 
-use super::{json_ascii, out};
+use super::{expiry_text, json_ascii, out};
 use crate::cli::cred::{Args, Command};
 use crate::cli::{EXIT_FAILURE, EXIT_OK};
 use crate::error::{Error, Result};
@@ -98,12 +98,7 @@ fn token_list(host: &HostStore) -> Result<()> {
         for bucket in host.tokens.list_buckets(&provider)? {
             let line = match host.tokens.get_token(&provider, Some(&bucket))? {
                 Some(t) => {
-                    let left = t.expiry() - now;
-                    let when = if left > 0.0 {
-                        format!("expires in {}m", (left / 60.0).floor())
-                    } else {
-                        "expired".into()
-                    };
+                    let when = expiry_text(&t, now);
                     let refresh = if t.refresh_token().is_some() { "refreshable" } else { "not refreshable" };
                     format!("{provider}:{bucket}\t{when}\t{refresh}")
                 }

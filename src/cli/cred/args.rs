@@ -10,6 +10,8 @@ use std::path::PathBuf;
 
 use lexopt::prelude::*;
 
+use super::FLAGS;
+use crate::cli::flags::known;
 use crate::cli::{provider_bucket, string_value, usage};
 use crate::error::{Error, Result};
 use crate::log::Level;
@@ -75,7 +77,9 @@ pub struct Args {
     pub flow: Option<FlowType>,
 }
 
-/// Parses `llxprt-cred`'s arguments (without the program name).
+/// Parses `llxprt-cred`'s arguments (without the program name). The flags
+/// are those of [`FLAGS`]; a short flag with a long name arrives as the
+/// long name; the commands are those of [`COMMANDS`](super::COMMANDS).
 pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
     let mut parser = lexopt::Parser::from_args(args);
     let mut words: Vec<String> = Vec::new();
@@ -88,12 +92,12 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
     let mut bucket: Option<String> = None;
     let mut early = None;
     while let Some(arg) = parser.next().map_err(usage)? {
-        match arg {
-            Short('h') | Long("help") => {
+        match known(FLAGS, arg)? {
+            Long("help") => {
                 early = Some(Command::Help(words.first().cloned()));
                 break;
             }
-            Short('V') | Long("version") => {
+            Long("version") => {
                 early = Some(Command::Version);
                 break;
             }
@@ -121,7 +125,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
                     Level::parse(&v).ok_or_else(|| Error::Usage(format!("unknown log level {v:?}")))?;
             }
             Value(v) => words.push(string_value(v, "argument")?),
-            _ => return Err(usage(arg.unexpected())),
+            other => return Err(usage(other.unexpected())),
         }
     }
     if let Some(command) = early {
@@ -203,7 +207,9 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::COMMANDS;
     use super::*;
+    use crate::cli::flags::{assert_parser_takes_the_table, sample};
 
     fn p(args: &[&str]) -> Result<Args> {
         parse(args.iter().map(OsString::from))
@@ -291,5 +297,62 @@ mod tests {
         ] {
             assert!(matches!(p(bad), Err(Error::Usage(_))), "{bad:?}");
         }
+    }
+
+    /// The table's usage of a parsed command (none for help and version).
+    /// The match has an arm for each command: a new one needs its line.
+    fn usage_of(command: &Command) -> Option<&'static str> {
+        Some(match command {
+            Command::KeySet(_) => "key set NAME",
+            Command::KeyGet(_) => "key get NAME",
+            Command::KeyList => "key list",
+            Command::KeyRm(_) => "key rm NAME",
+            Command::TokenList => "token list",
+            Command::TokenShow(..) => "token show PROVIDER[:BUCKET]",
+            Command::TokenImport(..) => "token import PROVIDER[:BUCKET]",
+            Command::TokenRm(..) => "token rm PROVIDER[:BUCKET]",
+            Command::Doctor => "doctor [--profile NAME]",
+            Command::Status => "status",
+            Command::Get(..) => "get PROVIDER[:BUCKET]",
+            Command::GetKey(_) => "get-key NAME",
+            Command::Refresh(..) => "refresh PROVIDER[:BUCKET]",
+            Command::Login(..) => "login PROVIDER[:BUCKET]",
+            Command::Logout(..) => "logout PROVIDER[:BUCKET]",
+            Command::Help(_) | Command::Version => return None,
+        })
+    }
+
+    #[test]
+    fn the_parser_takes_every_command_of_the_table_and_no_other() {
+        let mut seen = std::collections::BTreeSet::new();
+        for (_, commands) in COMMANDS {
+            for c in *commands {
+                // The words and the operands, without the optional
+                // `[--flag VALUE]` groups.
+                let mut optional = false;
+                let mut line: Vec<&str> = Vec::new();
+                for w in c.usage.split_whitespace() {
+                    optional |= w.starts_with('[');
+                    if !optional {
+                        line.push(if w.starts_with(|c: char| c.is_ascii_uppercase()) {
+                            sample(w)
+                        } else {
+                            w
+                        });
+                    }
+                    optional &= !w.ends_with(']');
+                }
+                let parsed = p(&line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
+                assert_eq!(usage_of(&parsed.command), Some(c.usage), "{line:?}");
+                assert!(seen.insert(c.usage), "{} is in the table twice", c.usage);
+            }
+        }
+        // usage_of names 15 commands: the table has each of them.
+        assert_eq!(seen.len(), 15, "{seen:?}");
+    }
+
+    #[test]
+    fn the_parser_takes_every_flag_of_the_table_and_no_other() {
+        assert_parser_takes_the_table(FLAGS, |line| p(line).map(drop));
     }
 }

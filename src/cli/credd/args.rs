@@ -10,6 +10,8 @@ use std::path::PathBuf;
 
 use lexopt::prelude::*;
 
+use super::FLAGS;
+use crate::cli::flags::known;
 use crate::cli::{string_value, usage};
 use crate::error::{Error, Result};
 use crate::log::Level;
@@ -102,7 +104,8 @@ fn number<T: std::str::FromStr>(parser: &mut lexopt::Parser, flag: &str) -> Resu
     v.parse().map_err(|_| Error::Usage(format!("{flag} needs a number, not {v:?}")))
 }
 
-/// Parses the arguments (without the program name).
+/// Parses the arguments (without the program name). The flags are those
+/// of [`FLAGS`]; a short flag with a long name arrives as the long name.
 pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
     let mut a = Args {
         profile: None,
@@ -139,9 +142,9 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
     };
     let mut parser = lexopt::Parser::from_args(args);
     while let Some(arg) = parser.next().map_err(usage)? {
-        match arg {
-            Short('h') | Long("help") => a.help = true,
-            Short('V') | Long("version") => a.version = true,
+        match known(FLAGS, arg)? {
+            Long("help") => a.help = true,
+            Long("version") => a.version = true,
             Long("profile") => a.profile = Some(string_value(parser.value().map_err(usage)?, "--profile")?),
             Long("allow") => a.allow.push(string_value(parser.value().map_err(usage)?, "--allow")?),
             Long("allow-key") => {
@@ -194,7 +197,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
             }
             Long("proxy-max-body") => a.proxy_max_body = number(&mut parser, "--proxy-max-body")?,
             Long("allow-mcp") => a.allow_mcp = true,
-            Short('D') | Long("foreground") => a.foreground = true,
+            Long("foreground") => a.foreground = true,
             Short('s') => a.announce = Announce::Sh,
             Short('c') => a.announce = Announce::Csh,
             Long("print-socket") => a.announce = Announce::Path,
@@ -203,7 +206,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
                 a.command.push(program);
                 a.command.extend(parser.raw_args().map_err(usage)?);
             }
-            _ => return Err(usage(arg.unexpected())),
+            other => return Err(usage(other.unexpected())),
         }
     }
     if a.help || a.version {
@@ -262,7 +265,8 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::credd::HELP;
+    use crate::cli::credd::help;
+    use crate::cli::flags::assert_parser_takes_the_table;
 
     fn p(args: &[&str]) -> Result<Args> {
         parse(args.iter().map(OsString::from))
@@ -304,8 +308,13 @@ mod tests {
         for flag in
             ["--ready-fd", "--capability-fd", "-k", "--print-socket", "-D", "--log-file", "--allow-uid"]
         {
-            assert!(HELP.contains(flag), "{flag} in --help");
+            assert!(help().contains(flag), "{flag} in --help");
         }
         assert_eq!(p(&["--allow-key", "K", "-D", "--print-socket"]).unwrap().announce, Announce::Path);
+    }
+
+    #[test]
+    fn the_parser_takes_every_flag_of_the_table_and_no_other() {
+        assert_parser_takes_the_table(FLAGS, |line| p(line).map(drop));
     }
 }

@@ -1,7 +1,8 @@
 /*!
-`llxprt-credd`'s command line and `main`: parse ([`parse`]), answer
-`--help` and `--version`, run the daemon (or `-k`) in `crate::daemon`,
-flush the log, map the result to an exit code.
+`llxprt-credd`'s command line and `main`: its flags ([`FLAGS`]) and help
+text ([`help`]); `main` parses ([`parse`]), answers `--help` and
+`--version`, runs the daemon (or `-k`) in `crate::daemon`, flushes the
+log, and maps the result to an exit code.
 */
 #![forbid(unsafe_code)]
 
@@ -11,12 +12,12 @@ use std::ffi::OsString;
 
 pub use args::{Announce, Args, parse};
 
-use super::{EXIT_FAILURE, EXIT_OK, EXIT_USAGE};
-use crate::error::Error;
+use super::flags::{Flag, option_lines};
+use super::{EXIT_OK, EXIT_USAGE, exit_code};
 use crate::log;
 
-/// The help text (kept in step with the parser and the man page by tests).
-pub const HELP: &str = "\
+/// The help's text before the option lines.
+const HELP_HEAD: &str = "\
 llxprt-credd - credential broker for llxprt-code sandboxes
 
 Usage: llxprt-credd --profile NAME [OPTIONS] [-- COMMAND [ARGS...]]
@@ -29,50 +30,10 @@ once it listens and prints shell commands setting LLXPRT_CREDENTIAL_SOCKET
 environment and exits with the command's status.
 
 Options:
-  --profile NAME          serve what llxprt-code profile NAME uses
-  --allow PROVIDER[:BUCKET]
-                          also serve this provider (all buckets) or bucket
-  --allow-key NAME        also serve this API key
-  --allow-uid UID         also accept connections from this uid (a POSIX ACL lets it reach the socket)
-  --permit CLASS[,CLASS]  also let the sandbox refresh (refresh_token), log in
-                          (oauth_*), write (save_token, remove_token) or change things on
-                          GitHub (github-write); default: read only
-  --github-repo OWNER/REPO  the github op serves only this repository (repeatable)
-  --no-github             turn the github op off
-  --inject                serve sentinels, never real tokens or keys; the real credential is
-                          added on the host to each request sent through the proxy socket
-  --proxy-socket PATH     inject mode's HTTP proxy socket (default: beside the socket,
-                          NAME.proxy.sock)
-  --reveal PROVIDER       inject mode: serve PROVIDER's real tokens (repeatable; logged)
-  --proxy-max-body N      inject mode: request body limit in bytes (default 33554432)
-  --allow-mcp             inject mode: let bodies name remote tool servers (mcp_servers,
-                          tools of type mcp)
-  --socket PATH           listen here (default: $XDG_RUNTIME_DIR/llxprt-cred/, else
-                          $TMPDIR/llxprt-cred-UID/; file llxprt-cred-PID-NONCE.sock)
-  --store auto|keyring|file
-                          force a store backend (default: $LLXPRT_CREDD_STORE, else auto)
-  --capability-file PATH  write the capability token to PATH as an env file
-  --capability-fd N       write the capability token and a newline to descriptor N
-  --no-capability         require no capability token (default: one is required; without
-                          the two flags above it goes to $XDG_RUNTIME_DIR/llxprt-cred-capability/)
-  --providers-file PATH   OAuth endpoints and clients from PATH (default: $LLXPRT_CREDD_PROVIDERS_FILE)
-  --max-connections N     connection cap (default 64)
-  --rate-limit N          requests per second per client process, 0 = off (default 60)
-  --daemon-rate-limit N   requests per second for all clients together, 0 = off
-                          (default 600)
-  --log-level LEVEL       error, warn, info or debug (default: info)
-  --log-file PATH         append log lines to PATH instead of stderr (with a COMMAND the
-                          default is $XDG_STATE_HOME/llxprt-code/credd.log, off the terminal)
-  --log-stderr            log to stderr even with a COMMAND
-  --ready-fd N            when listening, write the socket path and a newline to descriptor N
-  -D, --foreground        stay in the foreground
-  -s                      print Bourne shell commands setting LLXPRT_CREDENTIAL_SOCKET
-  -c                      print C shell commands setting LLXPRT_CREDENTIAL_SOCKET
-  --print-socket          print the socket path only
-  -k                      stop the daemon named by LLXPRT_CREDD_PID
-  -h, --help              print this help
-  -V, --version           print the version
+";
 
+/// The help's text after the option lines.
+const HELP_TAIL: &str = "
 The sandbox is untrusted: by default it may only read what the profile
 names; a capability token is required; a profile that names nothing is
 refused. Signals: SIGINT/SIGTERM stop it (5 s grace, socket removed);
@@ -90,6 +51,91 @@ device code) and may fill an empty bucket or renew the same account only;
 login sessions last 10 minutes ($LLXPRT_OAUTH_SESSION_TIMEOUT_SECONDS).
 ";
 
+/// Width of the flag column of the option lines.
+const FLAG_COLUMN_WIDTH: usize = 24;
+
+/// Every flag of `llxprt-credd`, in the order `--help` shows them: the
+/// parser accepts these and no other, and the man page is checked against
+/// them.
+pub const FLAGS: &[Flag] = &[
+    Flag::long("profile").value("NAME").help("serve what llxprt-code profile NAME uses"),
+    Flag::long("allow").value("PROVIDER[:BUCKET]").help("also serve this provider (all buckets) or bucket"),
+    Flag::long("allow-key").value("NAME").help("also serve this API key"),
+    Flag::long("allow-uid")
+        .value("UID")
+        .help("also accept connections from this uid (a POSIX ACL lets it reach the socket)"),
+    Flag::long("permit").value("CLASS[,CLASS]").help(
+        "also let the sandbox refresh (refresh_token), log in\n\
+         (oauth_*), write (save_token, remove_token) or change things on\n\
+         GitHub (github-write); default: read only",
+    ),
+    Flag::long("github-repo")
+        .value("OWNER/REPO")
+        .help("the github op serves only this repository (repeatable)"),
+    Flag::long("no-github").help("turn the github op off"),
+    Flag::long("inject").help(
+        "serve sentinels, never real tokens or keys; the real credential is\n\
+         added on the host to each request sent through the proxy socket",
+    ),
+    Flag::long("proxy-socket").value("PATH").help(
+        "inject mode's HTTP proxy socket (default: beside the socket,\n\
+         NAME.proxy.sock)",
+    ),
+    Flag::long("reveal")
+        .value("PROVIDER")
+        .help("inject mode: serve PROVIDER's real tokens (repeatable; logged)"),
+    Flag::long("proxy-max-body")
+        .value("N")
+        .help("inject mode: request body limit in bytes (default 33554432)"),
+    Flag::long("allow-mcp").help(
+        "inject mode: let bodies name remote tool servers (mcp_servers,\n\
+         tools of type mcp)",
+    ),
+    Flag::long("socket").value("PATH").help(
+        "listen here (default: $XDG_RUNTIME_DIR/llxprt-cred/, else\n\
+         $TMPDIR/llxprt-cred-UID/; file llxprt-cred-PID-NONCE.sock)",
+    ),
+    Flag::long("store")
+        .value("auto|keyring|file")
+        .help("force a store backend (default: $LLXPRT_CREDD_STORE, else auto)"),
+    Flag::long("capability-file").value("PATH").help("write the capability token to PATH as an env file"),
+    Flag::long("capability-fd").value("N").help("write the capability token and a newline to descriptor N"),
+    Flag::long("no-capability").help(
+        "require no capability token (default: one is required; without\n\
+         the two flags above it goes to $XDG_RUNTIME_DIR/llxprt-cred-capability/)",
+    ),
+    Flag::long("providers-file")
+        .value("PATH")
+        .help("OAuth endpoints and clients from PATH (default: $LLXPRT_CREDD_PROVIDERS_FILE)"),
+    Flag::long("max-connections").value("N").help("connection cap (default 64)"),
+    Flag::long("rate-limit").value("N").help("requests per second per client process, 0 = off (default 60)"),
+    Flag::long("daemon-rate-limit").value("N").help(
+        "requests per second for all clients together, 0 = off\n\
+         (default 600)",
+    ),
+    Flag::long("log-level").value("LEVEL").help("error, warn, info or debug (default: info)"),
+    Flag::long("log-file").value("PATH").help(
+        "append log lines to PATH instead of stderr (with a COMMAND the\n\
+         default is $XDG_STATE_HOME/llxprt-code/credd.log, off the terminal)",
+    ),
+    Flag::long("log-stderr").help("log to stderr even with a COMMAND"),
+    Flag::long("ready-fd")
+        .value("N")
+        .help("when listening, write the socket path and a newline to descriptor N"),
+    Flag::long("foreground").short('D').help("stay in the foreground"),
+    Flag::letter('s').help("print Bourne shell commands setting LLXPRT_CREDENTIAL_SOCKET"),
+    Flag::letter('c').help("print C shell commands setting LLXPRT_CREDENTIAL_SOCKET"),
+    Flag::long("print-socket").help("print the socket path only"),
+    Flag::letter('k').help("stop the daemon named by LLXPRT_CREDD_PID"),
+    Flag::long("help").short('h').help("print this help"),
+    Flag::long("version").short('V').help("print the version"),
+];
+
+/// The help text: its option lines come from [`FLAGS`].
+pub fn help() -> String {
+    format!("{HELP_HEAD}{}{HELP_TAIL}", option_lines(FLAGS, FLAG_COLUMN_WIDTH))
+}
+
 /// Runs the daemon and returns the exit code.
 pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
     log::set_program("llxprt-credd");
@@ -101,7 +147,7 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
         }
     };
     if args.help {
-        print!("{HELP}");
+        print!("{}", help());
         return EXIT_OK;
     }
     if args.version {
@@ -110,15 +156,5 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
     }
     let result = if args.kill { crate::daemon::kill(&args) } else { crate::daemon::run(&args) };
     log::flush();
-    match result {
-        Ok(code) => code,
-        Err(Error::Usage(m)) => {
-            eprintln!("llxprt-credd: {m}");
-            EXIT_USAGE
-        }
-        Err(e) => {
-            eprintln!("llxprt-credd: {e}");
-            EXIT_FAILURE
-        }
-    }
+    exit_code("llxprt-credd", result)
 }

@@ -10,7 +10,10 @@ sandbox uses in place of the host store, and host-side OAuth refresh
 ([`oauth`]).
 */
 
+/// The two binaries' command lines (each `main`) and their flag tables:
+/// public for the binaries and the documentation tests, not an API.
 #[cfg(feature = "host")]
+#[doc(hidden)]
 pub mod cli;
 pub mod client;
 #[cfg(feature = "host")]

@@ -86,7 +86,7 @@ impl Flag {
 /// a long name comes back as the long name, so a parser matches one
 /// spelling of each flag; operands pass through. A flag the table does not
 /// list is a usage error (lexopt's "invalid option").
-pub fn known(flags: &'static [Flag], arg: Arg<'_>) -> Result<Arg<'static>> {
+pub(crate) fn known(flags: &'static [Flag], arg: Arg<'_>) -> Result<Arg<'static>> {
     let found = match &arg {
         Arg::Short(c) => flags.iter().find(|f| f.short == Some(*c)),
         Arg::Long(name) => flags.iter().find(|f| f.long == Some(*name)),
@@ -104,7 +104,7 @@ pub fn known(flags: &'static [Flag], arg: Arg<'_>) -> Result<Arg<'static>> {
 /// line of `text` at column `width` + 2, its other lines under it. A name
 /// shorter than `width` is padded to it; one exactly as wide is followed
 /// by two spaces; a longer one stands on a line of its own.
-pub fn entry(out: &mut String, name: &str, text: &str, width: usize) {
+pub(crate) fn entry(out: &mut String, name: &str, text: &str, width: usize) {
     let indent = " ".repeat(width + 2);
     out.push_str("  ");
     out.push_str(name);
@@ -127,7 +127,7 @@ pub fn entry(out: &mut String, name: &str, text: &str, width: usize) {
 }
 
 /// The option lines of a help text: one [`entry`] per flag, in table order.
-pub fn option_lines(flags: &[Flag], width: usize) -> String {
+pub(crate) fn option_lines(flags: &[Flag], width: usize) -> String {
     let mut out = String::new();
     for flag in flags {
         entry(&mut out, &flag.usage(), flag.help, width);

@@ -18,11 +18,11 @@ use std::ffi::OsString;
 use crate::error::Error;
 
 /// Exit code for success.
-pub const EXIT_OK: i32 = 0;
+pub(crate) const EXIT_OK: i32 = 0;
 /// Exit code for a failure or an absent item.
-pub const EXIT_FAILURE: i32 = 1;
+pub(crate) const EXIT_FAILURE: i32 = 1;
 /// Exit code for a usage error.
-pub const EXIT_USAGE: i32 = 2;
+pub(crate) const EXIT_USAGE: i32 = 2;
 
 /// The exit code of what a binary ran; an error is said once on stderr,
 /// after the program's name.
@@ -41,17 +41,17 @@ pub(crate) fn exit_code(program: &str, result: Result<i32, Error>) -> i32 {
 }
 
 /// Turns a lexopt error into a usage error.
-pub fn usage(e: lexopt::Error) -> Error {
+pub(crate) fn usage(e: lexopt::Error) -> Error {
     Error::Usage(e.to_string())
 }
 
 /// A value argument as UTF-8.
-pub fn string_value(value: OsString, what: &str) -> Result<String, Error> {
+pub(crate) fn string_value(value: OsString, what: &str) -> Result<String, Error> {
     value.into_string().map_err(|_| Error::Usage(format!("{what} must be valid UTF-8")))
 }
 
 /// Splits `PROVIDER[:BUCKET]`.
-pub fn provider_bucket(spec: &str) -> (String, Option<String>) {
+pub(crate) fn provider_bucket(spec: &str) -> (String, Option<String>) {
     match spec.split_once(':') {
         Some((p, b)) => (p.to_owned(), Some(b.to_owned())),
         None => (spec.to_owned(), None),

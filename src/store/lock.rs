@@ -28,6 +28,8 @@ We write `startTimeSource: "approximate"`: llxprt-code then never treats our
 live lock as a recycled pid, and still reclaims it once our pid is gone.
 */
 #![forbid(unsafe_code)]
+// The sandbox-side build (no `host` feature) holds no lock: only the type is used.
+#![cfg_attr(not(feature = "host"), allow(dead_code))]
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
@@ -69,8 +71,6 @@ impl LockFamily {
 
 /// How long a refresh lock is waited for by default.
 pub const REFRESH_LOCK_WAIT: Duration = Duration::from_secs(10);
-/// How long an auth (login) lock is waited for by default.
-pub const AUTH_LOCK_WAIT: Duration = Duration::from_secs(60);
 /// How long a credential write lock is waited for.
 pub const CREDENTIAL_LOCK_WAIT: Duration = Duration::from_secs(5);
 

@@ -13,24 +13,24 @@ socket. [`HostStore::open`] wires everything from the environment.
 #[cfg(feature = "host")]
 mod cache;
 #[cfg(feature = "host")]
-pub mod envelope;
-pub mod error;
+pub(crate) mod envelope;
+pub(crate) mod error;
 #[cfg(feature = "host")]
 mod host;
 #[cfg(feature = "host")]
-pub mod key_storage;
+pub(crate) mod key_storage;
 #[cfg(feature = "host")]
-pub mod keyring;
-pub mod lock;
+pub(crate) mod keyring;
+pub(crate) mod lock;
 #[cfg(feature = "host")]
-pub mod machine_secret;
+pub(crate) mod machine_secret;
 pub mod names;
-pub mod paths;
+pub(crate) mod paths;
 #[cfg(feature = "host")]
-pub mod secure;
+pub(crate) mod secure;
 #[cfg(feature = "host")]
-pub mod token_store;
-pub mod update;
+pub(crate) mod token_store;
+pub(crate) mod update;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -20,7 +20,7 @@ use crate::store::Backend;
 
 /// A parsed `llxprt-cred` command.
 #[derive(Debug, PartialEq)]
-pub enum Command {
+pub(crate) enum Command {
     /// `key set NAME`
     KeySet(String),
     /// `refresh P[:B]` through the daemon
@@ -60,7 +60,7 @@ pub enum Command {
 
 /// Parsed command line.
 #[derive(Debug, PartialEq)]
-pub struct Args {
+pub(crate) struct Args {
     /// What to do.
     pub command: Command,
     /// `--store`.
@@ -80,7 +80,7 @@ pub struct Args {
 /// Parses `llxprt-cred`'s arguments (without the program name). The flags
 /// are those of [`FLAGS`]; a short flag with a long name arrives as the
 /// long name; the commands are those of [`COMMANDS`](super::COMMANDS).
-pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
+pub(crate) fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
     let mut parser = lexopt::Parser::from_args(args);
     let mut words: Vec<String> = Vec::new();
     let mut store = None;

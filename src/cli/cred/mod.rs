@@ -12,7 +12,7 @@ mod args;
 use std::collections::BTreeSet;
 use std::ffi::OsString;
 
-pub use args::{Args, Command, parse};
+pub(crate) use args::{Args, Command, parse};
 
 use super::flags::{Flag, entry, option_lines};
 use super::{EXIT_OK, EXIT_USAGE, exit_code};

@@ -21,7 +21,7 @@ use crate::store::Backend;
 
 /// How to announce the socket on stdout.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Announce {
+pub(crate) enum Announce {
     /// Nothing.
     None,
     /// Bourne shell.
@@ -34,7 +34,7 @@ pub enum Announce {
 
 /// Parsed `llxprt-credd` command line.
 #[derive(Debug, PartialEq)]
-pub struct Args {
+pub(crate) struct Args {
     /// `--profile`.
     pub profile: Option<String>,
     /// `--allow`.
@@ -106,7 +106,7 @@ fn number<T: std::str::FromStr>(parser: &mut lexopt::Parser, flag: &str) -> Resu
 
 /// Parses the arguments (without the program name). The flags are those
 /// of [`FLAGS`]; a short flag with a long name arrives as the long name.
-pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
+pub(crate) fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
     let mut a = Args {
         profile: None,
         allow: vec![],

@@ -10,7 +10,7 @@ mod args;
 
 use std::ffi::OsString;
 
-pub use args::{Announce, Args, parse};
+pub(crate) use args::{Announce, Args, parse};
 
 use super::flags::{Flag, option_lines};
 use super::{EXIT_OK, EXIT_USAGE, exit_code};

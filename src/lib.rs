@@ -1,13 +1,17 @@
 /*!
 llxprt-credd: a host-side credential broker for llxprt-code sandboxes.
 
-The library holds everything the two binaries use, so that Rust programs
-can use the same pieces: the host store ([`store`]), the token rules
-([`token`]), the wire protocol ([`protocol`]), the server ([`server`]), and
-the blocking client ([`client`]: `ProxySocketClient`, `ProxyTokenStore`,
-`ProxyProviderKeyStorage`, `create_token_store`) that a program in the
-sandbox uses in place of the host store, and host-side OAuth refresh
-([`oauth`]).
+The public library is what a Rust program needs on either side of the
+socket: the blocking client ([`client`]: `ProxySocketClient`,
+`ProxyTokenStore`, `ProxyProviderKeyStorage`, `create_token_store`) that a
+program in the sandbox uses in place of the host store, the wire protocol
+([`protocol`]), the token type and its rules ([`token`]), the store traits
+and, with the `host` feature (on by default), the host store factory
+([`store`]), the errors ([`error`]), secrets ([`secret`]) and the
+environment names ([`env`](mod@env)). Everything else (the daemon, the server,
+OAuth, inject mode, the GitHub broker) is the two binaries' and private;
+without the `host` feature the library is the sandbox side only and links
+none of the HTTP, TLS, keyring or cipher crates.
 */
 
 /// The two binaries' command lines (each `main`) and their flag tables:
@@ -41,5 +45,6 @@ pub(crate) mod sys;
 pub mod token;
 
 pub use error::{Error, Result};
+pub(crate) use log::{log_debug, log_error, log_info, log_warn};
 /// The global allocator both binaries install: every freed block is wiped.
 pub use sys::wipe_alloc::WipeOnFree;

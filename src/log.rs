@@ -360,17 +360,14 @@ impl fmt::Write for Bytes<'_> {
 }
 
 /// Logs at error level.
-#[macro_export]
 macro_rules! log_error { ($($t:tt)*) => { $crate::log::write($crate::log::Level::Error, format_args!($($t)*)) } }
 /// Logs at warning level.
-#[macro_export]
 macro_rules! log_warn { ($($t:tt)*) => { $crate::log::write($crate::log::Level::Warn, format_args!($($t)*)) } }
 /// Logs at info level.
-#[macro_export]
 macro_rules! log_info { ($($t:tt)*) => { $crate::log::write($crate::log::Level::Info, format_args!($($t)*)) } }
 /// Logs at debug level.
-#[macro_export]
 macro_rules! log_debug { ($($t:tt)*) => { $crate::log::write($crate::log::Level::Debug, format_args!($($t)*)) } }
+pub(crate) use {log_debug, log_error, log_info, log_warn};
 
 #[cfg(test)]
 mod tests {

@@ -1,8 +1,8 @@
 /*!
 The flag tables. Each binary lists its flags once, as [`Flag`]s: its
-parser accepts those and no other ([`known`]), its `--help` shows them
-([`option_lines`]), and the integration tests check its man page and the
-README against the same table. [`entry`] lays out one line of a help
+parser accepts those and no other (`known`), its `--help` shows them
+(`option_lines`), and the integration tests check its man page and the
+README against the same table. `entry` lays out one line of a help
 text (a flag or a command and what it does) for both binaries.
 */
 #![forbid(unsafe_code)]
@@ -126,7 +126,7 @@ pub(crate) fn entry(out: &mut String, name: &str, text: &str, width: usize) {
     }
 }
 
-/// The option lines of a help text: one [`entry`] per flag, in table order.
+/// The option lines of a help text: one `entry` per flag, in table order.
 pub(crate) fn option_lines(flags: &[Flag], width: usize) -> String {
     let mut out = String::new();
     for flag in flags {

@@ -4,7 +4,7 @@ help text, and each binary's `main`, which hands the command to the code
 that runs it (`crate::daemon` for `llxprt-credd`, `crate::commands` for
 `llxprt-cred`) and maps errors to exit codes (0 success, 1 failure or
 "not found", 2 usage). Parsing is pure and unit-tested; each binary's
-flags are listed once in a table ([`flags`]) that its parser and its
+flags are listed once in a table (`flags`) that its parser and its
 `--help` share.
 */
 #![forbid(unsafe_code)]

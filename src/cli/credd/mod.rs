@@ -1,6 +1,6 @@
 /*!
 `llxprt-credd`'s command line and `main`: its flags ([`FLAGS`]) and help
-text ([`help`]); `main` parses ([`parse`]), answers `--help` and
+text ([`help`]); `main` parses (`parse`), answers `--help` and
 `--version`, runs the daemon (or `-k`) in `crate::daemon`, flushes the
 log, and maps the result to an exit code.
 */

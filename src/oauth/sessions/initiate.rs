@@ -77,16 +77,7 @@ impl Logins {
                 let auth_url = login::authorize_url(def, &redirect_uri, &pkce.challenge, state.expose());
                 paste = Some(PasteSecrets { verifier: pkce.verifier, state, redirect_uri });
                 let interval = inner.client_interval(login::DEFAULT_DEVICE_INTERVAL);
-                let initiated = Initiated {
-                    session_id: id.clone(),
-                    flow,
-                    auth_url,
-                    user_code: None,
-                    verification_uri: None,
-                    verification_uri_complete: None,
-                    poll_interval: interval,
-                    expires_in,
-                };
+                let initiated = Initiated::url_only(id.clone(), flow, auth_url, interval, expires_in);
                 (initiated, Control::new(interval, false))
             }
             FlowType::DeviceCode => {
@@ -124,16 +115,7 @@ impl Logins {
                 let state = login::new_state().map_err(random)?;
                 let auth_url = login::authorize_url(def, &redirect_uri, &pkce.challenge, state.expose());
                 let interval = inner.client_interval(BROWSER_POLL_INTERVAL);
-                let initiated = Initiated {
-                    session_id: id.clone(),
-                    flow,
-                    auth_url,
-                    user_code: None,
-                    verification_uri: None,
-                    verification_uri_complete: None,
-                    poll_interval: interval,
-                    expires_in,
-                };
+                let initiated = Initiated::url_only(id.clone(), flow, auth_url, interval, expires_in);
                 let control = Control::new(interval, true);
                 *control.listener() = Some(listener);
                 let (me, c, p, b, t) =

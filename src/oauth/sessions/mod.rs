@@ -151,6 +151,28 @@ pub struct Initiated {
     pub expires_in: Duration,
 }
 
+impl Initiated {
+    /// A login whose user only opens `auth_url` (no code to type).
+    fn url_only(
+        session_id: String,
+        flow: FlowType,
+        auth_url: String,
+        poll: Duration,
+        expires: Duration,
+    ) -> Self {
+        Initiated {
+            session_id,
+            flow,
+            auth_url,
+            user_code: None,
+            verification_uri: None,
+            verification_uri_complete: None,
+            poll_interval: poll,
+            expires_in: expires,
+        }
+    }
+}
+
 /// What `oauth_poll` answers.
 #[derive(Debug)]
 pub enum Poll {

@@ -45,6 +45,7 @@ pub(crate) mod sys;
 pub mod token;
 
 pub use error::{Error, Result};
+#[cfg_attr(not(feature = "host"), allow(unused_imports))]
 pub(crate) use log::{log_debug, log_error, log_info, log_warn};
 /// The global allocator both binaries install: every freed block is wiped.
 pub use sys::wipe_alloc::WipeOnFree;

@@ -14,7 +14,7 @@ becomes `FILE.1` (replacing the old one) and a new file is started, so a
 flood of audit lines cannot fill the disk.
 */
 // The sandbox-side build (no `host` feature) writes warnings only.
-#![cfg_attr(not(feature = "host"), allow(dead_code))]
+#![cfg_attr(not(feature = "host"), allow(dead_code, unused_macros))]
 #![forbid(unsafe_code)]
 
 use std::cell::RefCell;
@@ -253,10 +253,17 @@ thread_local! {
 /// most `every` later (by a thread of the logger's own, started with the
 /// first such line), so a request does not wait for a write; an error or
 /// warning line writes everything gathered before it and itself at once,
-/// and [`flush`] (on every exit path of the daemon) writes what is left.
+/// and [`finish`] (on every exit path of the daemon) writes what is left.
 /// Call after any fork: a line gathered before one would be written twice.
 pub fn buffer_lines(every: Duration) {
     PENDING.lock().unwrap_or_else(|e| e.into_inner()).every = every;
+}
+
+/// At exit: writes every gathered line, and from now on each line at once
+/// (a thread still running past this point loses nothing either).
+pub fn finish() {
+    PENDING.lock().unwrap_or_else(|e| e.into_inner()).every = Duration::ZERO;
+    flush();
 }
 
 /// Writes every gathered line.

@@ -155,6 +155,6 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
         return EXIT_OK;
     }
     let result = if args.kill { crate::daemon::kill(&args) } else { crate::daemon::run(&args) };
-    log::flush();
+    log::finish();
     exit_code("llxprt-credd", result)
 }

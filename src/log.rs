@@ -266,6 +266,32 @@ pub fn finish() {
     flush();
 }
 
+/// Installs a panic hook that, after the standard report, writes the
+/// gathered lines: a panic aborts the daemon, and the lines before it are
+/// the ones that matter. A lock another thread holds is not waited for.
+pub fn flush_on_panic() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        previous(info);
+        let mut sink = match SINK.try_lock() {
+            Ok(sink) => sink,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return,
+        };
+        let gathered = match PENDING.try_lock() {
+            Ok(mut p) => std::mem::take(&mut p.bytes),
+            Err(std::sync::TryLockError::Poisoned(p)) => std::mem::take(&mut p.into_inner().bytes),
+            Err(std::sync::TryLockError::WouldBlock) => return,
+        };
+        match sink.as_mut() {
+            Some(sink) => sink.write_lines(&gathered),
+            None => {
+                let _ = std::io::stderr().write_all(&gathered);
+            }
+        }
+    }));
+}
+
 /// Writes every gathered line.
 pub fn flush() {
     let mut sink = SINK.lock().unwrap_or_else(|e| e.into_inner());
@@ -310,25 +336,30 @@ pub fn write(level: Level, args: fmt::Arguments<'_>) {
         return;
     }
     let program = PROGRAM.get().copied().unwrap_or("llxprt-credd");
-    SCRATCH.with(|scratch| {
-        let mut scratch = scratch.try_borrow_mut();
-        let mut own = String::new();
+    let scratched = SCRATCH.try_with(|scratch| match scratch.try_borrow_mut() {
+        Ok(mut message) => {
+            emit(program, level, &mut message, args);
+            if message.capacity() > 4096 {
+                *message = String::new();
+            }
+        }
         // a line logged while formatting another (a Display impl that logs)
-        // gets a buffer of its own
-        let message = match scratch.as_deref_mut() {
-            Ok(s) => s,
-            Err(_) => &mut own,
-        };
-        message.clear();
-        let _ = message.write_fmt(args);
-        if level <= Level::Warn || !gather(program, level, message) {
-            let line = format!("{program}[{}]: {}: {}\n", pid(), level.name(), escape(message));
-            write_out(&mut SINK.lock().unwrap_or_else(|e| e.into_inner()), line.as_bytes());
-        }
-        if message.capacity() > 4096 {
-            *message = String::new();
-        }
+        Err(_) => emit(program, level, &mut String::new(), args),
     });
+    if scratched.is_err() {
+        // this thread's locals are being torn down: the line still goes out
+        emit(program, level, &mut String::new(), args);
+    }
+}
+
+/// Formats `args` into `message` and writes or gathers the line.
+fn emit(program: &str, level: Level, message: &mut String, args: fmt::Arguments<'_>) {
+    message.clear();
+    let _ = message.write_fmt(args);
+    if level <= Level::Warn || !gather(program, level, message) {
+        let line = format!("{program}[{}]: {}: {}\n", pid(), level.name(), escape(message));
+        write_out(&mut SINK.lock().unwrap_or_else(|e| e.into_inner()), line.as_bytes());
+    }
 }
 
 /// Adds an info or debug line to the gathered ones, when lines are
@@ -345,6 +376,10 @@ fn gather(program: &str, level: Level, message: &str) -> bool {
     if !pending.flusher {
         pending.flusher =
             std::thread::Builder::new().name("log".into()).stack_size(64 * 1024).spawn(flusher).is_ok();
+        if !pending.flusher {
+            // no thread to write them later: each line is written at once
+            pending.every = Duration::ZERO;
+        }
     }
     if was_empty {
         WAKE.notify_one();

@@ -56,14 +56,21 @@ pub(super) fn run(args: &Args) -> Result<i32> {
         },
         Command::TokenImport(p, b) => token_import(&host, p, b.as_deref())?,
         Command::TokenRm(p, b) => {
-            // like key rm: a missing token is a failure the user hears about
-            if host.tokens.get_token(p, b.as_deref())?.is_none() {
+            // under the refresh lock, like every token write; like key rm,
+            // a missing token is a failure the user hears about
+            let wait = LockWait::up_to(REFRESH_LOCK_WAIT);
+            let found =
+                update_token(host.tokens.as_ref(), p, b.as_deref(), &wait, |stored| match stored.get() {
+                    Ok(Some(_)) => (Change::Remove, Ok(true)),
+                    Ok(None) => (Change::Keep, Ok(false)),
+                    Err(e) => (Change::Keep, Err(e)),
+                })??;
+            if !found {
                 return Ok(not_stored(
                     &host,
                     format!("no token for {p}:{}", b.as_deref().unwrap_or(DEFAULT_BUCKET)),
                 ));
             }
-            host.tokens.remove_token(p, b.as_deref())?
         }
         Command::Doctor => return super::doctor::doctor(&host, args.profile.as_deref()),
         Command::Help(_)

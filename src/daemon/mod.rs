@@ -234,6 +234,8 @@ pub(crate) fn run(args: &Args) -> Result<i32> {
     }
     let handle = server.handle();
     announce(announce_how, &socket_path, capability_path.as_deref())?;
+    // the start-up lines reach stderr before a background daemon lets it go
+    log::flush();
     readiness.ready(&socket_path);
     if background {
         // Logs go to --log-file or nowhere: a terminal or a pipe held open

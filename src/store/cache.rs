@@ -8,10 +8,15 @@ daemon or `llxprt-cred` writes it. While the store's directory is watched
 one of its two files: a lookup costs one non-blocking `read` of the watch,
 whatever the number of keys, and a change made before the lookup is always
 seen (the kernel queues the event inside the call that makes the change).
-Without a watch (the directory does not exist yet, or went away) each
-lookup compares both files' identity (device, inode, size, mtime, ctime)
-with what it was when the value was read, one `stat` per file; a watch is
-tried again at most once a second.
+Without a watch (the directory does not exist yet, went away, or is on a
+file system whose changes need not reach this kernel's events, such as
+NFS or FUSE) each lookup compares both files' identity (device, inode,
+size, mtime, ctime) with what it was when the value was read, one `stat`
+per file; a watch is tried again at most once a second. A watch follows
+its directory, not the path: at most once a second the path is checked to
+still name it (a parent renamed, a link re-pointed, a mount over it), else
+the watch is dropped. A read that a write will be based on (the refresh
+lock's read-modify-write) always checks the files' identity.
 
 An event does not drop a value: it makes the value's files be checked by
 identity again, so a value is decrypted again only when its file really
@@ -50,6 +55,11 @@ fn stamp(path: &Path) -> FileStamp {
     )
 }
 
+/// The (device, inode) `dir` names now.
+fn dir_identity(dir: &Path) -> Option<(u64, u64)> {
+    fs::metadata(dir).ok().map(|m| (m.dev(), m.ino()))
+}
+
 fn stamps(paths: &[PathBuf; 2]) -> [FileStamp; 2] {
     [stamp(&paths[0]), stamp(&paths[1])]
 }
@@ -69,6 +79,10 @@ struct Entry {
 struct State {
     entries: HashMap<String, Entry>,
     watch: Option<DirWatch>,
+    /// The watched directory's identity (device, inode) when it was armed.
+    watched_dir: (u64, u64),
+    /// When the path is next checked to still name the watched directory.
+    next_dir_check: Instant,
     next_arm: Instant,
     /// Counts the polls that saw an event, so a fill can tell whether
     /// anything changed while it read.
@@ -93,7 +107,15 @@ impl ReadCache {
     /// A cache for the files in `dir`; `keyring_ttl` when values may come
     /// from the keyring.
     pub(super) fn new(dir: PathBuf, keyring_ttl: Option<Duration>) -> Self {
-        let state = State { entries: HashMap::new(), watch: None, next_arm: Instant::now(), changes: 0 };
+        let now = Instant::now();
+        let state = State {
+            entries: HashMap::new(),
+            watch: None,
+            watched_dir: (0, 0),
+            next_dir_check: now,
+            next_arm: now,
+            changes: 0,
+        };
         ReadCache { dir, keyring_ttl, state: Mutex::new(state) }
     }
 
@@ -102,7 +124,14 @@ impl ReadCache {
     }
 
     /// The cached value of `key` (whose files are `paths`), if current.
-    pub(super) fn get(&self, key: &str, paths: impl FnOnce() -> [PathBuf; 2]) -> Option<Found> {
+    /// `checked`: trust only the files' identity, never the watch alone
+    /// (a read that a write will be based on).
+    pub(super) fn get(
+        &self,
+        key: &str,
+        checked: bool,
+        paths: impl FnOnce() -> [PathBuf; 2],
+    ) -> Option<Found> {
         let mut state = self.lock();
         let watching = self.poll(&mut state);
         let ttl = self.keyring_ttl;
@@ -110,7 +139,7 @@ impl ReadCache {
         if ttl.is_some_and(|ttl| entry.fetched.elapsed() >= ttl) {
             return None;
         }
-        if !(watching && entry.watched) {
+        if checked || !(watching && entry.watched) {
             if entry.stamps != stamps(&paths()) {
                 return None;
             }
@@ -151,16 +180,38 @@ impl ReadCache {
     /// Drains the watch and forgets what it names; whether the directory
     /// is watched. Without a watch, one is tried (at most once a second).
     fn poll(&self, state: &mut State) -> bool {
+        let now = Instant::now();
         let Some(watch) = &state.watch else {
-            let now = Instant::now();
             if now < state.next_arm {
                 return false;
             }
             state.next_arm = now + REARM_EVERY;
-            state.watch = DirWatch::new(&self.dir).ok();
-            return state.watch.is_some();
+            // the directory's identity is taken before and after the watch
+            // is set: equal, the watch is on what the path names
+            let before = dir_identity(&self.dir);
+            state.watch = before.and_then(|_| DirWatch::new(&self.dir).ok());
+            match (state.watch.is_some(), before, dir_identity(&self.dir)) {
+                (true, Some(a), Some(b)) if a == b => {
+                    state.watched_dir = a;
+                    state.next_dir_check = now + REARM_EVERY;
+                    return true;
+                }
+                _ => {
+                    state.watch = None;
+                    return false;
+                }
+            }
+        };
+        // A watch follows the directory it was set on, not the path: a
+        // parent renamed, a symbolic link re-pointed or a mount over it goes
+        // unseen. So the path is checked to still name that directory, at
+        // most once a second.
+        let moved = now >= state.next_dir_check && {
+            state.next_dir_check = now + REARM_EVERY;
+            dir_identity(&self.dir) != Some(state.watched_dir)
         };
         let seen = match watch.poll() {
+            Ok(_) if moved => Seen::Gone,
             Ok(None) => return true,
             Ok(Some(seen)) => seen,
             Err(e) => {
@@ -227,7 +278,8 @@ mod tests {
         fill(&cache, "a", &a, "one");
         fill(&cache, "b", &b, "uno");
         assert_eq!(cache.watched("a"), Some(true), "the directory is watched");
-        let get = |key: &str, paths: &[PathBuf; 2]| cache.get(key, || paths.clone()).map(|f| f.unwrap().0);
+        let get =
+            |key: &str, paths: &[PathBuf; 2]| cache.get(key, false, || paths.clone()).map(|f| f.unwrap().0);
         assert_eq!(get("a", &a).unwrap().expose(), "one");
         fs::write(&a[1], "legacy").unwrap();
         assert_eq!(get("a", &a), None, "a change to either file is seen at once");
@@ -252,5 +304,30 @@ mod tests {
         fs::remove_dir_all(&dir).unwrap();
         assert_eq!(get("a", &a), None, "the file is gone");
         assert_eq!(get("b", &b), None);
+    }
+
+    #[test]
+    fn a_directory_swapped_under_the_path_is_noticed_and_a_read_for_an_update_checks_the_files() {
+        let base = std::env::temp_dir().join(format!("credd-cache-swap-{}", crate::random::hex(6).unwrap()));
+        let dir = base.join("store");
+        fs::create_dir_all(&dir).unwrap();
+        let cache = ReadCache::new(dir.clone(), None);
+        let a = [dir.join("a.enc"), dir.join("a-legacy.enc")];
+        fs::write(&a[0], "1").unwrap();
+        fill(&cache, "a", &a, "one");
+        assert_eq!(cache.watched("a"), Some(true));
+        // the whole directory is replaced by another (a restore from a
+        // backup): the watch is on the old one and sees nothing
+        fs::rename(&dir, base.join("store.old")).unwrap();
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(&a[0], "22").unwrap();
+        let get = |checked: bool| cache.get("a", checked, || a.clone()).map(|f| f.unwrap().0);
+        assert_eq!(get(true), None, "a read for an update compares the files, whatever the watch says");
+        // within a second a plain read may still trust the watch; once the
+        // second is up the path is checked to name the watched directory
+        cache.lock().next_dir_check = Instant::now();
+        assert_eq!(get(false), None, "the swapped directory is noticed");
+        assert_eq!(cache.watched("a"), Some(false));
+        fs::remove_dir_all(&base).unwrap();
     }
 }

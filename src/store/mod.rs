@@ -30,6 +30,7 @@ pub(crate) mod paths;
 pub(crate) mod secure;
 #[cfg(feature = "host")]
 pub(crate) mod token_store;
+#[cfg(feature = "host")]
 pub(crate) mod update;
 
 use std::sync::Arc;
@@ -50,7 +51,8 @@ pub use paths::Paths;
 pub use secure::{Backend, SecureStore};
 #[cfg(feature = "host")]
 pub use token_store::KeyringTokenStore;
-pub use update::{Change, LockWait, Stored, UpdateError, update_token};
+#[cfg(feature = "host")]
+pub(crate) use update::{Change, LockWait, Stored, UpdateError, update_token};
 
 use crate::error::{Error, Result};
 use crate::secret::SecretString;
@@ -99,6 +101,12 @@ pub trait TokenStore: Send + Sync {
     fn save_token(&self, provider: &str, bucket: Option<&str>, token: &OAuthToken) -> Result<()>;
     /// Reads a token; `None` when absent.
     fn get_token(&self, provider: &str, bucket: Option<&str>) -> Result<Option<OAuthToken>>;
+    /// Reads a token that a write will be based on (under the refresh
+    /// lock): never a cached value that has not been checked against the
+    /// stored one. By default [`get_token`](Self::get_token).
+    fn get_token_for_update(&self, provider: &str, bucket: Option<&str>) -> Result<Option<OAuthToken>> {
+        self.get_token(provider, bucket)
+    }
     /// Removes a token (absent is fine).
     fn remove_token(&self, provider: &str, bucket: Option<&str>) -> Result<()>;
     /// Providers with at least one token, sorted.
@@ -142,6 +150,9 @@ impl<T: TokenStore + ?Sized> TokenStore for Arc<T> {
     }
     fn get_token(&self, provider: &str, bucket: Option<&str>) -> Result<Option<OAuthToken>> {
         (**self).get_token(provider, bucket)
+    }
+    fn get_token_for_update(&self, provider: &str, bucket: Option<&str>) -> Result<Option<OAuthToken>> {
+        (**self).get_token_for_update(provider, bucket)
     }
     fn remove_token(&self, provider: &str, bucket: Option<&str>) -> Result<()> {
         (**self).remove_token(provider, bucket)

@@ -173,12 +173,23 @@ impl SecureStore {
 
     /// Like [`get`](Self::get), also saying where the value came from.
     pub fn get_with_source(&self, key: &str) -> StoreResult<Option<(SecretString, Source)>> {
+        self.read(key, false)
+    }
+
+    /// Like [`get`](Self::get) for a value a write will be based on: a
+    /// cached value is used only after the files' identity says it is
+    /// current, whatever the directory watch says.
+    pub fn get_checked(&self, key: &str) -> StoreResult<Option<SecretString>> {
+        self.read(key, true).map(|v| v.map(|(value, _)| value))
+    }
+
+    fn read(&self, key: &str, checked: bool) -> StoreResult<Option<(SecretString, Source)>> {
         envelope::check_store_key(key)?;
-        if let Some(hit) = self.cache.get(key, || self.paths(key)) {
+        if let Some(hit) = self.cache.get(key, checked, || self.paths(key)) {
             return Ok(hit);
         }
         let _filling = self.filling.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(hit) = self.cache.get(key, || self.paths(key)) {
+        if let Some(hit) = self.cache.get(key, checked, || self.paths(key)) {
             return Ok(hit);
         }
         let paths = self.paths(key);

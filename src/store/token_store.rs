@@ -88,27 +88,11 @@ impl TokenStore for KeyringTokenStore {
     }
 
     fn get_token(&self, provider: &str, bucket: Option<&str>) -> Result<Option<OAuthToken>> {
-        let key = account(provider, bucket)?;
-        let raw = match self.store.get(&key) {
-            Ok(raw) => raw,
-            Err(e) if e.kind == StoreErrorKind::Corrupt => {
-                crate::log_warn!(
-                    "corrupt token entry [{}] treated as absent: {}",
-                    hashed_id(&key),
-                    e.message
-                );
-                return Ok(None);
-            }
-            Err(e) => return Err(e.into()),
-        };
-        let Some(raw) = raw else { return Ok(None) };
-        match OAuthToken::from_json(raw.expose()) {
-            Ok(token) => Ok(Some(token)),
-            Err(e) => {
-                crate::log_warn!("unreadable token entry [{}] treated as absent: {e}", hashed_id(&key));
-                Ok(None)
-            }
-        }
+        self.read(provider, bucket, false)
+    }
+
+    fn get_token_for_update(&self, provider: &str, bucket: Option<&str>) -> Result<Option<OAuthToken>> {
+        self.read(provider, bucket, true)
     }
 
     fn remove_token(&self, provider: &str, bucket: Option<&str>) -> Result<()> {
@@ -156,5 +140,32 @@ impl TokenStore for KeyringTokenStore {
         wait: Duration,
     ) -> Result<RefreshLock> {
         self.oauth_lock(refresh_lock_path, provider, bucket, wait)
+    }
+}
+
+impl KeyringTokenStore {
+    /// Reads a token; `checked`: see [`SecureStore::get_checked`].
+    fn read(&self, provider: &str, bucket: Option<&str>, checked: bool) -> Result<Option<OAuthToken>> {
+        let key = account(provider, bucket)?;
+        let raw = match if checked { self.store.get_checked(&key) } else { self.store.get(&key) } {
+            Ok(raw) => raw,
+            Err(e) if e.kind == StoreErrorKind::Corrupt => {
+                crate::log_warn!(
+                    "corrupt token entry [{}] treated as absent: {}",
+                    hashed_id(&key),
+                    e.message
+                );
+                return Ok(None);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let Some(raw) = raw else { return Ok(None) };
+        match OAuthToken::from_json(raw.expose()) {
+            Ok(token) => Ok(Some(token)),
+            Err(e) => {
+                crate::log_warn!("unreadable token entry [{}] treated as absent: {e}", hashed_id(&key));
+                Ok(None)
+            }
+        }
     }
 }

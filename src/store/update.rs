@@ -88,9 +88,12 @@ pub struct Stored<'a> {
 }
 
 impl Stored<'_> {
-    /// Reads the stored token; `None` when there is none.
+    /// Reads the stored token; `None` when there is none. Never a cached
+    /// value the store has not checked against its files
+    /// ([`TokenStore::get_token_for_update`]): what is written is based on
+    /// what is stored.
     pub fn get(&self) -> Result<Option<OAuthToken>, Error> {
-        self.tokens.get_token(self.provider, self.bucket)
+        self.tokens.get_token_for_update(self.provider, self.bucket)
     }
 }
 

@@ -47,9 +47,14 @@ const MASK: u32 = libc::IN_CREATE
     | libc::IN_ONLYDIR;
 
 impl DirWatch {
-    /// Watches `dir` (which must exist and be a directory).
+    /// Watches `dir` (which must exist, be a directory, and be on a local
+    /// file system: on NFS, FUSE and the like another machine's or
+    /// process's changes need not reach this kernel's events).
     pub fn new(dir: &Path) -> io::Result<DirWatch> {
         let path = CString::new(dir.as_os_str().as_bytes()).map_err(|_| io::ErrorKind::InvalidInput)?;
+        if !is_local(&path)? {
+            return Err(io::Error::new(io::ErrorKind::Unsupported, "not a local file system"));
+        }
         // SAFETY: inotify_init1 takes flags only.
         let fd = cerr(unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) })?;
         // SAFETY: `fd` was just returned by inotify_init1 and is owned by
@@ -80,6 +85,25 @@ impl DirWatch {
             }
         }
     }
+}
+
+/// The file systems whose every change passes through this kernel, so
+/// that a watch sees it (`statfs(2)` magic numbers): ext2/3/4, XFS, Btrfs,
+/// tmpfs, ramfs, F2FS, ZFS.
+const LOCAL_FILE_SYSTEMS: [i64; 7] =
+    [0xEF53, 0x5846_5342, 0x9123_683E, 0x0102_1994, 0x8584_58F6, 0xF2F5_2010, 0x2FC1_2FC1];
+
+/// Whether `path` is on one of the [`LOCAL_FILE_SYSTEMS`].
+fn is_local(path: &CString) -> io::Result<bool> {
+    let mut fs = std::mem::MaybeUninit::<libc::statfs>::zeroed();
+    // SAFETY: `path` is NUL-terminated and outlives the call; `fs` is valid
+    // for writes of a whole `statfs`.
+    cerr(unsafe { libc::statfs(path.as_ptr(), fs.as_mut_ptr()) })?;
+    // SAFETY: statfs succeeded, so it filled `fs` in.
+    let fs = unsafe { fs.assume_init() };
+    #[allow(clippy::unnecessary_cast)] // `f_type`'s width differs between targets
+    let kind = fs.f_type as i64;
+    Ok(LOCAL_FILE_SYSTEMS.contains(&kind))
 }
 
 /// One event as the kernel wrote it.
@@ -144,5 +168,14 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
         assert_eq!(watch.poll().unwrap(), Some(Seen::Gone), "the directory went away");
         assert!(DirWatch::new(&dir).is_err(), "a missing directory cannot be watched");
+    }
+
+    #[test]
+    fn only_local_file_systems_are_watched() {
+        let local = CString::new(std::env::temp_dir().as_os_str().as_bytes()).unwrap();
+        assert!(is_local(&local).unwrap(), "the temporary directory is on a local file system here");
+        // /proc changes without this kernel's file events: never watched
+        let err = DirWatch::new(Path::new("/proc")).err().expect("refused");
+        assert_eq!(err.kind(), io::ErrorKind::Unsupported);
     }
 }

@@ -402,3 +402,29 @@ fn exec_mode_keeps_its_log_off_the_commands_terminal() {
         .unwrap();
     assert_eq!(both.status.code(), Some(2));
 }
+
+#[test]
+fn a_background_daemon_without_a_log_file_says_where_it_listens_before_it_lets_stderr_go() {
+    let dir = with_key("bg-stderr");
+    let socket = socket_in(&dir, "bg-stderr.sock");
+    // the daemon's default: info lines gathered, written by its own thread
+    // later, by which time a background daemon has let go of stderr
+    let out = credd(&dir)
+        .args(["--allow-key", "OPENAI", "--log-level", "info", "--socket"])
+        .arg(&socket)
+        .env_remove("LLXPRT_CREDD_LOG_FLUSH_MS")
+        .env("SHELL", "/bin/bash")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let pid: i32 = var(&stdout(&out), "LLXPRT_CREDD_PID").parse().unwrap();
+    let _reap = Reap(pid);
+    assert!(
+        stderr(&out).contains(&format!("listening on {}", socket.display())),
+        "the start-up line reached the terminal: {}",
+        stderr(&out)
+    );
+    let stop = dir.command(CREDD).arg("-k").env("LLXPRT_CREDD_PID", pid.to_string()).output().unwrap();
+    assert!(stop.status.success(), "{}", stderr(&stop));
+}

@@ -139,6 +139,7 @@ pub fn help() -> String {
 /// Runs the daemon and returns the exit code.
 pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
     log::set_program("llxprt-credd");
+    log::flush_on_panic();
     let args = match parse(args.into_iter().skip(1)) {
         Ok(a) => a,
         Err(e) => {

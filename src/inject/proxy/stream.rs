@@ -95,16 +95,23 @@ pub(super) fn stream_back(
     // to the pool before the client has the last bytes, so a request the
     // client sends next finds it there. The watcher stops first: it must
     // never shut a pooled connection down.
-    watch.stop();
-    let _ = ex.read(); // the end, without I/O: marks the exchange ended
+    let gone = watch.stop();
     audit.usage.feed(b"\n");
-    ex.release();
-    let held = scrub.as_mut().map(|s| s.finish()).unwrap_or_default();
-    audit.bytes_out += (last.len() + held.len()) as u64;
-    if writer.write_all(&[last, held].concat()).is_err() {
+    if gone {
+        // the watcher has shut the upstream socket: never pooled
+        ex.abort();
         audit.outcome = "aborted-by-client".into();
         return false;
     }
+    let _ = ex.read(); // the end, without I/O: marks the exchange ended
+    ex.release();
+    let held = scrub.as_mut().map(|s| s.finish()).unwrap_or_default();
+    let tail = [last, held].concat();
+    if writer.write_all(&tail).is_err() {
+        audit.outcome = "aborted-by-client".into();
+        return false;
+    }
+    audit.bytes_out += tail.len() as u64;
     !close
 }
 

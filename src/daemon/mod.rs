@@ -40,12 +40,11 @@ use inherit::{Inherited, claim_inherited};
 use readiness::{Readiness, announce, daemonize};
 use running::{shell_is_csh, warn_of_another_daemon};
 
-/// The variable naming the daemon's pid (set by `-s`/`-c` and exec mode).
-pub const PID_ENV: &str = crate::env::CREDD_PID;
-/// The variable naming the socket.
-pub const SOCKET_ENV: &str = crate::env::CREDENTIAL_SOCKET;
-/// The variable naming the capability env file.
-pub const CAPABILITY_FILE_ENV: &str = crate::env::CAPABILITY_FILE;
+// The variables the daemon sets for its clients (by `-s`/`-c` and in exec
+// mode), by the names its modules use.
+use crate::env::{
+    CAPABILITY_FILE as CAPABILITY_FILE_ENV, CREDD_PID as PID_ENV, CREDENTIAL_SOCKET as SOCKET_ENV,
+};
 
 /// How long info lines (the audit) may wait to be written together:
 /// [`LOG_FLUSH_MS`](crate::log::LOG_FLUSH_MS) by default,

@@ -85,7 +85,7 @@ impl KeyInputs<'_> {
                 let secret = self.machine_secret.ok_or_else(|| {
                     corrupt("Fallback file needs the machine secret, which is not available")
                 })?;
-                Ok(Zeroizing::new(format!("{}|{}|{}", hex(secret), self.service, self.machine_id)))
+                Ok(Zeroizing::new(format!("{}|{}|{}", crate::random::to_hex(secret), self.service, self.machine_id)))
             }
         }
     }
@@ -95,17 +95,12 @@ fn corrupt(message: &str) -> StoreError {
     StoreError::new(StoreErrorKind::Corrupt, message)
 }
 
-/// Lower-case hex of `bytes`.
-pub fn hex(bytes: &[u8]) -> String {
-    crate::random::to_hex(bytes)
-}
-
 /// `hex(sha256(hostname + username))`, as llxprt-code computes it.
 pub fn machine_id_for(hostname: &str, username: &str) -> String {
     let mut h = Sha256::new();
     h.update(hostname.as_bytes());
     h.update(username.as_bytes());
-    hex(&h.finalize())
+    crate::random::to_hex(&h.finalize())
 }
 
 /// This machine's id: host name plus the login name of our uid (or the

@@ -25,7 +25,7 @@ pub const SERVICE: &str = "llxprt-code-oauth";
 /// A short, stable, non-reversible name for an account in log lines.
 pub fn hashed_id(account: &str) -> String {
     use sha2::{Digest, Sha256};
-    super::envelope::hex(&Sha256::digest(account.as_bytes())[..6])
+    crate::random::to_hex(&Sha256::digest(account.as_bytes())[..6])
 }
 
 /// Token store on the host's secure store.

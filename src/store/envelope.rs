@@ -85,7 +85,12 @@ impl KeyInputs<'_> {
                 let secret = self.machine_secret.ok_or_else(|| {
                     corrupt("Fallback file needs the machine secret, which is not available")
                 })?;
-                Ok(Zeroizing::new(format!("{}|{}|{}", crate::random::to_hex(secret), self.service, self.machine_id)))
+                Ok(Zeroizing::new(format!(
+                    "{}|{}|{}",
+                    crate::random::to_hex(secret),
+                    self.service,
+                    self.machine_id
+                )))
             }
         }
     }
